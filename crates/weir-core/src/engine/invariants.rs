@@ -1,0 +1,95 @@
+//! A full consistency check of the engine's indexes against its jobs (the numbered
+//! invariants in the module docs). `O(n)`: for tests, property tests and debug builds.
+
+use super::Engine;
+use crate::job::JobState;
+
+impl Engine {
+    /// Checks every invariant, describing the first violation found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut counts = vec![[0u64; 7]; self.queues.len()];
+        let mut ready_total = 0usize;
+        for (&id, s) in &self.jobs {
+            counts[s.queue as usize][s.state as usize] += 1;
+            let qs = &self.queues[s.queue as usize];
+            let in_sched = self.scheduled.contains(&(s.run_at, id));
+            let in_lease = s.state == JobState::Active && self.leases.contains(&(s.deadline, id));
+            let in_ready = qs.ready.iter().any(|k| k.id == id);
+            let in_done = qs.completed.contains(&(s.finished_at, id));
+            let in_dead = qs.dead.contains(&(s.finished_at, id));
+            ready_total += usize::from(in_ready);
+            let ok = match s.state {
+                JobState::Scheduled | JobState::Failed => {
+                    in_sched && !in_lease && !in_ready && !in_done && !in_dead
+                }
+                JobState::Active => in_lease && !in_sched && !in_ready && !in_done && !in_dead,
+                JobState::Completed => in_done && !in_sched && !in_ready && !in_dead,
+                JobState::Dead | JobState::Cancelled => {
+                    in_dead && !in_sched && !in_ready && !in_done
+                }
+                JobState::Waiting => {
+                    let held_back = match s.group() {
+                        None => false,
+                        Some(g) => {
+                            let gs = self
+                                .groups
+                                .get(&(s.queue, g.clone()))
+                                .ok_or_else(|| format!("job {id}: group {g} missing"))?;
+                            gs.ready != Some(id)
+                        }
+                    };
+                    in_ready != held_back && !in_sched && !in_done && !in_dead
+                }
+            };
+            if !ok {
+                return Err(format!("job {id} in state {} is in the wrong index", s.state));
+            }
+            if let Some(g) = s.group() {
+                let gs = self.groups.get(&(s.queue, g.clone()));
+                let pending = gs.is_some_and(|gs| gs.pending.contains(&id));
+                if pending == s.state.is_terminal() {
+                    return Err(format!("job {id}: group membership does not match its state"));
+                }
+                if s.state == JobState::Active && gs.and_then(|g| g.active) != Some(id) {
+                    return Err(format!("job {id}: active but not its group's active job"));
+                }
+            }
+        }
+        for (i, qs) in self.queues.iter().enumerate() {
+            if qs.counts != counts[i] {
+                return Err(format!("queue {}: counts {:?} != {:?}", qs.name, qs.counts, counts[i]));
+            }
+        }
+        let ready_len: usize = self.queues.iter().map(|q| q.ready.len()).sum();
+        if ready_len != ready_total {
+            return Err(format!("ready index holds {ready_len} keys for {ready_total} jobs"));
+        }
+        if self.leases.len() != self.jobs.values().filter(|s| s.state == JobState::Active).count()
+        {
+            return Err("lease index has stale entries".into());
+        }
+        for ((q, g), gs) in &self.groups {
+            if gs.active.is_some() && gs.ready.is_some() {
+                return Err(format!("group {g}: active and ready at once"));
+            }
+            let actives = gs
+                .pending
+                .iter()
+                .filter(|id| self.jobs.get(id).is_some_and(|s| s.state == JobState::Active))
+                .count();
+            if actives > 1 {
+                return Err(format!("group {g} of queue {q}: {actives} active jobs"));
+            }
+            if gs.active.is_none() {
+                let first = gs.pending.first().copied();
+                let want = first.filter(|id| {
+                    self.jobs.get(id).is_some_and(|s| s.state == JobState::Waiting)
+                });
+                if gs.ready != want {
+                    return Err(format!("group {g}: ready {:?}, expected {want:?}", gs.ready));
+                }
+            }
+        }
+        Ok(())
+    }
+}

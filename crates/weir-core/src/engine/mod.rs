@@ -1,0 +1,946 @@
+//! The queue engine: every job's state, the indexes that schedule them, and the state machine.
+//!
+//! Pure and deterministic: no I/O, no threads, no system clock. Each operation takes `now`
+//! (ms since the epoch) and randomness comes from a seeded generator, so a sequence of calls
+//! always gives the same result. A store wraps the engine, persists what it reports in
+//! [`Engine::take_changes`], and rebuilds it on open with [`Engine::restore_job`].
+//!
+//! # Invariants (checked by [`Engine::check_invariants`])
+//! 1. Every job is in exactly one state, and in exactly the index of that state: `Scheduled`
+//!    and `Failed` in `scheduled` by `(run_at, id)`; `Active` in `leases` by
+//!    `(deadline, id)`; `Completed` in its queue's `completed`; `Dead` and `Cancelled` in its
+//!    queue's `dead`; `Waiting` in its queue's `ready` index unless its group holds it back.
+//! 2. A group has at most one `Active` job, and while it has one, none of its jobs is ready.
+//!    When it has none, its ready job (if any) is its lowest-id unfinished job.
+//! 3. A job holds at most one lease: a new grant replaces the lease id, and every other lease
+//!    id is refused.
+//! 4. Per-queue state counts equal the number of jobs in each state.
+//!
+//! # Ordering and aging
+//! The ready index sorts by `(rank, cost, id)` ascending with
+//! `rank = floor(ready_at / aging_ms) - priority`. That is the same order as "effective
+//! priority `priority + (aging boundaries passed since ready_at)`, highest first", but the
+//! key never changes while a job waits: `now` cancels out of every comparison. So aging costs
+//! nothing per tick and fetch stays `O(log n)`.
+
+mod invariants;
+pub mod maintenance;
+mod read;
+mod restore;
+
+use crate::aggregate::{Aggregate, HOUR_MS};
+use crate::config::{check_attempts, check_backoff, check_queue_name, check_timeout};
+use crate::job::{
+    Ack, AttemptError, Backoff, BatchOutcome, Fail, FetchedJob, JobId, JobState, NewJob, Payload,
+    Rejection,
+};
+use crate::{Error, Limits, Order, QueueConfig, Result};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+pub use read::{JobFilter, JobPage, QueueStats};
+
+/// Most errors kept per job; older ones are dropped.
+const MAX_ERRORS_KEPT: usize = 32;
+
+/// What changed, for the store to persist. Job changes name the job; the store reads the
+/// current records with [`Engine::spec_record`] and [`Engine::status_record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A new job: write its spec (its status is implied until the first update).
+    Insert(JobId),
+    /// A job's status changed: write its status record.
+    Update(JobId),
+    /// A job was deleted by retention: delete both records.
+    Delete(JobId),
+    /// A queue's configuration changed.
+    Queue(u32),
+    /// An hourly aggregate changed: `(queue index, hour start)`.
+    Aggregate(u32, u64),
+}
+
+/// A job as the engine keeps it: compact, with rarely used fields behind one pointer.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) queue: u32,
+    pub(crate) kind: u32,
+    pub(crate) state: JobState,
+    pub(crate) attempt: u16,
+    pub(crate) max_attempts: u16,
+    pub(crate) priority: i32,
+    pub(crate) cost: u64,
+    pub(crate) timeout_ms: u64,
+    pub(crate) created_at: u64,
+    /// Due time while `Scheduled` or `Failed`; ready time while `Waiting` (the aging origin).
+    pub(crate) run_at: u64,
+    /// The current (or last) lease id; 0 before the first fetch.
+    pub(crate) lease_id: u64,
+    /// While `Active`: the lease deadline.
+    pub(crate) deadline: u64,
+    pub(crate) started_at: u64,
+    pub(crate) finished_at: u64,
+    pub(crate) payload: Box<str>,
+    pub(crate) extra: Option<Box<Extra>>,
+}
+
+/// The fields most jobs leave empty.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extra {
+    pub(crate) backoff: Option<Backoff>,
+    pub(crate) unique_key: Option<Box<str>>,
+    pub(crate) unique_until: u64,
+    pub(crate) group: Option<Arc<str>>,
+    pub(crate) tags: Vec<Box<str>>,
+    pub(crate) result: Option<Box<str>>,
+    pub(crate) progress: Option<Box<str>>,
+    pub(crate) errors: Vec<AttemptError>,
+}
+
+impl Slot {
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn group(&self) -> Option<&Arc<str>> {
+        self.extra.as_ref().and_then(|e| e.group.as_ref())
+    }
+}
+
+/// Key of the per-queue ready index; see the module docs for the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ReadyKey {
+    rank: i64,
+    cost: u64,
+    id: u64,
+}
+
+/// One ordered group's scheduling state.
+#[derive(Debug, Default)]
+pub(crate) struct GroupState {
+    /// Ids of the group's unfinished jobs (enqueue order is id order).
+    pub(crate) pending: BTreeSet<u64>,
+    /// The job running now, if any.
+    pub(crate) active: Option<u64>,
+    /// The job in the ready index now, if any.
+    pub(crate) ready: Option<u64>,
+}
+
+pub(crate) struct QueueState {
+    pub(crate) name: Arc<str>,
+    pub(crate) config: QueueConfig,
+    /// Whether the configuration was set explicitly (and so is persisted).
+    pub(crate) configured: bool,
+    pub(crate) ready: BTreeSet<ReadyKey>,
+    pub(crate) completed: BTreeSet<(u64, u64)>,
+    pub(crate) dead: BTreeSet<(u64, u64)>,
+    pub(crate) counts: [u64; 7],
+}
+
+/// The queue engine. See the module docs.
+pub struct Engine {
+    limits: Limits,
+    rng: fastrand::Rng,
+    next_id: u64,
+    pub(crate) jobs: FxHashMap<u64, Slot>,
+    pub(crate) queues: Vec<QueueState>,
+    queue_ids: FxHashMap<Arc<str>, u32>,
+    pub(crate) kinds: Vec<Arc<str>>,
+    kind_ids: FxHashMap<Arc<str>, u32>,
+    pub(crate) scheduled: BTreeSet<(u64, u64)>,
+    pub(crate) leases: BTreeSet<(u64, u64)>,
+    unique: FxHashMap<(u32, Box<str>), u64>,
+    pub(crate) groups: FxHashMap<(u32, Arc<str>), GroupState>,
+    pub(crate) aggregates: BTreeMap<(u32, u64), Aggregate>,
+    changes: Vec<Change>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("jobs", &self.jobs.len())
+            .field("queues", &self.queues.len())
+            .field("next_id", &self.next_id)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An empty engine. `seed` drives lease ids and backoff jitter; give each process a
+    /// random one, and tests a fixed one.
+    pub fn new(limits: Limits, seed: u64) -> Self {
+        Engine {
+            limits,
+            rng: fastrand::Rng::with_seed(seed),
+            next_id: 1,
+            jobs: FxHashMap::default(),
+            queues: Vec::new(),
+            queue_ids: FxHashMap::default(),
+            kinds: Vec::new(),
+            kind_ids: FxHashMap::default(),
+            scheduled: BTreeSet::new(),
+            leases: BTreeSet::new(),
+            unique: FxHashMap::default(),
+            groups: FxHashMap::default(),
+            aggregates: BTreeMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The limits requests are checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The id the next enqueued job will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Everything that changed since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Appends everything that changed since the last call to `out`, in order.
+    pub fn drain_changes_into(&mut self, out: &mut Vec<Change>) {
+        out.append(&mut self.changes);
+    }
+
+    /// The number of jobs held, in every state.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// True when no job is held.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    // ---- queues ------------------------------------------------------------------------
+
+    pub(crate) fn queue_idx(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.queue_ids.get(name) {
+            return i;
+        }
+        let i = self.queues.len() as u32;
+        let name: Arc<str> = name.into();
+        self.queues.push(QueueState {
+            name: name.clone(),
+            config: QueueConfig::default(),
+            configured: false,
+            ready: BTreeSet::new(),
+            completed: BTreeSet::new(),
+            dead: BTreeSet::new(),
+            counts: [0; 7],
+        });
+        self.queue_ids.insert(name, i);
+        i
+    }
+
+    pub(crate) fn find_queue(&self, name: &str) -> Option<u32> {
+        self.queue_ids.get(name).copied()
+    }
+
+    fn kind_idx(&mut self, kind: &str) -> u32 {
+        if let Some(&i) = self.kind_ids.get(kind) {
+            return i;
+        }
+        let i = self.kinds.len() as u32;
+        let k: Arc<str> = kind.into();
+        self.kinds.push(k.clone());
+        self.kind_ids.insert(k, i);
+        i
+    }
+
+    /// Sets a queue's whole configuration, creating the queue if needed.
+    pub fn queue_config_set(&mut self, name: &str, config: QueueConfig) -> Result<()> {
+        check_queue_name(name)?;
+        config.validate(&self.limits)?;
+        let q = self.queue_idx(name);
+        let qs = &mut self.queues[q as usize];
+        let reorder = qs.config.order != config.order || qs.config.aging_ms != config.aging_ms;
+        qs.config = config;
+        qs.configured = true;
+        if reorder {
+            let ids: Vec<u64> = qs.ready.iter().map(|k| k.id).collect();
+            qs.ready.clear();
+            for id in ids {
+                let key = self.ready_key(id);
+                self.queues[q as usize].ready.insert(key);
+            }
+        }
+        self.changes.push(Change::Queue(q));
+        Ok(())
+    }
+
+    /// A queue's configuration (the default for a queue never configured).
+    pub fn queue_config(&self, name: &str) -> QueueConfig {
+        self.find_queue(name)
+            .map(|q| self.queues[q as usize].config.clone())
+            .unwrap_or_default()
+    }
+
+    // ---- enqueue -----------------------------------------------------------------------
+
+    /// Enqueues a batch atomically: every job is checked first, and one bad job refuses the
+    /// whole batch with nothing changed. Returns one id per job, in order; a job whose unique
+    /// key is live returns the existing job's id.
+    pub fn enqueue(&mut self, jobs: Vec<NewJob>, now: u64) -> Result<Vec<JobId>> {
+        if jobs.len() > self.limits.max_batch {
+            return Err(Error::invalid(
+                "jobs",
+                format!("batch of {} over the limit {}", jobs.len(), self.limits.max_batch),
+            ));
+        }
+        for job in &jobs {
+            self.validate_new(job, now)?;
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            ids.push(self.insert_new(job, now));
+        }
+        Ok(ids)
+    }
+
+    fn validate_new(&self, job: &NewJob, now: u64) -> Result<()> {
+        let l = &self.limits;
+        check_queue_name(&job.queue)?;
+        if job.kind.is_empty() || job.kind.len() > 128 {
+            return Err(Error::invalid("kind", "must be 1 to 128 bytes"));
+        }
+        if job.payload.len() > l.max_payload_bytes {
+            return Err(Error::invalid(
+                "payload",
+                format!("{} bytes over the limit {}", job.payload.len(), l.max_payload_bytes),
+            ));
+        }
+        if job.payload.is_empty() {
+            return Err(Error::invalid("payload", "empty"));
+        }
+        if job.delay_ms.is_some() && job.run_at_ms.is_some() {
+            return Err(Error::invalid("delay_ms", "give delay_ms or run_at, not both"));
+        }
+        if let Some(d) = job.delay_ms {
+            if d > l.max_duration_ms {
+                return Err(Error::invalid(
+                    "delay_ms",
+                    format!("{d} ms over the limit {}", l.max_duration_ms),
+                ));
+            }
+        }
+        if let Some(at) = job.run_at_ms {
+            if at > now.saturating_add(l.max_duration_ms) {
+                return Err(Error::invalid("run_at", "further ahead than the maximum duration"));
+            }
+        }
+        if let Some(n) = job.max_attempts {
+            check_attempts(n, l)?;
+        }
+        if let Some(t) = job.timeout_ms {
+            check_timeout(t, l)?;
+        }
+        if let Some(b) = &job.backoff {
+            check_backoff(b, l)?;
+        }
+        for (field, key) in [("unique_key", &job.unique_key), ("group", &job.group)] {
+            if let Some(k) = key {
+                if k.is_empty() || k.len() > l.max_key_bytes {
+                    return Err(Error::invalid(
+                        field,
+                        format!("must be 1 to {} bytes", l.max_key_bytes),
+                    ));
+                }
+            }
+        }
+        if let Some(w) = job.unique_window_ms {
+            if job.unique_key.is_none() {
+                return Err(Error::invalid("unique_window_ms", "needs a unique_key"));
+            }
+            if w > l.max_duration_ms {
+                return Err(Error::invalid("unique_window_ms", "over the maximum duration"));
+            }
+        }
+        if job.tags.len() > l.max_tags {
+            return Err(Error::invalid("tags", format!("more than {}", l.max_tags)));
+        }
+        if job.tags.iter().any(|t| t.is_empty() || t.len() > l.max_key_bytes) {
+            return Err(Error::invalid("tags", "each must be 1 to max_key_bytes bytes"));
+        }
+        Ok(())
+    }
+
+    fn insert_new(&mut self, job: NewJob, now: u64) -> JobId {
+        let q = self.queue_idx(&job.queue);
+        if let Some(key) = &job.unique_key {
+            if let Some(&existing) = self.unique.get(&(q, key.as_str().into())) {
+                if self.unique_live(existing, now) {
+                    return JobId(existing);
+                }
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let cfg = &self.queues[q as usize].config;
+        let run_at = match (job.delay_ms, job.run_at_ms) {
+            (Some(d), _) => now.saturating_add(d),
+            (None, Some(at)) => at.max(now),
+            (None, None) => now,
+        };
+        let max_attempts = job.max_attempts.unwrap_or(cfg.max_attempts);
+        let timeout_ms = job.timeout_ms.unwrap_or(cfg.timeout_ms);
+        let has_extra = job.backoff.is_some()
+            || job.unique_key.is_some()
+            || job.group.is_some()
+            || !job.tags.is_empty();
+        let group: Option<Arc<str>> = job.group.map(Arc::from);
+        let extra = has_extra.then(|| {
+            Box::new(Extra {
+                backoff: job.backoff,
+                unique_until: match (&job.unique_key, job.unique_window_ms) {
+                    (Some(_), Some(w)) => now.saturating_add(w),
+                    _ => 0,
+                },
+                unique_key: job.unique_key.map(String::into_boxed_str),
+                group: group.clone(),
+                tags: job.tags.into_iter().map(String::into_boxed_str).collect(),
+                ..Default::default()
+            })
+        });
+        let kind = self.kind_idx(&job.kind);
+        let state = if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Waiting
+        };
+        let slot = Slot {
+            queue: q,
+            kind,
+            state,
+            attempt: 0,
+            max_attempts: max_attempts as u16,
+            priority: job.priority,
+            cost: job.cost,
+            timeout_ms,
+            created_at: now,
+            run_at,
+            lease_id: 0,
+            deadline: 0,
+            started_at: 0,
+            finished_at: 0,
+            payload: job.payload.into_inner(),
+            extra,
+        };
+        if let Some(key) = slot.extra.as_ref().and_then(|e| e.unique_key.clone()) {
+            self.unique.insert((q, key), id);
+        }
+        self.jobs.insert(id, slot);
+        self.queues[q as usize].counts[state as usize] += 1;
+        if let Some(g) = group {
+            self.groups.entry((q, g)).or_default().pending.insert(id);
+        }
+        self.place(id);
+        self.changes.push(Change::Insert(JobId(id)));
+        self.bump(q, now, |a| a.enqueued += 1);
+        JobId(id)
+    }
+
+    /// Whether a unique key pointing at `id` still deduplicates at `now`.
+    fn unique_live(&self, id: u64, now: u64) -> bool {
+        match self.jobs.get(&id) {
+            None => false,
+            Some(s) => {
+                !s.state.is_terminal() || s.extra.as_ref().is_some_and(|e| now < e.unique_until)
+            }
+        }
+    }
+
+    // ---- indexes -----------------------------------------------------------------------
+
+    fn ready_key(&self, id: u64) -> ReadyKey {
+        let s = &self.jobs[&id];
+        let cfg = &self.queues[s.queue as usize].config;
+        let epoch = s.run_at.checked_div(cfg.aging_ms).unwrap_or(0) as i64;
+        ReadyKey {
+            rank: epoch - i64::from(s.priority),
+            cost: if cfg.order == Order::SmallestCost {
+                s.cost
+            } else {
+                0
+            },
+            id,
+        }
+    }
+
+    /// Puts a job into the index its state calls for. The job must be in none.
+    fn place(&mut self, id: u64) {
+        let s = &self.jobs[&id];
+        let (state, q) = (s.state, s.queue);
+        match state {
+            JobState::Scheduled | JobState::Failed => {
+                self.scheduled.insert((s.run_at, id));
+            }
+            JobState::Waiting => match s.group().cloned() {
+                Some(g) => self.refresh_group(q, g),
+                None => {
+                    let key = self.ready_key(id);
+                    self.queues[q as usize].ready.insert(key);
+                }
+            },
+            JobState::Active => {
+                self.leases.insert((s.deadline, id));
+            }
+            JobState::Completed => {
+                self.queues[q as usize].completed.insert((s.finished_at, id));
+            }
+            JobState::Dead | JobState::Cancelled => {
+                self.queues[q as usize].dead.insert((s.finished_at, id));
+            }
+        }
+    }
+
+    /// Takes a job out of the index its state put it in.
+    fn unplace(&mut self, id: u64) {
+        let s = &self.jobs[&id];
+        let (state, q) = (s.state, s.queue);
+        match state {
+            JobState::Scheduled | JobState::Failed => {
+                self.scheduled.remove(&(s.run_at, id));
+            }
+            JobState::Waiting => match s.group().cloned() {
+                Some(g) => {
+                    let key = self.ready_key(id);
+                    if let Some(gs) = self.groups.get_mut(&(q, g)) {
+                        if gs.ready == Some(id) {
+                            gs.ready = None;
+                            self.queues[q as usize].ready.remove(&key);
+                        }
+                    }
+                }
+                None => {
+                    let key = self.ready_key(id);
+                    self.queues[q as usize].ready.remove(&key);
+                }
+            },
+            JobState::Active => {
+                self.leases.remove(&(s.deadline, id));
+            }
+            JobState::Completed => {
+                self.queues[q as usize].completed.remove(&(s.finished_at, id));
+            }
+            JobState::Dead | JobState::Cancelled => {
+                self.queues[q as usize].dead.remove(&(s.finished_at, id));
+            }
+        }
+    }
+
+    /// Moves a job to `to`: out of its old index, counts, state, into its new index. `edit`
+    /// runs between the two, to change the fields the new index is keyed by.
+    fn transition(&mut self, id: u64, to: JobState, edit: impl FnOnce(&mut Slot)) {
+        self.unplace(id);
+        let Some(s) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let from = s.state;
+        let q = s.queue as usize;
+        let group = s.group().cloned();
+        s.state = to;
+        edit(s);
+        let counts = &mut self.queues[q].counts;
+        counts[from as usize] -= 1;
+        counts[to as usize] += 1;
+        if let Some(g) = group {
+            let key = (q as u32, g.clone());
+            if let Some(gs) = self.groups.get_mut(&key) {
+                if from == JobState::Active && gs.active == Some(id) {
+                    gs.active = None;
+                }
+                if to == JobState::Active {
+                    gs.active = Some(id);
+                }
+                if to.is_terminal() {
+                    gs.pending.remove(&id);
+                } else {
+                    gs.pending.insert(id);
+                }
+            } else if !to.is_terminal() {
+                // A retried job whose group had emptied and been dropped.
+                let gs = self.groups.entry(key).or_default();
+                gs.pending.insert(id);
+            }
+            self.place(id);
+            self.refresh_group(q as u32, g);
+        } else {
+            self.place(id);
+        }
+    }
+
+    /// Re-establishes invariant 2 for one group: its ready job is its lowest-id unfinished
+    /// job if that one is waiting and nothing of the group is active; otherwise none.
+    fn refresh_group(&mut self, q: u32, g: Arc<str>) {
+        let key = (q, g);
+        let Some(gs) = self.groups.get(&key) else {
+            return;
+        };
+        let want = match gs.active {
+            Some(_) => None,
+            None => gs
+                .pending
+                .first()
+                .copied()
+                .filter(|id| self.jobs.get(id).is_some_and(|s| s.state == JobState::Waiting)),
+        };
+        let have = gs.ready;
+        if gs.pending.is_empty() && gs.active.is_none() {
+            if let Some(old) = have {
+                let k = self.ready_key(old);
+                self.queues[q as usize].ready.remove(&k);
+            }
+            self.groups.remove(&key);
+            return;
+        }
+        if want == have {
+            return;
+        }
+        if let Some(old) = have {
+            let k = self.ready_key(old);
+            self.queues[q as usize].ready.remove(&k);
+        }
+        if let Some(new) = want {
+            let k = self.ready_key(new);
+            self.queues[q as usize].ready.insert(k);
+        }
+        if let Some(gs) = self.groups.get_mut(&key) {
+            gs.ready = want;
+        }
+    }
+
+    fn bump(&mut self, q: u32, now: u64, f: impl FnOnce(&mut Aggregate)) {
+        let hour = now - now % HOUR_MS;
+        f(self.aggregates.entry((q, hour)).or_default());
+        self.changes.push(Change::Aggregate(q, hour));
+    }
+
+    // ---- fetch, heartbeat, ack, fail ---------------------------------------------------
+
+    /// Leases up to `max` ready jobs from `queues`, taking them in the order given (earlier
+    /// queues first), each queue in its own order. Unknown and paused queues give nothing.
+    /// Due scheduled jobs are promoted and expired leases reclaimed first.
+    pub fn fetch(&mut self, queues: &[&str], max: usize, now: u64) -> Vec<FetchedJob> {
+        self.tick(now);
+        let max = max.min(self.limits.max_batch);
+        let mut out = Vec::with_capacity(max.min(256));
+        for name in queues {
+            let Some(q) = self.find_queue(name) else {
+                continue;
+            };
+            if self.queues[q as usize].config.paused {
+                continue;
+            }
+            while out.len() < max {
+                let Some(key) = self.queues[q as usize].ready.first().copied() else {
+                    break;
+                };
+                out.push(self.lease(key.id, now));
+            }
+            if out.len() == max {
+                break;
+            }
+        }
+        out
+    }
+
+    fn lease(&mut self, id: u64, now: u64) -> FetchedJob {
+        let mut lease_id = self.rng.u64(1..);
+        while self.jobs.get(&id).is_some_and(|s| s.lease_id == lease_id) {
+            lease_id = self.rng.u64(1..);
+        }
+        let ready_at = self.jobs.get(&id).map_or(now, |s| s.run_at);
+        self.transition(id, JobState::Active, |s| {
+            s.attempt = s.attempt.saturating_add(1);
+            s.lease_id = lease_id;
+            s.deadline = now.saturating_add(s.timeout_ms);
+            s.started_at = now;
+        });
+        let q = self.jobs[&id].queue;
+        self.bump(q, now, |a| {
+            a.started += 1;
+            a.wait_ms_sum += now.saturating_sub(ready_at);
+        });
+        let s = &self.jobs[&id];
+        FetchedJob {
+            id: JobId(id),
+            queue: self.queues[s.queue as usize].name.to_string(),
+            kind: self.kinds[s.kind as usize].to_string(),
+            payload: Payload::from_stored(s.payload.clone()),
+            attempt: u32::from(s.attempt),
+            lease_id,
+            lease_deadline_ms: s.deadline,
+        }
+    }
+
+    /// Checks that `lease_id` is the live lease of active job `id`.
+    fn check_lease(&self, id: JobId, lease_id: u64, now: u64) -> Result<()> {
+        let s = self.jobs.get(&id.0).ok_or(Error::JobNotFound(id))?;
+        if s.lease_id != lease_id || lease_id == 0 {
+            return Err(Error::LeaseMismatch(id));
+        }
+        if s.state != JobState::Active || s.deadline <= now {
+            return Err(Error::LeaseExpired(id));
+        }
+        Ok(())
+    }
+
+    fn check_doc(&self, field: &'static str, doc: Option<&Payload>) -> Result<()> {
+        match doc {
+            Some(p) if p.len() > self.limits.max_payload_bytes => Err(Error::invalid(
+                field,
+                format!("{} bytes over the limit {}", p.len(), self.limits.max_payload_bytes),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Extends a live lease by the job's timeout from `now` and records progress.
+    /// Returns the new deadline.
+    pub fn heartbeat(
+        &mut self,
+        id: JobId,
+        lease_id: u64,
+        progress: Option<Payload>,
+        now: u64,
+    ) -> Result<u64> {
+        self.check_lease(id, lease_id, now)?;
+        self.check_doc("progress", progress.as_ref())?;
+        let s = &self.jobs[&id.0];
+        let (old, new) = (s.deadline, now.saturating_add(s.timeout_ms).max(s.deadline));
+        self.leases.remove(&(old, id.0));
+        self.leases.insert((new, id.0));
+        if let Some(s) = self.jobs.get_mut(&id.0) {
+            s.deadline = new;
+            if let Some(p) = progress {
+                s.extra_mut().progress = Some(p.into_inner());
+                self.changes.push(Change::Update(id));
+            }
+        }
+        Ok(new)
+    }
+
+    /// Completes jobs under their live leases. Each refused ack changes nothing.
+    pub fn ack(&mut self, acks: Vec<Ack>, now: u64) -> Result<BatchOutcome> {
+        self.check_batch("acks", acks.len())?;
+        let mut out = BatchOutcome::default();
+        for a in acks {
+            let checked = self
+                .check_lease(a.id, a.lease_id, now)
+                .and_then(|()| self.check_doc("result", a.result.as_ref()));
+            if let Err(e) = checked {
+                out.rejected.push(rejection(a.id, e));
+                continue;
+            }
+            let id = a.id.0;
+            self.transition(id, JobState::Completed, |s| {
+                s.finished_at = now;
+                if let Some(r) = a.result {
+                    s.extra_mut().result = Some(r.into_inner());
+                }
+            });
+            let s = &self.jobs[&id];
+            let (q, run) = (s.queue, now.saturating_sub(s.started_at));
+            self.release_unique(id);
+            self.bump(q, now, |agg| {
+                agg.completed += 1;
+                agg.run_ms_sum += run;
+                agg.run_ms_max = agg.run_ms_max.max(run);
+            });
+            self.changes.push(Change::Update(a.id));
+            out.applied += 1;
+        }
+        Ok(out)
+    }
+
+    /// Records failed attempts under their live leases: a retryable failure with attempts
+    /// left waits out its backoff in `Failed`; any other goes `Dead`. Each refused fail
+    /// changes nothing.
+    pub fn fail(&mut self, fails: Vec<Fail>, now: u64) -> Result<BatchOutcome> {
+        self.check_batch("fails", fails.len())?;
+        let mut out = BatchOutcome::default();
+        for f in fails {
+            if let Err(e) = self.check_lease(f.id, f.lease_id, now) {
+                out.rejected.push(rejection(f.id, e));
+                continue;
+            }
+            self.fail_attempt(f.id.0, f.error, f.retry, now, false);
+            out.applied += 1;
+        }
+        Ok(out)
+    }
+
+    /// Ends the current attempt of an active job as failed (a worker's fail, or an expired
+    /// lease when `expired`).
+    pub(crate) fn fail_attempt(&mut self, id: u64, error: String, retry: bool, now: u64, expired: bool) {
+        let Some(s) = self.jobs.get(&id) else {
+            return;
+        };
+        let q = s.queue;
+        let attempt = u32::from(s.attempt);
+        let exhausted = attempt >= u32::from(s.max_attempts);
+        let mut message = error;
+        truncate_utf8(&mut message, self.limits.max_key_bytes.max(4096));
+        let err = AttemptError {
+            attempt,
+            at_ms: now,
+            message,
+        };
+        let push_err = move |s: &mut Slot| {
+            let errors = &mut s.extra_mut().errors;
+            if errors.len() == MAX_ERRORS_KEPT {
+                errors.remove(0);
+            }
+            errors.push(err);
+        };
+        if retry && !exhausted {
+            if expired {
+                // The lease expired: back to waiting at once, keeping its place in line.
+                self.transition(id, JobState::Waiting, push_err);
+            } else {
+                let backoff = s
+                    .extra
+                    .as_ref()
+                    .and_then(|e| e.backoff)
+                    .unwrap_or(self.queues[q as usize].config.backoff);
+                let delay = self.rng.u64(0..=backoff.ceiling_ms(attempt));
+                self.transition(id, JobState::Failed, |s| {
+                    push_err(s);
+                    s.run_at = now.saturating_add(delay);
+                });
+            }
+            self.bump(q, now, |a| {
+                a.failed += 1;
+                a.expired += u64::from(expired);
+            });
+        } else {
+            self.transition(id, JobState::Dead, |s| {
+                push_err(s);
+                s.finished_at = now;
+            });
+            self.release_unique(id);
+            self.bump(q, now, |a| {
+                a.failed += 1;
+                a.expired += u64::from(expired);
+                a.dead += 1;
+            });
+        }
+        self.changes.push(Change::Update(JobId(id)));
+    }
+
+    fn check_batch(&self, field: &'static str, n: usize) -> Result<()> {
+        if n > self.limits.max_batch {
+            return Err(Error::invalid(
+                field,
+                format!("batch of {n} over the limit {}", self.limits.max_batch),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drops a finished job's unique key unless a window keeps it alive.
+    fn release_unique(&mut self, id: u64) {
+        let Some(s) = self.jobs.get(&id) else {
+            return;
+        };
+        let Some(e) = s.extra.as_ref() else {
+            return;
+        };
+        let Some(k) = e.unique_key.as_ref() else {
+            return;
+        };
+        if e.unique_until == 0 {
+            let key = (s.queue, k.clone());
+            if self.unique.get(&key) == Some(&id) {
+                self.unique.remove(&key);
+            }
+        }
+    }
+
+    // ---- cancel, retry -----------------------------------------------------------------
+
+    /// Cancels a job that has not finished. An active job's lease is revoked: its worker's
+    /// ack or fail will be refused.
+    pub fn cancel(&mut self, id: JobId, now: u64) -> Result<()> {
+        let s = self.jobs.get(&id.0).ok_or(Error::JobNotFound(id))?;
+        if s.state.is_terminal() {
+            return Err(Error::InvalidState {
+                id,
+                op: "cancel",
+                state: s.state.as_str(),
+            });
+        }
+        let q = s.queue;
+        self.transition(id.0, JobState::Cancelled, |s| s.finished_at = now);
+        self.release_unique(id.0);
+        self.bump(q, now, |a| a.cancelled += 1);
+        self.changes.push(Change::Update(id));
+        Ok(())
+    }
+
+    /// Runs a job again now: a dead or cancelled job returns to waiting with fresh attempts;
+    /// a scheduled or failed one skips the rest of its wait.
+    pub fn retry(&mut self, id: JobId, now: u64) -> Result<()> {
+        let s = self.jobs.get(&id.0).ok_or(Error::JobNotFound(id))?;
+        match s.state {
+            JobState::Dead | JobState::Cancelled => {
+                let q = s.queue;
+                let key = s
+                    .extra
+                    .as_ref()
+                    .and_then(|e| e.unique_key.clone())
+                    .map(|k| (q, k));
+                self.transition(id.0, JobState::Waiting, |s| {
+                    s.attempt = 0;
+                    s.finished_at = 0;
+                    s.run_at = now;
+                });
+                if let Some(key) = key {
+                    let taken = self
+                        .unique
+                        .get(&key)
+                        .is_some_and(|&other| other != id.0 && self.unique_live(other, now));
+                    if !taken {
+                        self.unique.insert(key, id.0);
+                    }
+                }
+            }
+            JobState::Scheduled | JobState::Failed => {
+                self.transition(id.0, JobState::Waiting, |s| s.run_at = now);
+            }
+            state => {
+                return Err(Error::InvalidState {
+                    id,
+                    op: "retry",
+                    state: state.as_str(),
+                })
+            }
+        }
+        self.changes.push(Change::Update(id));
+        Ok(())
+    }
+}
+
+fn rejection(id: JobId, e: Error) -> Rejection {
+    Rejection {
+        id,
+        reason: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}

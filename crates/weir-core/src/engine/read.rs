@@ -1,0 +1,190 @@
+//! Reading the engine: one job, a filtered page of jobs, queue statistics, aggregates.
+
+use super::{Engine, Slot};
+use crate::aggregate::{AggregateRecord, HOUR_MS};
+use crate::job::{Job, JobId, JobState, Payload};
+use crate::QueueConfig;
+use serde::Serialize;
+
+/// Which jobs a listing returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only ids above this one (the previous page's `next_cursor`).
+    pub after: Option<JobId>,
+    /// Page size (clamped to 1..=1000; default 100).
+    pub limit: usize,
+}
+
+/// A page of jobs, in id order.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_cursor: Option<JobId>,
+}
+
+/// A queue's counts and configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    /// The name.
+    pub name: String,
+    /// Jobs per state.
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
+    /// Age of the oldest waiting job, ms (0 when none waits).
+    pub oldest_waiting_ms: u64,
+    /// The configuration.
+    pub config: QueueConfig,
+}
+
+impl Engine {
+    /// One job as a client reads it.
+    pub fn job(&self, id: JobId) -> Option<Job> {
+        self.jobs.get(&id.0).map(|s| self.view(id.0, s))
+    }
+
+    /// The state of one job, cheaply.
+    pub fn job_state(&self, id: JobId) -> Option<JobState> {
+        self.jobs.get(&id.0).map(|s| s.state)
+    }
+
+    pub(crate) fn view(&self, id: u64, s: &Slot) -> Job {
+        let e = s.extra.as_deref();
+        let doc = |d: Option<&Box<str>>| d.map(|t| Payload::from_stored(t.clone()));
+        Job {
+            id: JobId(id),
+            queue: self.queues[s.queue as usize].name.to_string(),
+            kind: self.kinds[s.kind as usize].to_string(),
+            payload: Payload::from_stored(s.payload.clone()),
+            state: s.state,
+            priority: s.priority,
+            cost: s.cost,
+            attempt: u32::from(s.attempt),
+            max_attempts: u32::from(s.max_attempts),
+            backoff: e
+                .and_then(|e| e.backoff)
+                .unwrap_or(self.queues[s.queue as usize].config.backoff),
+            timeout_ms: s.timeout_ms,
+            created_at_ms: s.created_at,
+            run_at_ms: s.run_at,
+            started_at_ms: (s.started_at > 0).then_some(s.started_at),
+            finished_at_ms: (s.finished_at > 0).then_some(s.finished_at),
+            lease_deadline_ms: (s.state == JobState::Active).then_some(s.deadline),
+            unique_key: e.and_then(|e| e.unique_key.as_deref()).map(str::to_string),
+            group: e.and_then(|e| e.group.as_deref()).map(str::to_string),
+            tags: e
+                .map(|e| e.tags.iter().map(|t| t.to_string()).collect())
+                .unwrap_or_default(),
+            progress: doc(e.and_then(|e| e.progress.as_ref())),
+            result: doc(e.and_then(|e| e.result.as_ref())),
+            errors: e.map(|e| e.errors.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// A page of jobs matching `filter`, in id order. Costs a scan of the jobs held; meant
+    /// for operators and dashboards, not for the hot path.
+    pub fn jobs_list(&self, filter: &JobFilter) -> JobPage {
+        let limit = if filter.limit == 0 {
+            100
+        } else {
+            filter.limit.min(1000)
+        };
+        let q = match &filter.queue {
+            Some(name) => match self.find_queue(name) {
+                Some(q) => Some(q),
+                None => {
+                    return JobPage {
+                        jobs: Vec::new(),
+                        next_cursor: None,
+                    }
+                }
+            },
+            None => None,
+        };
+        let after = filter.after.map_or(0, |a| a.0);
+        let mut ids: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(&id, s)| {
+                id > after
+                    && q.is_none_or(|q| s.queue == q)
+                    && filter.state.is_none_or(|st| s.state == st)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        let more = ids.len() > limit;
+        if more {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit);
+        }
+        ids.sort_unstable();
+        JobPage {
+            next_cursor: if more { ids.last().copied().map(JobId) } else { None },
+            jobs: ids.iter().map(|id| self.view(*id, &self.jobs[id])).collect(),
+        }
+    }
+
+    /// Names of every queue that has jobs or a configuration.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.queues.iter().map(|q| q.name.to_string()).collect()
+    }
+
+    /// One queue's statistics, or `None` for a queue never seen.
+    pub fn queue_stats(&self, name: &str, now: u64) -> Option<QueueStats> {
+        let q = self.find_queue(name)?;
+        let qs = &self.queues[q as usize];
+        let oldest = qs
+            .ready
+            .iter()
+            .filter_map(|k| self.jobs.get(&k.id).map(|s| s.run_at))
+            .chain(self.groups.iter().filter(|((gq, _), _)| *gq == q).flat_map(|(_, g)| {
+                g.pending.iter().filter_map(|id| {
+                    self.jobs
+                        .get(id)
+                        .filter(|s| s.state == JobState::Waiting)
+                        .map(|s| s.run_at)
+                })
+            }))
+            .min();
+        Some(QueueStats {
+            name: name.to_string(),
+            counts: JobState::ALL
+                .iter()
+                .map(|st| (st.as_str(), qs.counts[*st as usize]))
+                .collect(),
+            oldest_waiting_ms: oldest.map_or(0, |t| now.saturating_sub(t)),
+            config: qs.config.clone(),
+        })
+    }
+
+    /// Hourly aggregates of one queue (or all) for hours starting in `[from_ms, to_ms)`.
+    pub fn aggregates(&self, queue: Option<&str>, from_ms: u64, to_ms: u64) -> Vec<AggregateRecord> {
+        let q = queue.map(|n| self.find_queue(n));
+        if q == Some(None) {
+            return Vec::new();
+        }
+        let from = from_ms - from_ms % HOUR_MS;
+        self.aggregates
+            .iter()
+            .filter(|((aq, h), _)| *h >= from && *h < to_ms && q.is_none_or(|q| q == Some(*aq)))
+            .map(|((aq, h), a)| self.aggregate_record(*aq, *h, a))
+            .collect()
+    }
+
+    pub(crate) fn aggregate_record(
+        &self,
+        q: u32,
+        hour: u64,
+        a: &crate::aggregate::Aggregate,
+    ) -> AggregateRecord {
+        AggregateRecord {
+            queue: self.queues[q as usize].name.to_string(),
+            hour_ms: hour,
+            counts: *a,
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The error type every layer of Weir shares for job and queue operations.
+//!
+//! One `#[non_exhaustive]` enum, small and cheap to build on the hot path (no boxing except
+//! for storage failures, which are rare). Each variant maps to one stable problem `type` that
+//! the HTTP layer renders, see [`Error::kind`].
+
+use crate::job::JobId;
+
+/// Why a job or queue operation was refused or failed.
+///
+/// Every refusal (`Invalid`, `JobNotFound`, `LeaseMismatch`, `LeaseExpired`, `InvalidState`,
+/// `QueueNotFound`) is reported *before* anything changes: the operation had no effect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A field of the request is malformed or out of range.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The offending field, as the API names it (`queue`, `payload`, `timeout_ms`, ...).
+        field: &'static str,
+        /// A one-line, human reason.
+        reason: String,
+    },
+    /// No job has this id (never existed, or deleted by retention).
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    /// No queue has this name.
+    #[error("queue {0:?} not found")]
+    QueueNotFound(String),
+    /// The lease id does not match the job's current lease (a foreign or older lease).
+    #[error("job {0}: lease does not match the job's current lease")]
+    LeaseMismatch(JobId),
+    /// The lease passed its deadline; the job has been or will be handed out again.
+    #[error("job {0}: lease expired")]
+    LeaseExpired(JobId),
+    /// The job is not in a state that allows the operation (e.g. retrying a completed job).
+    #[error("job {id}: cannot {op} a job that is {state}")]
+    InvalidState {
+        /// The job.
+        id: JobId,
+        /// The refused operation.
+        op: &'static str,
+        /// The job's state, lower case.
+        state: &'static str,
+    },
+    /// The backend does not implement this operation.
+    #[error("unsupported by this backend: {0}")]
+    Unsupported(&'static str),
+    /// The storage engine failed (I/O, corruption). The operation may not have been applied.
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl Error {
+    /// A stable, machine-readable name for the error, used as the problem `type` over HTTP.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } => "invalid-input",
+            Error::JobNotFound(_) => "job-not-found",
+            Error::QueueNotFound(_) => "queue-not-found",
+            Error::LeaseMismatch(_) => "lease-mismatch",
+            Error::LeaseExpired(_) => "lease-expired",
+            Error::InvalidState { .. } => "invalid-state",
+            Error::Unsupported(_) => "unsupported",
+            Error::Storage(_) => "storage",
+        }
+    }
+
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result alias for Weir operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
