@@ -1,1 +1,20 @@
-//! placeholder during bring-up
+//! Weir's storage layer.
+//!
+//! The [`Store`] trait is internal: the server and the worker SDK use it, users talk to the
+//! server. Each backend is its own module, named for what it is, and every backend passes the
+//! same conformance suite.
+//!
+//! # Layout
+//! - [`store`]: the trait and one params struct per operation.
+//! - [`embedded`]: the default backend, the engine in memory made durable in fjall with
+//!   group commit.
+//! - [`conformance`] (feature `conformance`): the suite every backend runs.
+
+pub mod embedded;
+pub mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use embedded::{CommitStats, Durability, EmbeddedOptions, EmbeddedStore, RecoveryReport};
+pub use store::*;

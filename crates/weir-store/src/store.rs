@@ -1,0 +1,136 @@
+//! The storage trait every backend implements. Internal to Weir: the server and the SDK talk
+//! to it, users talk to the server.
+//!
+//! Operations are noun-first (`job_fetch`, `queue_config_set`) and take one params struct
+//! each, so adding a field never changes a signature. Every backend keeps the job semantics
+//! of `DESIGN.md`, checked by the suite in [`crate::conformance`].
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use weir_core::{
+    Ack, AggregateRecord, BatchOutcome, Clock, Fail, FetchedJob, Job, JobFilter, JobId, JobPage,
+    NewJob, Payload, QueueConfig, QueueStats, Result,
+};
+
+/// Enqueue a batch of jobs (atomic: all or none).
+#[derive(Debug, Clone, Default)]
+pub struct JobInsertManyParams {
+    /// The jobs.
+    pub jobs: Vec<NewJob>,
+}
+
+/// Lease ready jobs.
+#[derive(Debug, Clone, Default)]
+pub struct JobFetchParams {
+    /// Queues to take from, earlier ones first.
+    pub queues: Vec<String>,
+    /// Most jobs to return.
+    pub max: usize,
+    /// When nothing is ready, wait up to this long for work (long poll). 0 returns at once.
+    pub wait_ms: u64,
+    /// The worker's name, for logs and metrics.
+    pub worker: String,
+}
+
+/// Extend a lease.
+#[derive(Debug, Clone)]
+pub struct JobHeartbeatParams {
+    /// The job.
+    pub id: JobId,
+    /// Its lease.
+    pub lease_id: u64,
+    /// Progress to record.
+    pub progress: Option<Payload>,
+}
+
+/// Acknowledge jobs.
+#[derive(Debug, Clone, Default)]
+pub struct JobAckManyParams {
+    /// The acks.
+    pub acks: Vec<Ack>,
+}
+
+/// Fail attempts.
+#[derive(Debug, Clone, Default)]
+pub struct JobFailManyParams {
+    /// The fails.
+    pub fails: Vec<Fail>,
+}
+
+/// Cancel one job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobCancelParams {
+    /// The job.
+    pub id: JobId,
+}
+
+/// Retry one job now.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRetryParams {
+    /// The job.
+    pub id: JobId,
+}
+
+/// Set a queue's configuration.
+#[derive(Debug, Clone)]
+pub struct QueueConfigSetParams {
+    /// The queue (created if new).
+    pub name: String,
+    /// Its whole configuration.
+    pub config: QueueConfig,
+}
+
+/// Read hourly aggregates.
+#[derive(Debug, Clone, Default)]
+pub struct AggregateListParams {
+    /// One queue, or all.
+    pub queue: Option<String>,
+    /// Hours starting at or after this time.
+    pub from_ms: u64,
+    /// Hours starting before this time.
+    pub to_ms: u64,
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Finished jobs deleted by retention.
+    pub deleted: usize,
+}
+
+/// A job store. See the module docs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Enqueues jobs; durable before it returns. Returns one id per job (the existing id for
+    /// a live unique key).
+    async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<JobId>>;
+    /// Leases up to `max` ready jobs, waiting up to `wait_ms` for one to arrive.
+    async fn job_fetch(&self, p: JobFetchParams) -> Result<Vec<FetchedJob>>;
+    /// Extends a live lease; returns the new deadline.
+    async fn job_heartbeat(&self, p: JobHeartbeatParams) -> Result<u64>;
+    /// Completes jobs under live leases; durable before it returns.
+    async fn job_ack_many(&self, p: JobAckManyParams) -> Result<BatchOutcome>;
+    /// Fails attempts under live leases; durable before it returns.
+    async fn job_fail_many(&self, p: JobFailManyParams) -> Result<BatchOutcome>;
+    /// Cancels a job; durable before it returns.
+    async fn job_cancel(&self, p: JobCancelParams) -> Result<()>;
+    /// Retries a job now; durable before it returns.
+    async fn job_retry(&self, p: JobRetryParams) -> Result<()>;
+    /// Reads one job.
+    async fn job_get(&self, id: JobId) -> Result<Option<Job>>;
+    /// Lists jobs.
+    async fn job_list(&self, p: JobFilter) -> Result<JobPage>;
+    /// Sets a queue's configuration; durable before it returns.
+    async fn queue_config_set(&self, p: QueueConfigSetParams) -> Result<()>;
+    /// Names of the known queues.
+    async fn queue_list(&self) -> Result<Vec<String>>;
+    /// One queue's counts, oldest waiting age and configuration.
+    async fn queue_stats(&self, name: &str) -> Result<Option<QueueStats>>;
+    /// Hourly aggregates.
+    async fn aggregate_list(&self, p: AggregateListParams) -> Result<Vec<AggregateRecord>>;
+    /// Runs time-driven work now: promotes due jobs, reclaims expired leases, enforces
+    /// retention. Backends also run it on their own schedule.
+    async fn maintenance_run(&self) -> Result<MaintenanceReport>;
+    /// The clock this store reads.
+    fn clock(&self) -> Arc<dyn Clock>;
+}
