@@ -1,0 +1,160 @@
+//! The conformance suite: the job semantics of `DESIGN.md`, written once against [`Store`],
+//! run by every backend from one test:
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn conformance() {
+//!     weir_store::conformance::run_all(|clock| async move { /* a fresh store reading clock */ }).await;
+//! }
+//! ```
+//!
+//! Each case gets a fresh store whose clock is a [`ManualClock`] the case moves itself, so
+//! no case sleeps and every run gives the same result. A failing case panics with its name.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod lifecycle;
+mod scheduling;
+
+use crate::store::*;
+use std::future::Future;
+use weir_core::{Ack, FetchedJob, JobId, ManualClock, NewJob, Payload, QueueConfig};
+
+/// Start of every case's clock: a fixed, realistic time (2023-11-14), so runs are identical.
+pub const T0: u64 = 1_700_000_000_000;
+
+/// Boxed case futures, so the runner can hold a list of them.
+pub type CaseFuture<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A named case.
+pub struct Case<S> {
+    /// Its name.
+    pub name: &'static str,
+    /// Its body.
+    pub run: for<'a> fn(&'a S, &'a ManualClock) -> CaseFuture<'a>,
+}
+
+macro_rules! cases {
+    ($($m:ident :: $f:ident),* $(,)?) => {
+        vec![$(Case { name: concat!(stringify!($m), "::", stringify!($f)), run: |s, c| Box::pin($m::$f(s, c)) }),*]
+    };
+}
+
+/// Every case, in a stable order.
+pub fn cases<S: Store>() -> Vec<Case<S>> {
+    cases![
+        lifecycle::enqueue_and_read_back,
+        lifecycle::bad_input_is_refused_and_changes_nothing,
+        lifecycle::batch_enqueue_is_all_or_nothing,
+        lifecycle::unknown_ids_are_refused,
+        lifecycle::fetch_ack_completes_with_result,
+        lifecycle::ack_under_stale_or_foreign_lease_is_refused,
+        lifecycle::heartbeat_extends_lease_and_records_progress,
+        lifecycle::expired_lease_returns_job_and_counts_attempt,
+        lifecycle::fail_backs_off_with_jitter_then_dies,
+        lifecycle::fail_without_retry_dies_at_once,
+        lifecycle::batch_ack_applies_good_and_rejects_bad,
+        lifecycle::cancel_and_retry,
+        scheduling::delayed_and_scheduled_jobs_wait,
+        scheduling::priority_then_fifo,
+        scheduling::smallest_cost_first,
+        scheduling::aging_lifts_old_low_priority_work,
+        scheduling::unique_keys_deduplicate_while_live,
+        scheduling::ordered_groups_run_one_at_a_time_in_order,
+        scheduling::fetch_takes_queues_in_the_order_given,
+        scheduling::paused_queue_hands_out_nothing,
+        scheduling::queue_stats_count_states,
+        scheduling::retention_deletes_and_aggregates_remain,
+        scheduling::listing_pages_with_a_cursor,
+        scheduling::long_poll_wakes_on_enqueue,
+    ]
+}
+
+/// Runs every case, each on a fresh store from `make`.
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    S: Store,
+    F: Fn(ManualClock) -> Fut,
+    Fut: Future<Output = S>,
+{
+    for case in cases::<S>() {
+        let clock = ManualClock::new(T0);
+        let store = make(clock.clone()).await;
+        eprintln!("conformance: {}", case.name);
+        (case.run)(&store, &clock).await;
+    }
+}
+
+// ---- helpers shared by the cases ---------------------------------------------------------
+
+pub(crate) fn job(queue: &str, n: u64) -> NewJob {
+    NewJob::new(queue, "test", Payload::json(&serde_json::json!({ "n": n })).unwrap())
+}
+
+pub(crate) async fn put<S: Store>(s: &S, jobs: Vec<NewJob>) -> Vec<JobId> {
+    s.job_insert_many(JobInsertManyParams { jobs }).await.unwrap()
+}
+
+pub(crate) async fn put1<S: Store>(s: &S, j: NewJob) -> JobId {
+    put(s, vec![j]).await[0]
+}
+
+pub(crate) async fn fetch<S: Store>(s: &S, queues: &[&str], max: usize) -> Vec<FetchedJob> {
+    s.job_fetch(JobFetchParams {
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        max,
+        wait_ms: 0,
+        worker: "conformance".into(),
+    })
+    .await
+    .unwrap()
+}
+
+pub(crate) async fn ack<S: Store>(s: &S, f: &FetchedJob, result: Option<serde_json::Value>) -> weir_core::BatchOutcome {
+    s.job_ack_many(JobAckManyParams {
+        acks: vec![Ack {
+            id: f.id,
+            lease_id: f.lease_id,
+            result: result.map(|r| Payload::json(&r).unwrap()),
+        }],
+    })
+    .await
+    .unwrap()
+}
+
+pub(crate) async fn fail<S: Store>(s: &S, f: &FetchedJob, retry: bool) -> weir_core::BatchOutcome {
+    s.job_fail_many(JobFailManyParams {
+        fails: vec![weir_core::Fail {
+            id: f.id,
+            lease_id: f.lease_id,
+            error: format!("boom on attempt {}", f.attempt),
+            retry,
+        }],
+    })
+    .await
+    .unwrap()
+}
+
+pub(crate) async fn state<S: Store>(s: &S, id: JobId) -> weir_core::JobState {
+    s.job_get(id).await.unwrap().unwrap().state
+}
+
+pub(crate) async fn configure<S: Store>(s: &S, name: &str, f: impl FnOnce(&mut QueueConfig)) {
+    let mut config = s
+        .queue_stats(name)
+        .await
+        .unwrap()
+        .map(|q| q.config)
+        .unwrap_or_default();
+    f(&mut config);
+    s.queue_config_set(QueueConfigSetParams {
+        name: name.into(),
+        config,
+    })
+    .await
+    .unwrap();
+}
+
+pub(crate) fn n_of(f: &FetchedJob) -> u64 {
+    f.payload.to_value::<serde_json::Value>().unwrap()["n"].as_u64().unwrap()
+}
