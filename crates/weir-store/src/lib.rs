@@ -16,5 +16,5 @@ pub mod store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use embedded::{CommitStats, Durability, EmbeddedOptions, EmbeddedStore, RecoveryReport};
+pub use embedded::{CommitStats, DiskUsage, MAX_JOURNAL_BYTES, Durability, EmbeddedOptions, EmbeddedStore, RecoveryReport};
 pub use store::*;

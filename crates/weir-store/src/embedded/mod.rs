@@ -103,6 +103,27 @@ pub struct RecoveryReport {
     pub elapsed_ms: u64,
 }
 
+/// Where the store's disk space goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// The write-ahead journal: bounded by [`MAX_JOURNAL_BYTES`]; rotated and deleted once
+    /// its records are flushed into tables.
+    pub journal_bytes: u64,
+    /// Tables and metadata: the records themselves, compacted in the background.
+    pub table_bytes: u64,
+}
+
+impl DiskUsage {
+    /// Both together.
+    pub fn total(&self) -> u64 {
+        self.journal_bytes + self.table_bytes
+    }
+}
+
+/// Most bytes of journal kept before fjall flushes memory tables and deletes old journals.
+/// It also bounds how much journal an open has to replay.
+pub const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Counters of the committer, for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -199,6 +220,7 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&path).map_err(storage)?;
         let db = Database::builder(&path)
             .manual_journal_persist(true)
+            .max_journaling_size(MAX_JOURNAL_BYTES)
             .open()
             .map_err(storage)?;
         let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(storage);
@@ -272,9 +294,12 @@ impl EmbeddedStore {
         self.inner.shared.state.lock().stats
     }
 
-    /// Bytes the store takes on disk.
-    pub fn disk_space(&self) -> Result<u64> {
-        self.inner.shared.db.disk_space().map_err(storage)
+    /// Bytes the store's files occupy on disk: blocks actually allocated, not file lengths
+    /// (fjall preallocates its journal as a sparse 64 MiB file, which costs only what it holds).
+    pub fn disk_usage(&self) -> Result<DiskUsage> {
+        let mut usage = DiskUsage::default();
+        allocated_bytes(&self.inner.path, &mut usage).map_err(storage)?;
+        Ok(usage)
     }
 
     /// Flushes memory tables and compacts every keyspace now, so the space of deleted jobs
@@ -358,6 +383,30 @@ impl EmbeddedStore {
             }
         }
     }
+}
+
+fn allocated_bytes(dir: &Path, usage: &mut DiskUsage) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            allocated_bytes(&entry.path(), usage)?;
+            continue;
+        }
+        #[cfg(unix)]
+        let bytes = {
+            use std::os::unix::fs::MetadataExt;
+            meta.blocks() * 512
+        };
+        #[cfg(not(unix))]
+        let bytes = meta.len();
+        if entry.path().extension().is_some_and(|e| e == "jnl") {
+            usage.journal_bytes += bytes;
+        } else {
+            usage.table_bytes += bytes;
+        }
+    }
+    Ok(())
 }
 
 fn maintenance_loop(shared: &Arc<Shared>, every: Duration) {
