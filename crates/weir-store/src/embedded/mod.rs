@@ -441,6 +441,14 @@ fn maintenance_loop(shared: &Arc<Shared>, every: Duration) {
     }
 }
 
+/// How long a long-polling fetch sleeps before looking again when nothing wakes it: until the
+/// next job falls due, at most what is `left` of its wait and at most a second, at least a
+/// millisecond unless less than that is left.
+fn long_poll_nap(due_in_ms: Option<u64>, left: Duration) -> Duration {
+    let max = left.min(Duration::from_secs(1));
+    due_in_ms.map(Duration::from_millis).unwrap_or(max).clamp(Duration::from_millis(1).min(max), max)
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<JobId>> {
@@ -463,10 +471,7 @@ impl Store for EmbeddedStore {
             }
             // Wake for new work, or when a scheduled job falls due or a lease expires.
             let due = self.read(|e, now| e.next_wakeup().map(|t| t.saturating_sub(now)));
-            let nap = due
-                .map(Duration::from_millis)
-                .unwrap_or(left)
-                .clamp(Duration::from_millis(1), left.min(Duration::from_secs(1)));
+            let nap = long_poll_nap(due, left);
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(nap) => {}
@@ -543,5 +548,24 @@ impl Store for EmbeddedStore {
 
     fn clock(&self) -> Arc<dyn Clock> {
         self.inner.shared.clock.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::long_poll_nap;
+    use std::time::Duration;
+
+    #[test]
+    fn long_poll_nap_stays_within_what_is_left() {
+        let ms = Duration::from_millis;
+        // Less than a millisecond left (this once panicked in `clamp`).
+        assert_eq!(long_poll_nap(Some(50), Duration::from_micros(300)), Duration::from_micros(300));
+        assert_eq!(long_poll_nap(None, Duration::from_micros(300)), Duration::from_micros(300));
+        assert_eq!(long_poll_nap(Some(0), ms(500)), ms(1));
+        assert_eq!(long_poll_nap(Some(20), ms(500)), ms(20));
+        assert_eq!(long_poll_nap(None, ms(500)), ms(500));
+        assert_eq!(long_poll_nap(None, ms(5000)), ms(1000));
+        assert_eq!(long_poll_nap(Some(9000), ms(5000)), ms(1000));
     }
 }
