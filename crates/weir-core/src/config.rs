@@ -83,7 +83,10 @@ impl QueueConfig {
         check_timeout(self.timeout_ms, limits)?;
         check_backoff(&self.backoff, limits)?;
         if self.aging_ms > limits.max_duration_ms {
-            return Err(Error::invalid("aging_ms", "longer than the maximum duration"));
+            return Err(Error::invalid(
+                "aging_ms",
+                "longer than the maximum duration",
+            ));
         }
         let r = &self.retention;
         if r.completed_ms > limits.max_duration_ms || r.dead_ms > limits.max_duration_ms {

@@ -26,8 +26,8 @@ pub mod record;
 pub use aggregate::{Aggregate, AggregateRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Limits, Order, QueueConfig, Retention};
-pub use engine::{Change, Engine, JobFilter, JobPage, QueueStats};
 pub use engine::maintenance::RetentionReport;
+pub use engine::{Change, Engine, JobFilter, JobPage, QueueStats};
 pub use error::{Error, Result};
 pub use job::{
     Ack, AttemptError, Backoff, BatchOutcome, Fail, FetchedJob, Job, JobId, JobState, NewJob,

@@ -13,14 +13,38 @@ use weir_core::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue { queue: u8, group: Option<u8>, priority: i8, delay: u16, attempts: u8, timeout: u16, unique: Option<u8> },
-    Fetch { queues: u8, max: u8 },
-    Ack { pick: usize },
-    Fail { pick: usize, retry: bool },
-    Heartbeat { pick: usize },
-    Cancel { pick: usize },
-    Retry { pick: usize },
-    Advance { ms: u16 },
+    Enqueue {
+        queue: u8,
+        group: Option<u8>,
+        priority: i8,
+        delay: u16,
+        attempts: u8,
+        timeout: u16,
+        unique: Option<u8>,
+    },
+    Fetch {
+        queues: u8,
+        max: u8,
+    },
+    Ack {
+        pick: usize,
+    },
+    Fail {
+        pick: usize,
+        retry: bool,
+    },
+    Heartbeat {
+        pick: usize,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Retry {
+        pick: usize,
+    },
+    Advance {
+        ms: u16,
+    },
     Maintain,
 }
 
@@ -59,9 +83,17 @@ fn run(ops: &[Op]) -> Vec<String> {
     for q in QUEUES {
         let cfg = QueueConfig {
             aging_ms: 1_000,
-            backoff: Backoff { base_ms: 10, cap_ms: 2_000 },
+            backoff: Backoff {
+                base_ms: 10,
+                cap_ms: 2_000,
+            },
             // Keep every finished job, so acked results can be checked to the end.
-            retention: Retention { completed_ms: ten_years, completed_max: u64::MAX, dead_ms: ten_years, dead_max: u64::MAX },
+            retention: Retention {
+                completed_ms: ten_years,
+                completed_max: u64::MAX,
+                dead_ms: ten_years,
+                dead_max: u64::MAX,
+            },
             ..Default::default()
         };
         e.queue_config_set(q, cfg).unwrap();
@@ -72,8 +104,17 @@ fn run(ops: &[Op]) -> Vec<String> {
     let pick = |v: &Vec<FetchedJob>, i: usize| (!v.is_empty()).then(|| v[i % v.len()].clone());
     for (step, op) in ops.iter().enumerate() {
         match op {
-            Op::Enqueue { queue, group, priority, delay, attempts, timeout, unique } => {
-                let mut j = NewJob::new(QUEUES[*queue as usize], "k", Payload::json(&step).unwrap());
+            Op::Enqueue {
+                queue,
+                group,
+                priority,
+                delay,
+                attempts,
+                timeout,
+                unique,
+            } => {
+                let mut j =
+                    NewJob::new(QUEUES[*queue as usize], "k", Payload::json(&step).unwrap());
                 j.group = group.map(|g| format!("g{g}"));
                 j.priority = i32::from(*priority);
                 j.delay_ms = (*delay > 0).then_some(u64::from(*delay));
@@ -87,7 +128,11 @@ fn run(ops: &[Op]) -> Vec<String> {
                 trace.push(format!("enq {id}"));
             }
             Op::Fetch { queues, max } => {
-                let qs: &[&str] = match queues { 0 => &["a"], 1 => &["b"], _ => &["b", "a"] };
+                let qs: &[&str] = match queues {
+                    0 => &["a"],
+                    1 => &["b"],
+                    _ => &["b", "a"],
+                };
                 let got = e.fetch(qs, usize::from(*max), now);
                 for f in &got {
                     if let Some((lease, deadline)) = m.live.get(&f.id) {
@@ -101,8 +146,20 @@ fn run(ops: &[Op]) -> Vec<String> {
             Op::Ack { pick: i } => {
                 if let Some(g) = pick(&m.grants, *i) {
                     let result = format!("\"r{step}\"");
-                    let out = e.ack(vec![Ack { id: g.id, lease_id: g.lease_id, result: Some(Payload::parse(&result).unwrap()) }], now).unwrap();
-                    let was_live = m.live.get(&g.id).is_some_and(|&(l, d)| l == g.lease_id && d > now)
+                    let out = e
+                        .ack(
+                            vec![Ack {
+                                id: g.id,
+                                lease_id: g.lease_id,
+                                result: Some(Payload::parse(&result).unwrap()),
+                            }],
+                            now,
+                        )
+                        .unwrap();
+                    let was_live = m
+                        .live
+                        .get(&g.id)
+                        .is_some_and(|&(l, d)| l == g.lease_id && d > now)
                         && e.job_state(g.id) == Some(JobState::Completed);
                     if out.applied == 1 {
                         assert!(was_live, "ack applied under a lease the model thinks dead");
@@ -115,7 +172,17 @@ fn run(ops: &[Op]) -> Vec<String> {
             }
             Op::Fail { pick: i, retry } => {
                 if let Some(g) = pick(&m.grants, *i) {
-                    let out = e.fail(vec![Fail { id: g.id, lease_id: g.lease_id, error: "x".into(), retry: *retry }], now).unwrap();
+                    let out = e
+                        .fail(
+                            vec![Fail {
+                                id: g.id,
+                                lease_id: g.lease_id,
+                                error: "x".into(),
+                                retry: *retry,
+                            }],
+                            now,
+                        )
+                        .unwrap();
                     if out.applied == 1 {
                         m.live.remove(&g.id);
                     }
@@ -161,9 +228,20 @@ fn run(ops: &[Op]) -> Vec<String> {
         if got.is_empty() && e.next_wakeup().is_none() {
             break;
         }
-        let acks = got.iter().map(|f| Ack { id: f.id, lease_id: f.lease_id, result: None }).collect();
+        let acks = got
+            .iter()
+            .map(|f| Ack {
+                id: f.id,
+                lease_id: f.lease_id,
+                result: None,
+            })
+            .collect();
         let out = e.ack(acks, now).unwrap();
-        assert!(out.rejected.is_empty(), "drain ack refused: {:?}", out.rejected);
+        assert!(
+            out.rejected.is_empty(),
+            "drain ack refused: {:?}",
+            out.rejected
+        );
         check(&e, &m, now);
     }
     for id in &m.ids {
@@ -178,17 +256,32 @@ fn check(e: &Engine, m: &Model, _now: u64) {
     for (id, result) in &m.acked {
         let j = e.job(*id).expect("an acked job vanished");
         // A completed job may be retried only if dead or cancelled, so it stays completed.
-        assert_eq!(j.state, JobState::Completed, "acked job {id} left completed");
-        assert_eq!(j.result.as_ref().map(|r| r.as_str()), Some(result.as_str()), "acked result lost");
+        assert_eq!(
+            j.state,
+            JobState::Completed,
+            "acked job {id} left completed"
+        );
+        assert_eq!(
+            j.result.as_ref().map(|r| r.as_str()),
+            Some(result.as_str()),
+            "acked result lost"
+        );
     }
-    let active = e.jobs_list(&JobFilter { state: Some(JobState::Active), limit: 1000, ..Default::default() });
+    let active = e.jobs_list(&JobFilter {
+        state: Some(JobState::Active),
+        limit: 1000,
+        ..Default::default()
+    });
     let mut groups = HashMap::new();
     for j in active.jobs {
         if let Some(g) = j.group {
             *groups.entry((j.queue, g)).or_insert(0) += 1;
         }
     }
-    assert!(groups.values().all(|&n| n == 1), "a group has two active jobs: {groups:?}");
+    assert!(
+        groups.values().all(|&n| n == 1),
+        "a group has two active jobs: {groups:?}"
+    );
 }
 
 proptest! {

@@ -44,7 +44,11 @@ fn payload(n: u64) -> Payload {
 /// Resident set size of this process, bytes.
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -54,13 +58,20 @@ fn main() {
         recover_child(&args[2]);
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("## end-to-end: enqueue -> fetch -> ack, in process");
     println!("| durability | batch | jobs | producers | consumers | jobs/s | commits | records per commit |");
     println!("|---|---|---|---|---|---|---|---|");
     for durability in [Durability::Fsync, Durability::Os] {
         for batch in [1usize, 100] {
-            let jobs = if batch == 1 { scale(200_000) } else { scale(2_000_000) };
+            let jobs = if batch == 1 {
+                scale(200_000)
+            } else {
+                scale(2_000_000)
+            };
             rt.block_on(e2e(durability, batch, jobs));
         }
     }
@@ -72,7 +83,11 @@ async fn e2e(durability: Durability, batch: usize, total: u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(
         dir.path(),
-        EmbeddedOptions { durability, maintenance_every: None, ..Default::default() },
+        EmbeddedOptions {
+            durability,
+            maintenance_every: None,
+            ..Default::default()
+        },
     )
     .unwrap();
     // Enough concurrent writers that group commit has something to group: with batch 1 each
@@ -89,8 +104,12 @@ async fn e2e(durability: Durability, batch: usize, total: u64) {
             let mut n = 0;
             while n < per_producer {
                 let k = (batch as u64).min(per_producer - n);
-                let jobs = (0..k).map(|i| NewJob::new(QUEUE, "k", payload(p * per_producer + n + i))).collect();
-                s.job_insert_many(JobInsertManyParams { jobs }).await.unwrap();
+                let jobs = (0..k)
+                    .map(|i| NewJob::new(QUEUE, "k", payload(p * per_producer + n + i)))
+                    .collect();
+                s.job_insert_many(JobInsertManyParams { jobs })
+                    .await
+                    .unwrap();
                 n += k;
             }
         }));
@@ -113,7 +132,14 @@ async fn e2e(durability: Durability, batch: usize, total: u64) {
                     continue;
                 }
                 let n = got.len() as u64;
-                let acks = got.into_iter().map(|f| Ack { id: f.id, lease_id: f.lease_id, result: None }).collect();
+                let acks = got
+                    .into_iter()
+                    .map(|f| Ack {
+                        id: f.id,
+                        lease_id: f.lease_id,
+                        result: None,
+                    })
+                    .collect();
                 let out = s.job_ack_many(JobAckManyParams { acks }).await.unwrap();
                 assert!(out.rejected.is_empty());
                 done.fetch_add(n, Ordering::Relaxed);
@@ -140,14 +166,23 @@ async fn recovery() {
     {
         let store = EmbeddedStore::open(
             dir.path(),
-            EmbeddedOptions { durability: Durability::Os, maintenance_every: None, ..Default::default() },
+            EmbeddedOptions {
+                durability: Durability::Os,
+                maintenance_every: None,
+                ..Default::default()
+            },
         )
         .unwrap();
         let mut n = 0;
         while n < jobs {
             let k = 10_000.min(jobs - n);
-            let batch = (n..n + k).map(|i| NewJob::new(QUEUE, "k", payload(i))).collect();
-            store.job_insert_many(JobInsertManyParams { jobs: batch }).await.unwrap();
+            let batch = (n..n + k)
+                .map(|i| NewJob::new(QUEUE, "k", payload(i)))
+                .collect();
+            store
+                .job_insert_many(JobInsertManyParams { jobs: batch })
+                .await
+                .unwrap();
             n += k;
             if n % 200_000 == 0 {
                 eprintln!("recovery: {n}/{jobs} written");
@@ -156,7 +191,9 @@ async fn recovery() {
     }
     let payload_bytes = payload(500_000).as_str().len();
     println!("## recovery of {jobs} waiting jobs (fresh process, payload {payload_bytes} bytes)");
-    println!("| run | open ms | jobs restored | RSS added by open | RSS per job | beyond payload |");
+    println!(
+        "| run | open ms | jobs restored | RSS added by open | RSS per job | beyond payload |"
+    );
     println!("|---|---|---|---|---|---|");
     let exe = std::env::current_exe().unwrap();
     for run in 1..=3 {
@@ -164,9 +201,16 @@ async fn recovery() {
             .args(["recover-child", &dir.path().display().to_string()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let line = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         let (ms, restored, rss) = (v[0], v[1], v[2]);
         let per_job = rss as f64 / restored.max(1) as f64;
         println!(
@@ -181,10 +225,21 @@ async fn recovery() {
 fn recover_child(dir: &str) {
     let before = rss_bytes();
     let started = Instant::now();
-    let store = EmbeddedStore::open(dir, EmbeddedOptions { maintenance_every: None, ..Default::default() }).unwrap();
+    let store = EmbeddedStore::open(
+        dir,
+        EmbeddedOptions {
+            maintenance_every: None,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let ms = started.elapsed().as_millis();
     // Let fjall's background threads settle so the reading is of the steady state.
     std::thread::sleep(Duration::from_millis(200));
     let after = rss_bytes();
-    println!("{ms} {} {}", store.recovery().jobs, after.saturating_sub(before));
+    println!(
+        "{ms} {} {}",
+        store.recovery().jobs,
+        after.saturating_sub(before)
+    );
 }

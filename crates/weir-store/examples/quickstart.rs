@@ -35,7 +35,11 @@ async fn main() -> anyhow::Result<()> {
     for chunk_start in (0..jobs).step_by(1000) {
         let batch = (chunk_start..jobs.min(chunk_start + 1000))
             .map(|i| {
-                let mut j = NewJob::new("emails", "send", Payload::json(&serde_json::json!({ "to": i }))?);
+                let mut j = NewJob::new(
+                    "emails",
+                    "send",
+                    Payload::json(&serde_json::json!({ "to": i }))?,
+                );
                 j.priority = (i % 3) as i32;
                 if i % 5 == 0 {
                     j.group = Some(format!("customer-{}", i % 50));
@@ -43,7 +47,9 @@ async fn main() -> anyhow::Result<()> {
                 Ok(j)
             })
             .collect::<weir_core::Result<Vec<_>>>()?;
-        store.job_insert_many(JobInsertManyParams { jobs: batch }).await?;
+        store
+            .job_insert_many(JobInsertManyParams { jobs: batch })
+            .await?;
     }
     let enqueued = started.elapsed();
     println!("enqueued {jobs} jobs in {:.2} s", enqueued.as_secs_f64());
@@ -65,13 +71,27 @@ async fn main() -> anyhow::Result<()> {
                 if got.is_empty() {
                     return anyhow::Ok(done);
                 }
-                let (fail, ok): (Vec<_>, Vec<_>) = got.into_iter().partition(|f| f.id.0 % 10 == 0 && f.attempt == 1);
+                let (fail, ok): (Vec<_>, Vec<_>) = got
+                    .into_iter()
+                    .partition(|f| f.id.0 % 10 == 0 && f.attempt == 1);
                 done += ok.len() as u64;
-                let acks = ok.into_iter().map(|f| Ack { id: f.id, lease_id: f.lease_id, result: None }).collect();
+                let acks = ok
+                    .into_iter()
+                    .map(|f| Ack {
+                        id: f.id,
+                        lease_id: f.lease_id,
+                        result: None,
+                    })
+                    .collect();
                 s.job_ack_many(JobAckManyParams { acks }).await?;
                 let fails = fail
                     .into_iter()
-                    .map(|f| Fail { id: f.id, lease_id: f.lease_id, error: "smtp timeout".into(), retry: true })
+                    .map(|f| Fail {
+                        id: f.id,
+                        lease_id: f.lease_id,
+                        error: "smtp timeout".into(),
+                        retry: true,
+                    })
                     .collect();
                 s.job_fail_many(JobFailManyParams { fails }).await?;
             }
@@ -88,7 +108,11 @@ async fn main() -> anyhow::Result<()> {
         done as f64 / worked.as_secs_f64().max(1e-9)
     );
     if let Some(stats) = store.queue_stats("emails").await? {
-        let counts: Vec<String> = stats.counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
+        let counts: Vec<String> = stats
+            .counts
+            .iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect();
         println!("queue emails: {}", counts.join(" "));
         println!("(the failed first attempts wait out their backoff; run again and they complete)");
     }

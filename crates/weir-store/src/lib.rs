@@ -16,5 +16,8 @@ pub mod store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use embedded::{CommitStats, DiskUsage, MAX_JOURNAL_BYTES, Durability, EmbeddedOptions, EmbeddedStore, RecoveryReport};
+pub use embedded::{
+    CommitStats, DiskUsage, Durability, EmbeddedOptions, EmbeddedStore, RecoveryReport,
+    MAX_JOURNAL_BYTES,
+};
 pub use store::*;

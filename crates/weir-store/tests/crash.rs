@@ -20,11 +20,27 @@ const CHILD_ENV: &str = "WEIR_CRASH_CHILD_DIR";
 #[test]
 #[ignore = "run by crash_kill_9_loses_nothing_acknowledged in a child process"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
-    let base: u64 = std::env::var("WEIR_CRASH_SEQ_BASE").unwrap().parse().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let base: u64 = std::env::var("WEIR_CRASH_SEQ_BASE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
-        let store = EmbeddedStore::open(&dir, EmbeddedOptions { maintenance_every: None, ..Default::default() }).unwrap();
+        let store = EmbeddedStore::open(
+            &dir,
+            EmbeddedOptions {
+                maintenance_every: None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         println!("READY");
         let mut tasks = Vec::new();
         for p in 0..2u64 {
@@ -36,7 +52,11 @@ fn crash_child() {
                     let n = rng.usize(1..20);
                     let jobs: Vec<NewJob> = (0..n)
                         .map(|i| {
-                            let mut j = NewJob::new("crash", "k", Payload::json(&serde_json::json!({"seq": seq + i as u64})).unwrap());
+                            let mut j = NewJob::new(
+                                "crash",
+                                "k",
+                                Payload::json(&serde_json::json!({"seq": seq + i as u64})).unwrap(),
+                            );
                             j.max_attempts = Some(1);
                             if rng.bool() {
                                 j.group = Some(format!("g{}", rng.u8(0..4)));
@@ -44,8 +64,15 @@ fn crash_child() {
                             j
                         })
                         .collect();
-                    let ids = s.job_insert_many(JobInsertManyParams { jobs }).await.unwrap();
-                    let line: Vec<String> = ids.iter().enumerate().map(|(i, id)| format!("{}:{}", seq + i as u64, id.0)).collect();
+                    let ids = s
+                        .job_insert_many(JobInsertManyParams { jobs })
+                        .await
+                        .unwrap();
+                    let line: Vec<String> = ids
+                        .iter()
+                        .enumerate()
+                        .map(|(i, id)| format!("{}:{}", seq + i as u64, id.0))
+                        .collect();
                     println!("E {}", line.join(" "));
                     seq += n as u64;
                 }
@@ -56,28 +83,57 @@ fn crash_child() {
             tasks.push(tokio::spawn(async move {
                 loop {
                     let got = s
-                        .job_fetch(JobFetchParams { queues: vec!["crash".into()], max: 10, wait_ms: 100, worker: "c".into() })
+                        .job_fetch(JobFetchParams {
+                            queues: vec!["crash".into()],
+                            max: 10,
+                            wait_ms: 100,
+                            worker: "c".into(),
+                        })
                         .await
                         .unwrap();
-                    let (fails, acks): (Vec<_>, Vec<_>) = got.into_iter().partition(|f| f.id.0 % 3 == 0);
+                    let (fails, acks): (Vec<_>, Vec<_>) =
+                        got.into_iter().partition(|f| f.id.0 % 3 == 0);
                     let acks: Vec<Ack> = acks
                         .into_iter()
-                        .map(|f| Ack { id: f.id, lease_id: f.lease_id, result: Some(f.payload.clone()) })
+                        .map(|f| Ack {
+                            id: f.id,
+                            lease_id: f.lease_id,
+                            result: Some(f.payload.clone()),
+                        })
                         .collect();
                     let ack_ids: Vec<u64> = acks.iter().map(|a| a.id.0).collect();
                     let out = s.job_ack_many(JobAckManyParams { acks }).await.unwrap();
                     assert!(out.rejected.is_empty());
                     if !ack_ids.is_empty() {
-                        println!("A {}", ack_ids.iter().map(u64::to_string).collect::<Vec<_>>().join(" "));
+                        println!(
+                            "A {}",
+                            ack_ids
+                                .iter()
+                                .map(u64::to_string)
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        );
                     }
                     let fails: Vec<Fail> = fails
                         .into_iter()
-                        .map(|f| Fail { id: f.id, lease_id: f.lease_id, error: "no".into(), retry: false })
+                        .map(|f| Fail {
+                            id: f.id,
+                            lease_id: f.lease_id,
+                            error: "no".into(),
+                            retry: false,
+                        })
                         .collect();
                     let fail_ids: Vec<u64> = fails.iter().map(|f| f.id.0).collect();
                     s.job_fail_many(JobFailManyParams { fails }).await.unwrap();
                     if !fail_ids.is_empty() {
-                        println!("F {}", fail_ids.iter().map(u64::to_string).collect::<Vec<_>>().join(" "));
+                        println!(
+                            "F {}",
+                            fail_ids
+                                .iter()
+                                .map(u64::to_string)
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        );
                     }
                 }
             }));
@@ -97,20 +153,38 @@ struct Acknowledged {
 
 #[test]
 fn crash_kill_9_loses_nothing_acknowledged() {
-    let kills: usize = std::env::var("WEIR_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let seed: u64 = std::env::var("WEIR_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    let kills: usize = std::env::var("WEIR_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("crash test: {kills} kills, WEIR_CRASH_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut seen = Acknowledged::default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut total_lines = 0;
     for round in 0..kills {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
-            .env("WEIR_CRASH_SEQ_BASE", ((round as u64 + 1) * 10_000_000).to_string())
+            .env(
+                "WEIR_CRASH_SEQ_BASE",
+                ((round as u64 + 1) * 10_000_000).to_string(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -120,7 +194,10 @@ fn crash_kill_9_loses_nothing_acknowledged() {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "child exited before READY");
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "child exited before READY"
+            );
             // libtest prints "test crash_child ... " without a newline before the body runs.
             if line.trim_end().ends_with("READY") {
                 break;
@@ -155,7 +232,8 @@ fn crash_kill_9_loses_nothing_acknowledged() {
                 Some("E") => {
                     for pair in parts {
                         let (seq, id) = pair.split_once(':').unwrap();
-                        seen.enqueued.insert(seq.parse().unwrap(), id.parse().unwrap());
+                        seen.enqueued
+                            .insert(seq.parse().unwrap(), id.parse().unwrap());
                     }
                 }
                 Some("A") => seen.acked.extend(parts.map(|p| p.parse::<u64>().unwrap())),
@@ -165,7 +243,10 @@ fn crash_kill_9_loses_nothing_acknowledged() {
         }
         rt.block_on(verify(dir.path(), &seen, round, run_ms));
     }
-    assert!(seen.enqueued.len() > kills, "the children did too little to test anything: {total_lines} lines");
+    assert!(
+        seen.enqueued.len() > kills,
+        "the children did too little to test anything: {total_lines} lines"
+    );
     assert!(!seen.acked.is_empty() && !seen.failed.is_empty());
     eprintln!(
         "crash test: {} enqueues, {} acks, {} fails acknowledged over {kills} kills, all recovered",
@@ -177,15 +258,32 @@ fn crash_kill_9_loses_nothing_acknowledged() {
 
 async fn verify(dir: &std::path::Path, seen: &Acknowledged, round: usize, run_ms: u64) {
     let ctx = format!("round {round} (killed after {run_ms} ms)");
-    let store = EmbeddedStore::open(dir, EmbeddedOptions { maintenance_every: None, ..Default::default() })
-        .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
-    store.check_invariants().unwrap_or_else(|e| panic!("{ctx}: {e}"));
+    let store = EmbeddedStore::open(
+        dir,
+        EmbeddedOptions {
+            maintenance_every: None,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+    store
+        .check_invariants()
+        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
     let mut by_seq: HashMap<u64, JobId> = HashMap::new();
     let mut after = None;
     loop {
-        let page = store.job_list(JobFilter { after, limit: 1000, ..Default::default() }).await.unwrap();
+        let page = store
+            .job_list(JobFilter {
+                after,
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         for j in &page.jobs {
-            let seq = j.payload.to_value::<serde_json::Value>().unwrap()["seq"].as_u64().unwrap();
+            let seq = j.payload.to_value::<serde_json::Value>().unwrap()["seq"]
+                .as_u64()
+                .unwrap();
             if let Some(other) = by_seq.insert(seq, j.id) {
                 panic!("{ctx}: seq {seq} stored twice (jobs {other} and {})", j.id);
             }
@@ -196,15 +294,41 @@ async fn verify(dir: &std::path::Path, seen: &Acknowledged, round: usize, run_ms
         }
     }
     for (seq, id) in &seen.enqueued {
-        assert_eq!(by_seq.get(seq), Some(&JobId(*id)), "{ctx}: acknowledged enqueue of seq {seq} (job {id}) lost");
+        assert_eq!(
+            by_seq.get(seq),
+            Some(&JobId(*id)),
+            "{ctx}: acknowledged enqueue of seq {seq} (job {id}) lost"
+        );
     }
     for id in &seen.acked {
-        let j = store.job_get(JobId(*id)).await.unwrap().unwrap_or_else(|| panic!("{ctx}: acked job {id} lost"));
-        assert_eq!(j.state, JobState::Completed, "{ctx}: acked job {id} is {}", j.state);
-        assert_eq!(j.result.as_ref(), Some(&j.payload), "{ctx}: acked job {id} lost its result");
+        let j = store
+            .job_get(JobId(*id))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{ctx}: acked job {id} lost"));
+        assert_eq!(
+            j.state,
+            JobState::Completed,
+            "{ctx}: acked job {id} is {}",
+            j.state
+        );
+        assert_eq!(
+            j.result.as_ref(),
+            Some(&j.payload),
+            "{ctx}: acked job {id} lost its result"
+        );
     }
     for id in &seen.failed {
-        let j = store.job_get(JobId(*id)).await.unwrap().unwrap_or_else(|| panic!("{ctx}: failed job {id} lost"));
-        assert_eq!(j.state, JobState::Dead, "{ctx}: failed job {id} is {}", j.state);
+        let j = store
+            .job_get(JobId(*id))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{ctx}: failed job {id} lost"));
+        assert_eq!(
+            j.state,
+            JobState::Dead,
+            "{ctx}: failed job {id} is {}",
+            j.state
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! recovered, ids are never reused, and retention gives disk space back.
 
 use std::sync::Arc;
-use weir_core::{Ack, Fail, JobFilter, JobId, JobState, ManualClock, NewJob, Payload, QueueConfig, Retention};
+use weir_core::{
+    Ack, Fail, JobFilter, JobId, JobState, ManualClock, NewJob, Payload, QueueConfig, Retention,
+};
 use weir_store::*;
 
 const T0: u64 = 1_700_000_000_000;
@@ -13,7 +15,10 @@ struct Fixture {
 }
 
 fn setup() -> Fixture {
-    Fixture { dir: tempfile::tempdir().expect("tempdir"), clock: ManualClock::new(T0) }
+    Fixture {
+        dir: tempfile::tempdir().expect("tempdir"),
+        clock: ManualClock::new(T0),
+    }
 }
 
 impl Fixture {
@@ -32,13 +37,22 @@ impl Fixture {
 }
 
 fn job(queue: &str, n: usize) -> NewJob {
-    NewJob::new(queue, "k", Payload::json(&serde_json::json!({ "n": n })).expect("json"))
+    NewJob::new(
+        queue,
+        "k",
+        Payload::json(&serde_json::json!({ "n": n })).expect("json"),
+    )
 }
 
 async fn fetch(s: &EmbeddedStore, q: &str, max: usize) -> Vec<weir_core::FetchedJob> {
-    s.job_fetch(JobFetchParams { queues: vec![q.into()], max, wait_ms: 0, worker: "t".into() })
-        .await
-        .expect("fetch")
+    s.job_fetch(JobFetchParams {
+        queues: vec![q.into()],
+        max,
+        wait_ms: 0,
+        worker: "t".into(),
+    })
+    .await
+    .expect("fetch")
 }
 
 #[tokio::test]
@@ -48,7 +62,11 @@ async fn every_durable_state_survives_reopen() {
         let s = fx.open();
         s.queue_config_set(QueueConfigSetParams {
             name: "q".into(),
-            config: QueueConfig { max_attempts: 3, aging_ms: 0, ..Default::default() },
+            config: QueueConfig {
+                max_attempts: 3,
+                aging_ms: 0,
+                ..Default::default()
+            },
         })
         .await
         .expect("config");
@@ -56,7 +74,10 @@ async fn every_durable_state_survives_reopen() {
         jobs[4].delay_ms = Some(60_000);
         jobs[5].group = Some("g".into());
         jobs[5].unique_key = Some("u".into());
-        let ids = s.job_insert_many(JobInsertManyParams { jobs }).await.expect("enqueue");
+        let ids = s
+            .job_insert_many(JobInsertManyParams { jobs })
+            .await
+            .expect("enqueue");
         let got = fetch(&s, "q", 4).await;
         let by_n = |n: u64| {
             got.iter()
@@ -66,20 +87,36 @@ async fn every_durable_state_survives_reopen() {
         };
         let (a, b, c, d) = (by_n(0), by_n(1), by_n(2), by_n(3));
         s.job_ack_many(JobAckManyParams {
-            acks: vec![Ack { id: a.id, lease_id: a.lease_id, result: Some(Payload::parse(r#"{"r":1}"#).expect("json")) }],
+            acks: vec![Ack {
+                id: a.id,
+                lease_id: a.lease_id,
+                result: Some(Payload::parse(r#"{"r":1}"#).expect("json")),
+            }],
         })
         .await
         .expect("ack");
         s.job_fail_many(JobFailManyParams {
             fails: vec![
-                Fail { id: b.id, lease_id: b.lease_id, error: "transient".into(), retry: true },
-                Fail { id: c.id, lease_id: c.lease_id, error: "fatal".into(), retry: false },
+                Fail {
+                    id: b.id,
+                    lease_id: b.lease_id,
+                    error: "transient".into(),
+                    retry: true,
+                },
+                Fail {
+                    id: c.id,
+                    lease_id: c.lease_id,
+                    error: "fatal".into(),
+                    retry: false,
+                },
             ],
         })
         .await
         .expect("fail");
         let _still_active = d;
-        s.job_cancel(JobCancelParams { id: ids[5] }).await.expect("cancel");
+        s.job_cancel(JobCancelParams { id: ids[5] })
+            .await
+            .expect("cancel");
         let before: Vec<_> = s.job_list(JobFilter::default()).await.expect("list").jobs;
         (ids, before)
     };
@@ -102,13 +139,31 @@ async fn every_durable_state_survives_reopen() {
             assert_eq!((a.state, a.attempt), (b.state, b.attempt), "job {}", a.id);
         }
     }
-    assert_eq!(s.queue_stats("q").await.expect("stats").expect("queue").config.max_attempts, 3);
+    assert_eq!(
+        s.queue_stats("q")
+            .await
+            .expect("stats")
+            .expect("queue")
+            .config
+            .max_attempts,
+        3
+    );
     // The unique key of the cancelled job is free; a new job gets a fresh id above all old ones.
     let mut again = job("q", 9);
     again.unique_key = Some("u".into());
-    let new = s.job_insert_many(JobInsertManyParams { jobs: vec![again] }).await.expect("enqueue");
+    let new = s
+        .job_insert_many(JobInsertManyParams { jobs: vec![again] })
+        .await
+        .expect("enqueue");
     assert!(new[0] > ids[5]);
-    let aggs = s.aggregate_list(AggregateListParams { queue: None, from_ms: 0, to_ms: u64::MAX }).await.expect("aggs");
+    let aggs = s
+        .aggregate_list(AggregateListParams {
+            queue: None,
+            from_ms: 0,
+            to_ms: u64::MAX,
+        })
+        .await
+        .expect("aggs");
     let enq: u64 = aggs.iter().map(|a| a.counts.enqueued).sum();
     assert_eq!(enq, 7, "aggregates recovered and still counting");
 }
@@ -121,25 +176,44 @@ async fn ids_are_never_reused_after_retention_deletes_the_newest() {
         s.queue_config_set(QueueConfigSetParams {
             name: "q".into(),
             config: QueueConfig {
-                retention: Retention { completed_max: 0, ..Default::default() },
+                retention: Retention {
+                    completed_max: 0,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         })
         .await
         .expect("config");
         let ids = s
-            .job_insert_many(JobInsertManyParams { jobs: (0..3).map(|n| job("q", n)).collect() })
+            .job_insert_many(JobInsertManyParams {
+                jobs: (0..3).map(|n| job("q", n)).collect(),
+            })
             .await
             .expect("enqueue");
         let got = fetch(&s, "q", 3).await;
-        let acks = got.iter().map(|f| Ack { id: f.id, lease_id: f.lease_id, result: None }).collect();
-        s.job_ack_many(JobAckManyParams { acks }).await.expect("ack");
+        let acks = got
+            .iter()
+            .map(|f| Ack {
+                id: f.id,
+                lease_id: f.lease_id,
+                result: None,
+            })
+            .collect();
+        s.job_ack_many(JobAckManyParams { acks })
+            .await
+            .expect("ack");
         assert_eq!(s.maintenance_run().await.expect("maintain").deleted, 3);
         ids[2]
     };
     let s = fx.open();
     assert_eq!(s.recovery().jobs, 0);
-    let new = s.job_insert_many(JobInsertManyParams { jobs: vec![job("q", 9)] }).await.expect("enqueue");
+    let new = s
+        .job_insert_many(JobInsertManyParams {
+            jobs: vec![job("q", 9)],
+        })
+        .await
+        .expect("enqueue");
     assert!(new[0] > last, "id {} reused (last was {last})", new[0]);
     assert!(s.job_get(JobId(last.0)).await.expect("get").is_none());
 }
@@ -151,7 +225,10 @@ async fn retention_gives_disk_space_back() {
     s.queue_config_set(QueueConfigSetParams {
         name: "big".into(),
         config: QueueConfig {
-            retention: Retention { completed_ms: 1_000, ..Default::default() },
+            retention: Retention {
+                completed_ms: 1_000,
+                ..Default::default()
+            },
             ..Default::default()
         },
     })
@@ -166,14 +243,28 @@ async fn retention_gives_disk_space_back() {
                 NewJob::new("big", "k", Payload::json(&blob).expect("json"))
             })
             .collect();
-        s.job_insert_many(JobInsertManyParams { jobs }).await.expect("enqueue");
+        s.job_insert_many(JobInsertManyParams { jobs })
+            .await
+            .expect("enqueue");
         let got = fetch(&s, "big", 100).await;
-        let acks = got.iter().map(|f| Ack { id: f.id, lease_id: f.lease_id, result: None }).collect();
-        s.job_ack_many(JobAckManyParams { acks }).await.expect("ack");
+        let acks = got
+            .iter()
+            .map(|f| Ack {
+                id: f.id,
+                lease_id: f.lease_id,
+                result: None,
+            })
+            .collect();
+        s.job_ack_many(JobAckManyParams { acks })
+            .await
+            .expect("ack");
     }
     s.compact().expect("compact");
     let full = s.disk_usage().expect("space");
-    assert!(full.table_bytes > 20 * 100 * 16 * 1024, "payloads should be in tables: {full:?}");
+    assert!(
+        full.table_bytes > 20 * 100 * 16 * 1024,
+        "payloads should be in tables: {full:?}"
+    );
     fx.clock.advance(1_000);
     assert_eq!(s.maintenance_run().await.expect("maintain").deleted, 2_000);
     s.compact().expect("compact");

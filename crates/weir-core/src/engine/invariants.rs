@@ -42,13 +42,18 @@ impl Engine {
                 }
             };
             if !ok {
-                return Err(format!("job {id} in state {} is in the wrong index", s.state));
+                return Err(format!(
+                    "job {id} in state {} is in the wrong index",
+                    s.state
+                ));
             }
             if let Some(g) = s.group() {
                 let gs = self.groups.get(&(s.queue, g.clone()));
                 let pending = gs.is_some_and(|gs| gs.pending.contains(&id));
                 if pending == s.state.is_terminal() {
-                    return Err(format!("job {id}: group membership does not match its state"));
+                    return Err(format!(
+                        "job {id}: group membership does not match its state"
+                    ));
                 }
                 if s.state == JobState::Active && gs.and_then(|g| g.active) != Some(id) {
                     return Err(format!("job {id}: active but not its group's active job"));
@@ -57,14 +62,24 @@ impl Engine {
         }
         for (i, qs) in self.queues.iter().enumerate() {
             if qs.counts != counts[i] {
-                return Err(format!("queue {}: counts {:?} != {:?}", qs.name, qs.counts, counts[i]));
+                return Err(format!(
+                    "queue {}: counts {:?} != {:?}",
+                    qs.name, qs.counts, counts[i]
+                ));
             }
         }
         let ready_len: usize = self.queues.iter().map(|q| q.ready.len()).sum();
         if ready_len != ready_total {
-            return Err(format!("ready index holds {ready_len} keys for {ready_total} jobs"));
+            return Err(format!(
+                "ready index holds {ready_len} keys for {ready_total} jobs"
+            ));
         }
-        if self.leases.len() != self.jobs.values().filter(|s| s.state == JobState::Active).count()
+        if self.leases.len()
+            != self
+                .jobs
+                .values()
+                .filter(|s| s.state == JobState::Active)
+                .count()
         {
             return Err("lease index has stale entries".into());
         }
@@ -75,7 +90,11 @@ impl Engine {
             let actives = gs
                 .pending
                 .iter()
-                .filter(|id| self.jobs.get(id).is_some_and(|s| s.state == JobState::Active))
+                .filter(|id| {
+                    self.jobs
+                        .get(id)
+                        .is_some_and(|s| s.state == JobState::Active)
+                })
                 .count();
             if actives > 1 {
                 return Err(format!("group {g} of queue {q}: {actives} active jobs"));
@@ -83,10 +102,15 @@ impl Engine {
             if gs.active.is_none() {
                 let first = gs.pending.first().copied();
                 let want = first.filter(|id| {
-                    self.jobs.get(id).is_some_and(|s| s.state == JobState::Waiting)
+                    self.jobs
+                        .get(id)
+                        .is_some_and(|s| s.state == JobState::Waiting)
                 });
                 if gs.ready != want {
-                    return Err(format!("group {g}: ready {:?}, expected {want:?}", gs.ready));
+                    return Err(format!(
+                        "group {g}: ready {:?}, expected {want:?}",
+                        gs.ready
+                    ));
                 }
             }
         }

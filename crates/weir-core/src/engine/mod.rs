@@ -290,7 +290,11 @@ impl Engine {
         if jobs.len() > self.limits.max_batch {
             return Err(Error::invalid(
                 "jobs",
-                format!("batch of {} over the limit {}", jobs.len(), self.limits.max_batch),
+                format!(
+                    "batch of {} over the limit {}",
+                    jobs.len(),
+                    self.limits.max_batch
+                ),
             ));
         }
         for job in &jobs {
@@ -312,14 +316,21 @@ impl Engine {
         if job.payload.len() > l.max_payload_bytes {
             return Err(Error::invalid(
                 "payload",
-                format!("{} bytes over the limit {}", job.payload.len(), l.max_payload_bytes),
+                format!(
+                    "{} bytes over the limit {}",
+                    job.payload.len(),
+                    l.max_payload_bytes
+                ),
             ));
         }
         if job.payload.is_empty() {
             return Err(Error::invalid("payload", "empty"));
         }
         if job.delay_ms.is_some() && job.run_at_ms.is_some() {
-            return Err(Error::invalid("delay_ms", "give delay_ms or run_at, not both"));
+            return Err(Error::invalid(
+                "delay_ms",
+                "give delay_ms or run_at, not both",
+            ));
         }
         if let Some(d) = job.delay_ms {
             if d > l.max_duration_ms {
@@ -331,7 +342,10 @@ impl Engine {
         }
         if let Some(at) = job.run_at_ms {
             if at > now.saturating_add(l.max_duration_ms) {
-                return Err(Error::invalid("run_at", "further ahead than the maximum duration"));
+                return Err(Error::invalid(
+                    "run_at",
+                    "further ahead than the maximum duration",
+                ));
             }
         }
         if let Some(n) = job.max_attempts {
@@ -358,14 +372,24 @@ impl Engine {
                 return Err(Error::invalid("unique_window_ms", "needs a unique_key"));
             }
             if w > l.max_duration_ms {
-                return Err(Error::invalid("unique_window_ms", "over the maximum duration"));
+                return Err(Error::invalid(
+                    "unique_window_ms",
+                    "over the maximum duration",
+                ));
             }
         }
         if job.tags.len() > l.max_tags {
             return Err(Error::invalid("tags", format!("more than {}", l.max_tags)));
         }
-        if job.tags.iter().any(|t| t.is_empty() || t.len() > l.max_key_bytes) {
-            return Err(Error::invalid("tags", "each must be 1 to max_key_bytes bytes"));
+        if job
+            .tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > l.max_key_bytes)
+        {
+            return Err(Error::invalid(
+                "tags",
+                "each must be 1 to max_key_bytes bytes",
+            ));
         }
         Ok(())
     }
@@ -491,7 +515,9 @@ impl Engine {
                 self.leases.insert((s.deadline, id));
             }
             JobState::Completed => {
-                self.queues[q as usize].completed.insert((s.finished_at, id));
+                self.queues[q as usize]
+                    .completed
+                    .insert((s.finished_at, id));
             }
             JobState::Dead | JobState::Cancelled => {
                 self.queues[q as usize].dead.insert((s.finished_at, id));
@@ -526,7 +552,9 @@ impl Engine {
                 self.leases.remove(&(s.deadline, id));
             }
             JobState::Completed => {
-                self.queues[q as usize].completed.remove(&(s.finished_at, id));
+                self.queues[q as usize]
+                    .completed
+                    .remove(&(s.finished_at, id));
             }
             JobState::Dead | JobState::Cancelled => {
                 self.queues[q as usize].dead.remove(&(s.finished_at, id));
@@ -584,11 +612,11 @@ impl Engine {
         };
         let want = match gs.active {
             Some(_) => None,
-            None => gs
-                .pending
-                .first()
-                .copied()
-                .filter(|id| self.jobs.get(id).is_some_and(|s| s.state == JobState::Waiting)),
+            None => gs.pending.first().copied().filter(|id| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|s| s.state == JobState::Waiting)
+            }),
         };
         let have = gs.ready;
         if gs.pending.is_empty() && gs.active.is_none() {
@@ -695,7 +723,11 @@ impl Engine {
         match doc {
             Some(p) if p.len() > self.limits.max_payload_bytes => Err(Error::invalid(
                 field,
-                format!("{} bytes over the limit {}", p.len(), self.limits.max_payload_bytes),
+                format!(
+                    "{} bytes over the limit {}",
+                    p.len(),
+                    self.limits.max_payload_bytes
+                ),
             )),
             _ => Ok(()),
         }
@@ -778,7 +810,14 @@ impl Engine {
 
     /// Ends the current attempt of an active job as failed (a worker's fail, or an expired
     /// lease when `expired`).
-    pub(crate) fn fail_attempt(&mut self, id: u64, error: String, retry: bool, now: u64, expired: bool) {
+    pub(crate) fn fail_attempt(
+        &mut self,
+        id: u64,
+        error: String,
+        retry: bool,
+        now: u64,
+        expired: bool,
+    ) {
         let Some(s) = self.jobs.get(&id) else {
             return;
         };

@@ -123,8 +123,15 @@ impl Engine {
         }
         ids.sort_unstable();
         JobPage {
-            next_cursor: if more { ids.last().copied().map(JobId) } else { None },
-            jobs: ids.iter().map(|id| self.view(*id, &self.jobs[id])).collect(),
+            next_cursor: if more {
+                ids.last().copied().map(JobId)
+            } else {
+                None
+            },
+            jobs: ids
+                .iter()
+                .map(|id| self.view(*id, &self.jobs[id]))
+                .collect(),
         }
     }
 
@@ -141,14 +148,19 @@ impl Engine {
             .ready
             .iter()
             .filter_map(|k| self.jobs.get(&k.id).map(|s| s.run_at))
-            .chain(self.groups.iter().filter(|((gq, _), _)| *gq == q).flat_map(|(_, g)| {
-                g.pending.iter().filter_map(|id| {
-                    self.jobs
-                        .get(id)
-                        .filter(|s| s.state == JobState::Waiting)
-                        .map(|s| s.run_at)
-                })
-            }))
+            .chain(
+                self.groups
+                    .iter()
+                    .filter(|((gq, _), _)| *gq == q)
+                    .flat_map(|(_, g)| {
+                        g.pending.iter().filter_map(|id| {
+                            self.jobs
+                                .get(id)
+                                .filter(|s| s.state == JobState::Waiting)
+                                .map(|s| s.run_at)
+                        })
+                    }),
+            )
             .min();
         Some(QueueStats {
             name: name.to_string(),
@@ -162,7 +174,12 @@ impl Engine {
     }
 
     /// Hourly aggregates of one queue (or all) for hours starting in `[from_ms, to_ms)`.
-    pub fn aggregates(&self, queue: Option<&str>, from_ms: u64, to_ms: u64) -> Vec<AggregateRecord> {
+    pub fn aggregates(
+        &self,
+        queue: Option<&str>,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Vec<AggregateRecord> {
         let q = queue.map(|n| self.find_queue(n));
         if q == Some(None) {
             return Vec::new();

@@ -88,11 +88,17 @@ where
 // ---- helpers shared by the cases ---------------------------------------------------------
 
 pub(crate) fn job(queue: &str, n: u64) -> NewJob {
-    NewJob::new(queue, "test", Payload::json(&serde_json::json!({ "n": n })).unwrap())
+    NewJob::new(
+        queue,
+        "test",
+        Payload::json(&serde_json::json!({ "n": n })).unwrap(),
+    )
 }
 
 pub(crate) async fn put<S: Store>(s: &S, jobs: Vec<NewJob>) -> Vec<JobId> {
-    s.job_insert_many(JobInsertManyParams { jobs }).await.unwrap()
+    s.job_insert_many(JobInsertManyParams { jobs })
+        .await
+        .unwrap()
 }
 
 pub(crate) async fn put1<S: Store>(s: &S, j: NewJob) -> JobId {
@@ -110,7 +116,11 @@ pub(crate) async fn fetch<S: Store>(s: &S, queues: &[&str], max: usize) -> Vec<F
     .unwrap()
 }
 
-pub(crate) async fn ack<S: Store>(s: &S, f: &FetchedJob, result: Option<serde_json::Value>) -> weir_core::BatchOutcome {
+pub(crate) async fn ack<S: Store>(
+    s: &S,
+    f: &FetchedJob,
+    result: Option<serde_json::Value>,
+) -> weir_core::BatchOutcome {
     s.job_ack_many(JobAckManyParams {
         acks: vec![Ack {
             id: f.id,
@@ -156,5 +166,7 @@ pub(crate) async fn configure<S: Store>(s: &S, name: &str, f: impl FnOnce(&mut Q
 }
 
 pub(crate) fn n_of(f: &FetchedJob) -> u64 {
-    f.payload.to_value::<serde_json::Value>().unwrap()["n"].as_u64().unwrap()
+    f.payload.to_value::<serde_json::Value>().unwrap()["n"]
+        .as_u64()
+        .unwrap()
 }

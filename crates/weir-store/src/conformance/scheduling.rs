@@ -5,72 +5,173 @@ use super::*;
 use weir_core::{JobFilter, JobState, Order, Retention};
 
 pub async fn delayed_and_scheduled_jobs_wait<S: Store>(s: &S, c: &ManualClock) {
-    let a = put1(s, NewJob { delay_ms: Some(5_000), ..job("q", 1) }).await;
-    let b = put1(s, NewJob { run_at_ms: Some(T0 + 2_000), ..job("q", 2) }).await;
+    let a = put1(
+        s,
+        NewJob {
+            delay_ms: Some(5_000),
+            ..job("q", 1)
+        },
+    )
+    .await;
+    let b = put1(
+        s,
+        NewJob {
+            run_at_ms: Some(T0 + 2_000),
+            ..job("q", 2)
+        },
+    )
+    .await;
     assert_eq!(state(s, a).await, JobState::Scheduled);
     assert!(fetch(s, &["q"], 10).await.is_empty());
     c.advance(1_999);
-    assert!(fetch(s, &["q"], 10).await.is_empty(), "ran before its run_at");
+    assert!(
+        fetch(s, &["q"], 10).await.is_empty(),
+        "ran before its run_at"
+    );
     c.advance(1);
     let got = fetch(s, &["q"], 10).await;
     assert_eq!(got.iter().map(|f| f.id).collect::<Vec<_>>(), vec![b]);
     c.advance(3_000);
     assert_eq!(fetch(s, &["q"], 10).await[0].id, a);
     // A run_at in the past runs now.
-    let p = put1(s, NewJob { run_at_ms: Some(T0 - 10), ..job("q", 3) }).await;
+    let p = put1(
+        s,
+        NewJob {
+            run_at_ms: Some(T0 - 10),
+            ..job("q", 3)
+        },
+    )
+    .await;
     assert_eq!(state(s, p).await, JobState::Waiting);
 }
 
 pub async fn priority_then_fifo<S: Store>(s: &S, _c: &ManualClock) {
-    let mk = |n, p| NewJob { priority: p, ..job("q", n) };
-    put(s, vec![mk(1, 0), mk(2, 5), mk(3, 1), mk(4, 5), mk(5, -2), mk(6, 0)]).await;
+    let mk = |n, p| NewJob {
+        priority: p,
+        ..job("q", n)
+    };
+    put(
+        s,
+        vec![mk(1, 0), mk(2, 5), mk(3, 1), mk(4, 5), mk(5, -2), mk(6, 0)],
+    )
+    .await;
     let order: Vec<u64> = fetch(s, &["q"], 10).await.iter().map(n_of).collect();
     assert_eq!(order, vec![2, 4, 3, 1, 6, 5]);
 }
 
 pub async fn smallest_cost_first<S: Store>(s: &S, _c: &ManualClock) {
     configure(s, "plans", |c| c.order = Order::SmallestCost).await;
-    let mk = |n, cost, p| NewJob { cost, priority: p, ..job("plans", n) };
-    put(s, vec![mk(1, 3_000, 0), mk(2, 10, 0), mk(3, 500, 0), mk(4, 10, 0), mk(5, 9_000, 1)]).await;
+    let mk = |n, cost, p| NewJob {
+        cost,
+        priority: p,
+        ..job("plans", n)
+    };
+    put(
+        s,
+        vec![
+            mk(1, 3_000, 0),
+            mk(2, 10, 0),
+            mk(3, 500, 0),
+            mk(4, 10, 0),
+            mk(5, 9_000, 1),
+        ],
+    )
+    .await;
     let order: Vec<u64> = fetch(s, &["plans"], 10).await.iter().map(n_of).collect();
-    assert_eq!(order, vec![5, 2, 4, 3, 1], "priority first, then smallest cost, then age");
+    assert_eq!(
+        order,
+        vec![5, 2, 4, 3, 1],
+        "priority first, then smallest cost, then age"
+    );
 }
 
 pub async fn aging_lifts_old_low_priority_work<S: Store>(s: &S, c: &ManualClock) {
     configure(s, "q", |cfg| cfg.aging_ms = 1_000).await;
-    put1(s, NewJob { priority: 0, ..job("q", 1) }).await;
+    put1(
+        s,
+        NewJob {
+            priority: 0,
+            ..job("q", 1)
+        },
+    )
+    .await;
     c.advance(3_000);
     // Three aging boundaries passed: the old job now counts as priority 3.
-    put1(s, NewJob { priority: 5, ..job("q", 2) }).await;
-    put1(s, NewJob { priority: 2, ..job("q", 3) }).await;
+    put1(
+        s,
+        NewJob {
+            priority: 5,
+            ..job("q", 2)
+        },
+    )
+    .await;
+    put1(
+        s,
+        NewJob {
+            priority: 2,
+            ..job("q", 3)
+        },
+    )
+    .await;
     let order: Vec<u64> = fetch(s, &["q"], 10).await.iter().map(n_of).collect();
     assert_eq!(order, vec![2, 1, 3]);
     // With aging off, priority alone decides.
     configure(s, "p", |cfg| cfg.aging_ms = 0).await;
-    put1(s, NewJob { priority: 0, ..job("p", 1) }).await;
+    put1(
+        s,
+        NewJob {
+            priority: 0,
+            ..job("p", 1)
+        },
+    )
+    .await;
     c.advance(1_000_000);
-    put1(s, NewJob { priority: 1, ..job("p", 2) }).await;
+    put1(
+        s,
+        NewJob {
+            priority: 1,
+            ..job("p", 2)
+        },
+    )
+    .await;
     let order: Vec<u64> = fetch(s, &["p"], 10).await.iter().map(n_of).collect();
     assert_eq!(order, vec![2, 1]);
 }
 
 pub async fn unique_keys_deduplicate_while_live<S: Store>(s: &S, c: &ManualClock) {
-    let u = |n| NewJob { unique_key: Some("pr-42".into()), ..job("q", n) };
+    let u = |n| NewJob {
+        unique_key: Some("pr-42".into()),
+        ..job("q", n)
+    };
     let ids = put(s, vec![u(1), u(2)]).await;
     assert_eq!(ids[0], ids[1], "same key in one batch");
     assert_eq!(put1(s, u(3)).await, ids[0]);
     // The same key in another queue is another job.
-    let other = put1(s, NewJob { unique_key: Some("pr-42".into()), ..job("r", 1) }).await;
+    let other = put1(
+        s,
+        NewJob {
+            unique_key: Some("pr-42".into()),
+            ..job("r", 1)
+        },
+    )
+    .await;
     assert_ne!(other, ids[0]);
     let f = fetch(s, &["q"], 10).await;
     assert_eq!(f.len(), 1);
     assert_eq!(put1(s, u(4)).await, ids[0], "an active job's key is live");
     ack(s, &f[0], None).await;
     let fresh = put1(s, u(5)).await;
-    assert_ne!(fresh, ids[0], "a finished job's key is free without a window");
+    assert_ne!(
+        fresh, ids[0],
+        "a finished job's key is free without a window"
+    );
 
     // With a window, the key deduplicates until the window ends, even after completion.
-    let w = |n| NewJob { unique_key: Some("daily".into()), unique_window_ms: Some(10_000), ..job("w", n) };
+    let w = |n| NewJob {
+        unique_key: Some("daily".into()),
+        unique_window_ms: Some(10_000),
+        ..job("w", n)
+    };
     let first = put1(s, w(1)).await;
     let f = fetch(s, &["w"], 1).await.remove(0);
     ack(s, &f, None).await;
@@ -83,15 +184,35 @@ pub async fn unique_keys_deduplicate_while_live<S: Store>(s: &S, c: &ManualClock
 pub async fn ordered_groups_run_one_at_a_time_in_order<S: Store>(s: &S, c: &ManualClock) {
     let g = |n, grp: &str| NewJob {
         group: Some(grp.into()),
-        backoff: Some(weir_core::Backoff { base_ms: 1_000, cap_ms: 1_000 }),
+        backoff: Some(weir_core::Backoff {
+            base_ms: 1_000,
+            cap_ms: 1_000,
+        }),
         ..job("posts", n)
     };
-    put(s, vec![g(1, "alice"), g(2, "alice"), g(3, "alice"), g(10, "bob"), job("posts", 99)]).await;
+    put(
+        s,
+        vec![
+            g(1, "alice"),
+            g(2, "alice"),
+            g(3, "alice"),
+            g(10, "bob"),
+            job("posts", 99),
+        ],
+    )
+    .await;
     let got = fetch(s, &["posts"], 10).await;
     let mut ns: Vec<u64> = got.iter().map(n_of).collect();
     ns.sort();
-    assert_eq!(ns, vec![1, 10, 99], "one job per group, ungrouped jobs unaffected");
-    assert!(fetch(s, &["posts"], 10).await.is_empty(), "a group had two active jobs");
+    assert_eq!(
+        ns,
+        vec![1, 10, 99],
+        "one job per group, ungrouped jobs unaffected"
+    );
+    assert!(
+        fetch(s, &["posts"], 10).await.is_empty(),
+        "a group had two active jobs"
+    );
     let a1 = got.iter().find(|f| n_of(f) == 1).unwrap();
     ack(s, a1, None).await;
     // No head-of-line blocking: bob's new job runs while alice's next waits its turn.
@@ -100,7 +221,10 @@ pub async fn ordered_groups_run_one_at_a_time_in_order<S: Store>(s: &S, c: &Manu
     assert_eq!(next.iter().map(n_of).collect::<Vec<_>>(), vec![2]);
     // A failed attempt keeps the group's order: 3 waits until 2 is done.
     fail(s, &next[0], true).await;
-    assert!(fetch(s, &["posts"], 10).await.is_empty(), "a later group job overtook a retrying one");
+    assert!(
+        fetch(s, &["posts"], 10).await.is_empty(),
+        "a later group job overtook a retrying one"
+    );
     c.advance(1_000);
     let again = fetch(s, &["posts"], 10).await;
     assert_eq!(again.iter().map(n_of).collect::<Vec<_>>(), vec![2]);
@@ -114,7 +238,11 @@ pub async fn ordered_groups_run_one_at_a_time_in_order<S: Store>(s: &S, c: &Manu
 
 pub async fn fetch_takes_queues_in_the_order_given<S: Store>(s: &S, _c: &ManualClock) {
     put(s, vec![job("low", 1), job("low", 2), job("high", 3)]).await;
-    let got: Vec<_> = fetch(s, &["high", "low"], 2).await.iter().map(|f| (f.queue.clone(), n_of(f))).collect();
+    let got: Vec<_> = fetch(s, &["high", "low"], 2)
+        .await
+        .iter()
+        .map(|f| (f.queue.clone(), n_of(f)))
+        .collect();
     assert_eq!(got, vec![("high".to_string(), 3), ("low".to_string(), 1)]);
 }
 
@@ -128,13 +256,33 @@ pub async fn paused_queue_hands_out_nothing<S: Store>(s: &S, _c: &ManualClock) {
 }
 
 pub async fn queue_stats_count_states<S: Store>(s: &S, c: &ManualClock) {
-    put(s, vec![job("q", 1), job("q", 2), job("q", 3), NewJob { delay_ms: Some(60_000), ..job("q", 4) }]).await;
+    put(
+        s,
+        vec![
+            job("q", 1),
+            job("q", 2),
+            job("q", 3),
+            NewJob {
+                delay_ms: Some(60_000),
+                ..job("q", 4)
+            },
+        ],
+    )
+    .await;
     c.advance(1_500);
     let f = fetch(s, &["q"], 2).await;
     ack(s, &f[0], None).await;
     let st = s.queue_stats("q").await.unwrap().unwrap();
     let count = |k: &str| st.counts[k];
-    assert_eq!((count("waiting"), count("active"), count("completed"), count("scheduled")), (1, 1, 1, 1));
+    assert_eq!(
+        (
+            count("waiting"),
+            count("active"),
+            count("completed"),
+            count("scheduled")
+        ),
+        (1, 1, 1, 1)
+    );
     assert_eq!(st.oldest_waiting_ms, 1_500);
     assert!(s.queue_stats("nope").await.unwrap().is_none());
     assert_eq!(s.queue_list().await.unwrap(), vec!["q".to_string()]);
@@ -142,7 +290,12 @@ pub async fn queue_stats_count_states<S: Store>(s: &S, c: &ManualClock) {
 
 pub async fn retention_deletes_and_aggregates_remain<S: Store>(s: &S, c: &ManualClock) {
     configure(s, "q", |cfg| {
-        cfg.retention = Retention { completed_ms: 10_000, completed_max: 2, dead_ms: 5_000, dead_max: 100 }
+        cfg.retention = Retention {
+            completed_ms: 10_000,
+            completed_max: 2,
+            dead_ms: 5_000,
+            dead_max: 100,
+        }
     })
     .await;
     let ids = put(s, (0..6).map(|n| job("q", n)).collect()).await;
@@ -154,23 +307,44 @@ pub async fn retention_deletes_and_aggregates_remain<S: Store>(s: &S, c: &Manual
     fail(s, &got[5], false).await;
     s.maintenance_run().await.unwrap();
     let alive: Vec<bool> = exist(s, &ids).await;
-    assert_eq!(alive, vec![false, false, false, true, true, true], "count limit keeps the newest 2");
+    assert_eq!(
+        alive,
+        vec![false, false, false, true, true, true],
+        "count limit keeps the newest 2"
+    );
     c.advance(5_000);
     s.maintenance_run().await.unwrap();
-    assert!(s.job_get(ids[5]).await.unwrap().is_none(), "dead job outlived dead_ms");
+    assert!(
+        s.job_get(ids[5]).await.unwrap().is_none(),
+        "dead job outlived dead_ms"
+    );
     c.advance(5_000);
     let report = s.maintenance_run().await.unwrap();
     assert_eq!(report.deleted, 2);
-    assert!(s.job_list(JobFilter::default()).await.unwrap().jobs.is_empty());
+    assert!(s
+        .job_list(JobFilter::default())
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
     let aggs = s
-        .aggregate_list(AggregateListParams { queue: Some("q".into()), from_ms: 0, to_ms: u64::MAX })
+        .aggregate_list(AggregateListParams {
+            queue: Some("q".into()),
+            from_ms: 0,
+            to_ms: u64::MAX,
+        })
         .await
         .unwrap();
-    let total = aggs.iter().fold(weir_core::Aggregate::default(), |mut a, r| {
-        a.merge(&r.counts);
-        a
-    });
-    assert_eq!((total.enqueued, total.completed, total.dead, total.started), (6, 5, 1, 6));
+    let total = aggs
+        .iter()
+        .fold(weir_core::Aggregate::default(), |mut a, r| {
+            a.merge(&r.counts);
+            a
+        });
+    assert_eq!(
+        (total.enqueued, total.completed, total.dead, total.started),
+        (6, 5, 1, 6)
+    );
     assert!(total.run_ms_max >= 10);
     let st = s.queue_stats("q").await.unwrap().unwrap();
     assert_eq!(st.counts["completed"] + st.counts["dead"], 0);
@@ -193,7 +367,12 @@ pub async fn listing_pages_with_a_cursor<S: Store>(s: &S, _c: &ManualClock) {
     let mut after = None;
     loop {
         let page = s
-            .job_list(JobFilter { queue: Some("q".into()), state: None, after, limit: 10 })
+            .job_list(JobFilter {
+                queue: Some("q".into()),
+                state: None,
+                after,
+                limit: 10,
+            })
             .await
             .unwrap();
         assert!(page.jobs.len() <= 10);
@@ -205,7 +384,10 @@ pub async fn listing_pages_with_a_cursor<S: Store>(s: &S, _c: &ManualClock) {
     }
     assert_eq!(seen, ids, "pages cover the queue once, in id order");
     let active = s
-        .job_list(JobFilter { state: Some(JobState::Active), ..Default::default() })
+        .job_list(JobFilter {
+            state: Some(JobState::Active),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(active.jobs.len(), 2);
@@ -214,7 +396,12 @@ pub async fn listing_pages_with_a_cursor<S: Store>(s: &S, _c: &ManualClock) {
 pub async fn long_poll_wakes_on_enqueue<S: Store>(s: &S, _c: &ManualClock) {
     let started = std::time::Instant::now();
     let (got, _) = tokio::join!(
-        s.job_fetch(JobFetchParams { queues: vec!["lp".into()], max: 1, wait_ms: 30_000, worker: "w".into() }),
+        s.job_fetch(JobFetchParams {
+            queues: vec!["lp".into()],
+            max: 1,
+            wait_ms: 30_000,
+            worker: "w".into()
+        }),
         async {
             tokio::task::yield_now().await;
             put1(s, job("lp", 1)).await
@@ -222,10 +409,18 @@ pub async fn long_poll_wakes_on_enqueue<S: Store>(s: &S, _c: &ManualClock) {
     );
     let got = got.unwrap();
     assert_eq!(got.len(), 1, "the waiting fetch did not get the new job");
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "woken by the enqueue, not the timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "woken by the enqueue, not the timeout"
+    );
     // With nothing to do, a short wait returns empty.
     let none = s
-        .job_fetch(JobFetchParams { queues: vec!["lp".into()], max: 1, wait_ms: 20, worker: "w".into() })
+        .job_fetch(JobFetchParams {
+            queues: vec!["lp".into()],
+            max: 1,
+            wait_ms: 20,
+            worker: "w".into(),
+        })
         .await
         .unwrap();
     assert!(none.is_empty());

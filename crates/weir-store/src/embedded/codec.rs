@@ -44,8 +44,9 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a record; strings may borrow from `bytes`.
 pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
     match bytes.split_first() {
-        Some((&VERSION, body)) => postcard::from_bytes(body)
-            .map_err(|e| Error::Storage(format!("corrupt record: {e}"))),
+        Some((&VERSION, body)) => {
+            postcard::from_bytes(body).map_err(|e| Error::Storage(format!("corrupt record: {e}")))
+        }
         Some((v, _)) => Err(Error::Storage(format!("record format {v} is not known"))),
         None => Err(Error::Storage("empty record".into())),
     }

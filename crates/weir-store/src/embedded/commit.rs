@@ -86,9 +86,10 @@ pub(crate) fn run(shared: &Shared) {
             batch.aggregates.dedup();
             for (q, h) in batch.aggregates.drain(..) {
                 if let Some(r) = st.engine.aggregate_at(q, h) {
-                    batch
-                        .ops
-                        .push(Op::Aggregate(aggregate_key(&r.queue, r.hour_ms), encode(&r)));
+                    batch.ops.push(Op::Aggregate(
+                        aggregate_key(&r.queue, r.hour_ms),
+                        encode(&r),
+                    ));
                 }
             }
             (batch.ops, batch.waiters, st.engine.next_id())

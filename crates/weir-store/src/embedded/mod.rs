@@ -61,7 +61,10 @@ impl std::str::FromStr for Durability {
         match s {
             "fsync" => Ok(Durability::Fsync),
             "os" => Ok(Durability::Os),
-            _ => Err(Error::invalid("durability", format!("{s:?}: expected fsync or os"))),
+            _ => Err(Error::invalid(
+                "durability",
+                format!("{s:?}: expected fsync or os"),
+            )),
         }
     }
 }
@@ -194,6 +197,9 @@ impl Drop for Inner {
     }
 }
 
+/// Resolves when the committer has made a write durable (or failed to).
+type CommitWait = oneshot::Receiver<Result<(), String>>;
+
 /// The embedded store. Cheap to clone; the last clone dropped flushes and closes it.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -223,7 +229,10 @@ impl EmbeddedStore {
             .max_journaling_size(MAX_JOURNAL_BYTES)
             .open()
             .map_err(storage)?;
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(storage);
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(storage)
+        };
         let ks = Keyspaces {
             specs: open("job_specs")?,
             statuses: open("job_statuses")?,
@@ -307,7 +316,13 @@ impl EmbeddedStore {
     /// this is for operators and tests that want it done before they measure.
     pub fn compact(&self) -> Result<()> {
         let ks = &self.inner.shared.ks;
-        for k in [&ks.specs, &ks.statuses, &ks.queues, &ks.aggregates, &ks.meta] {
+        for k in [
+            &ks.specs,
+            &ks.statuses,
+            &ks.queues,
+            &ks.aggregates,
+            &ks.meta,
+        ] {
             k.rotate_memtable_and_wait().map_err(storage)?;
             k.major_compact().map_err(storage)?;
         }
@@ -320,12 +335,14 @@ impl EmbeddedStore {
         &self,
         durable: bool,
         f: impl FnOnce(&mut Engine, u64) -> Result<T>,
-    ) -> Result<(T, Option<oneshot::Receiver<Result<(), String>>>)> {
+    ) -> Result<(T, Option<CommitWait>)> {
         let shared = &self.inner.shared;
         let mut guard = shared.state.lock();
         let st = &mut *guard;
         if let Some(why) = &st.broken {
-            return Err(Error::Storage(format!("store is failed and must be reopened: {why}")));
+            return Err(Error::Storage(format!(
+                "store is failed and must be reopened: {why}"
+            )));
         }
         if st.closed {
             return Err(Error::Storage("store is closed".into()));
@@ -370,7 +387,7 @@ impl EmbeddedStore {
         self.read(|e, _| e.check_invariants())
     }
 
-    fn maintain_once(&self) -> Result<(MaintenanceReport, Option<oneshot::Receiver<Result<(), String>>>)> {
+    fn maintain_once(&self) -> Result<(MaintenanceReport, Option<CommitWait>)> {
         let mut report = MaintenanceReport::default();
         loop {
             let (r, rx) = self.apply(true, |e, now| {
@@ -446,7 +463,10 @@ fn maintenance_loop(shared: &Arc<Shared>, every: Duration) {
 /// millisecond unless less than that is left.
 fn long_poll_nap(due_in_ms: Option<u64>, left: Duration) -> Duration {
     let max = left.min(Duration::from_secs(1));
-    due_in_ms.map(Duration::from_millis).unwrap_or(max).clamp(Duration::from_millis(1).min(max), max)
+    due_in_ms
+        .map(Duration::from_millis)
+        .unwrap_or(max)
+        .clamp(Duration::from_millis(1).min(max), max)
 }
 
 #[async_trait]
@@ -481,7 +501,9 @@ impl Store for EmbeddedStore {
 
     async fn job_heartbeat(&self, p: JobHeartbeatParams) -> Result<u64> {
         Ok(self
-            .apply(false, |e, now| e.heartbeat(p.id, p.lease_id, p.progress, now))?
+            .apply(false, |e, now| {
+                e.heartbeat(p.id, p.lease_id, p.progress, now)
+            })?
             .0)
     }
 
@@ -560,8 +582,14 @@ mod tests {
     fn long_poll_nap_stays_within_what_is_left() {
         let ms = Duration::from_millis;
         // Less than a millisecond left (this once panicked in `clamp`).
-        assert_eq!(long_poll_nap(Some(50), Duration::from_micros(300)), Duration::from_micros(300));
-        assert_eq!(long_poll_nap(None, Duration::from_micros(300)), Duration::from_micros(300));
+        assert_eq!(
+            long_poll_nap(Some(50), Duration::from_micros(300)),
+            Duration::from_micros(300)
+        );
+        assert_eq!(
+            long_poll_nap(None, Duration::from_micros(300)),
+            Duration::from_micros(300)
+        );
         assert_eq!(long_poll_nap(Some(0), ms(500)), ms(1));
         assert_eq!(long_poll_nap(Some(20), ms(500)), ms(20));
         assert_eq!(long_poll_nap(None, ms(500)), ms(500));

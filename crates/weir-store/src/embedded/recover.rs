@@ -46,7 +46,10 @@ pub(crate) fn recover(ks: &Keyspaces, engine: &mut Engine, now: u64) -> Result<u
         let (k, v) = kv.into_inner().map_err(storage)?;
         let id = job_id(&k)?;
         while status.as_ref().is_some_and(|(sid, _)| *sid < id) {
-            tracing::warn!(id = status.as_ref().map(|s| s.0), "status without a spec skipped");
+            tracing::warn!(
+                id = status.as_ref().map(|s| s.0),
+                "status without a spec skipped"
+            );
             status = next_status()?;
         }
         let mine = match &status {
