@@ -75,7 +75,14 @@ fn main() {
     let only = std::env::var("WEIR_BENCH_ONLY").ok();
     for durability in [Durability::Fsync, Durability::Os] {
         for batch in [1usize, 100] {
-            let name = format!("{}-{batch}", if durability == Durability::Fsync { "fsync" } else { "os" });
+            let name = format!(
+                "{}-{batch}",
+                if durability == Durability::Fsync {
+                    "fsync"
+                } else {
+                    "os"
+                }
+            );
             if only.as_ref().is_some_and(|o| *o != name) {
                 continue;
             }

@@ -64,12 +64,23 @@ async fn main() -> anyhow::Result<()> {
                     .job_fetch(JobFetchParams {
                         queues: vec!["emails".into()],
                         max: 100,
-                        wait_ms: 300,
+                        wait_ms: 500,
                         worker: format!("worker-{w}"),
                     })
                     .await?;
                 if got.is_empty() {
-                    return anyhow::Ok(done);
+                    // Stop once nothing is left to do: retried jobs wait out their backoff
+                    // (full jitter, up to 2 s for a second attempt) as failed.
+                    let pending = s.queue_stats("emails").await?.map_or(0, |q| {
+                        ["waiting", "scheduled", "failed", "active"]
+                            .iter()
+                            .map(|st| q.counts.get(st).copied().unwrap_or(0))
+                            .sum()
+                    });
+                    if pending == 0 {
+                        return anyhow::Ok(done);
+                    }
+                    continue;
                 }
                 let (fail, ok): (Vec<_>, Vec<_>) = got
                     .into_iter()
@@ -103,9 +114,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let worked = started.elapsed() - enqueued;
     println!(
-        "4 workers completed {done} jobs in {:.2} s ({:.0} jobs/s end to end, every step fsynced)",
+        "4 workers completed {done} jobs in {:.2} s, every step fsynced (the time includes the retries' backoff)",
         worked.as_secs_f64(),
-        done as f64 / worked.as_secs_f64().max(1e-9)
     );
     if let Some(stats) = store.queue_stats("emails").await? {
         let counts: Vec<String> = stats
@@ -114,7 +124,12 @@ async fn main() -> anyhow::Result<()> {
             .map(|(s, n)| format!("{s}={n}"))
             .collect();
         println!("queue emails: {}", counts.join(" "));
-        println!("(the failed first attempts wait out their backoff; run again and they complete)");
+        println!(
+            "(one job in ten failed its first attempt and completed on a retry after a backoff;"
+        );
+        println!(
+            " retention keeps the newest 100,000 completed jobs, with hourly counts beyond that)"
+        );
     }
     Ok(())
 }
