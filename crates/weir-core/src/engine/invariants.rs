@@ -90,9 +90,9 @@ impl Engine {
             let actives = gs
                 .pending
                 .iter()
-                .filter(|id| {
+                .filter(|&&id| {
                     self.jobs
-                        .get(id)
+                        .get(&id)
                         .is_some_and(|s| s.state == JobState::Active)
                 })
                 .count();

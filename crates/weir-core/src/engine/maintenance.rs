@@ -89,7 +89,7 @@ impl Engine {
         let state = s.state;
         self.unplace(id);
         self.queues[q].counts[state as usize] -= 1;
-        if let Some(s) = self.jobs.remove(&id) {
+        if let Some(s) = self.jobs.swap_remove(&id) {
             if let Some(k) = s.extra.and_then(|e| e.unique_key) {
                 let key = (q as u32, k);
                 if self.unique.get(&key) == Some(&id) {

@@ -137,12 +137,18 @@ pub(crate) struct QueueState {
     pub(crate) counts: [u64; 7],
 }
 
+pub(crate) type JobMap = indexmap::IndexMap<u64, Slot, rustc_hash::FxBuildHasher>;
+
 /// The queue engine. See the module docs.
 pub struct Engine {
     limits: Limits,
     rng: fastrand::Rng,
     next_id: u64,
-    pub(crate) jobs: FxHashMap<u64, Slot>,
+    /// Every job. An index map rather than a hash map: slots live densely in one vector and
+    /// the hash table holds only indices, which halves memory per job at a million jobs
+    /// (a hash map of 100-byte slots rounds its capacity up to a power of two, leaving up to
+    /// half of the table's slot-sized buckets empty).
+    pub(crate) jobs: JobMap,
     pub(crate) queues: Vec<QueueState>,
     queue_ids: FxHashMap<Arc<str>, u32>,
     pub(crate) kinds: Vec<Arc<str>>,
@@ -173,7 +179,7 @@ impl Engine {
             limits,
             rng: fastrand::Rng::with_seed(seed),
             next_id: 1,
-            jobs: FxHashMap::default(),
+            jobs: JobMap::default(),
             queues: Vec::new(),
             queue_ids: FxHashMap::default(),
             kinds: Vec::new(),

@@ -84,6 +84,11 @@ impl Engine {
         self.next_id = self.next_id.max(next);
     }
 
+    /// Makes room for `n` more jobs, before restoring many.
+    pub fn reserve_jobs(&mut self, n: usize) {
+        self.jobs.reserve(n);
+    }
+
     /// Restores one job on open. Jobs must come in increasing id order (so ordered groups
     /// keep enqueue order). A job that was active when the store closed is waiting again:
     /// its lease was never durable, so it is simply delivered again.

@@ -127,6 +127,9 @@ impl DiskUsage {
 /// It also bounds how much journal an open has to replay.
 pub const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
 
+/// fjall's block cache: small, see [`EmbeddedStore::open`].
+const BLOCK_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Counters of the committer, for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -227,6 +230,9 @@ impl EmbeddedStore {
         let db = Database::builder(&path)
             .manual_journal_persist(true)
             .max_journaling_size(MAX_JOURNAL_BYTES)
+            // The engine keeps the live state in memory and reads tables only when it opens
+            // (one sequential scan), so a large block cache would only hold memory.
+            .cache_size(BLOCK_CACHE_BYTES)
             .open()
             .map_err(storage)?;
         let open = |name: &str| {

@@ -29,6 +29,8 @@ pub(crate) fn recover(ks: &Keyspaces, engine: &mut Engine, now: u64) -> Result<u
         let (_, v) = kv.into_inner().map_err(storage)?;
         engine.restore_aggregate(decode::<AggregateRecord>(&v)?);
     }
+    // Size the job table once: growing it by doubling costs time and leaves freed tables behind.
+    engine.reserve_jobs(ks.specs.approximate_len());
     // Specs and statuses are both in id order: merge them.
     let mut statuses = ks.statuses.iter();
     let mut next_status = || -> Result<Option<(u64, UserValue)>> {
