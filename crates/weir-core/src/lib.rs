@@ -13,6 +13,7 @@
 //! - [`record`]: the shapes a store persists.
 //! - [`aggregate`]: hourly counts that outlive deleted jobs.
 //! - [`clock`]: the injected clock.
+//! - [`histogram`]: per-queue wait and run time histograms.
 //! - [`error`]: the shared error type.
 
 pub mod aggregate;
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod histogram;
 pub mod job;
 pub mod record;
 
@@ -29,6 +31,7 @@ pub use config::{Limits, Order, QueueConfig, Retention};
 pub use engine::maintenance::RetentionReport;
 pub use engine::{Change, Engine, JobFilter, JobPage, QueueStats};
 pub use error::{Error, Result};
+pub use histogram::LatencyHistogram;
 pub use job::{
     Ack, AttemptError, Backoff, BatchOutcome, Fail, FetchedJob, Job, JobId, JobState, NewJob,
     Payload, Rejection,

@@ -80,6 +80,13 @@ pub struct QueueConfigSetParams {
     pub config: QueueConfig,
 }
 
+/// Delete a queue's jobs that have not started.
+#[derive(Debug, Clone)]
+pub struct QueuePurgeParams {
+    /// The queue.
+    pub name: String,
+}
+
 /// Read hourly aggregates.
 #[derive(Debug, Clone, Default)]
 pub struct AggregateListParams {
@@ -122,6 +129,9 @@ pub trait Store: Send + Sync + 'static {
     async fn job_list(&self, p: JobFilter) -> Result<JobPage>;
     /// Sets a queue's configuration; durable before it returns.
     async fn queue_config_set(&self, p: QueueConfigSetParams) -> Result<()>;
+    /// Deletes every waiting, scheduled and failed (awaiting retry) job of a queue; active
+    /// jobs finish. Durable before it returns. Returns how many were deleted.
+    async fn queue_purge(&self, p: QueuePurgeParams) -> Result<u64>;
     /// Names of the known queues.
     async fn queue_list(&self) -> Result<Vec<String>>;
     /// One queue's counts, oldest waiting age and configuration.

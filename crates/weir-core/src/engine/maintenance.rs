@@ -80,7 +80,7 @@ impl Engine {
     }
 
     /// Removes a finished job entirely.
-    fn delete(&mut self, id: u64) {
+    pub(crate) fn delete(&mut self, id: u64) {
         let Some(s) = self.jobs.get(&id) else {
             return;
         };

@@ -34,7 +34,7 @@ use crate::job::{
     Ack, AttemptError, Backoff, BatchOutcome, Fail, FetchedJob, JobId, JobState, NewJob, Payload,
     Rejection,
 };
-use crate::{Error, Limits, Order, QueueConfig, Result};
+use crate::{Error, LatencyHistogram, Limits, Order, QueueConfig, Result};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -135,6 +135,10 @@ pub(crate) struct QueueState {
     pub(crate) completed: BTreeSet<(u64, u64)>,
     pub(crate) dead: BTreeSet<(u64, u64)>,
     pub(crate) counts: [u64; 7],
+    /// Ready-to-start waits of started attempts (in memory only).
+    pub(crate) wait_hist: LatencyHistogram,
+    /// Run times of completed jobs (in memory only).
+    pub(crate) run_hist: LatencyHistogram,
 }
 
 pub(crate) type JobMap = indexmap::IndexMap<u64, Slot, rustc_hash::FxBuildHasher>;
@@ -239,6 +243,8 @@ impl Engine {
             completed: BTreeSet::new(),
             dead: BTreeSet::new(),
             counts: [0; 7],
+            wait_hist: LatencyHistogram::default(),
+            run_hist: LatencyHistogram::default(),
         });
         self.queue_ids.insert(name, i);
         i
@@ -697,6 +703,9 @@ impl Engine {
             s.started_at = now;
         });
         let q = self.jobs[&id].queue;
+        self.queues[q as usize]
+            .wait_hist
+            .observe(now.saturating_sub(ready_at));
         self.bump(q, now, |a| {
             a.started += 1;
             a.wait_ms_sum += now.saturating_sub(ready_at);
@@ -786,6 +795,7 @@ impl Engine {
             let s = &self.jobs[&id];
             let (q, run) = (s.queue, now.saturating_sub(s.started_at));
             self.release_unique(id);
+            self.queues[q as usize].run_hist.observe(run);
             self.bump(q, now, |agg| {
                 agg.completed += 1;
                 agg.run_ms_sum += run;
@@ -927,6 +937,35 @@ impl Engine {
         self.bump(q, now, |a| a.cancelled += 1);
         self.changes.push(Change::Update(id));
         Ok(())
+    }
+
+    /// Deletes every job of queue `name` that is waiting, scheduled or failed (waiting for a
+    /// retry). Active jobs are left to finish. The deleted jobs count as cancelled in the
+    /// hourly aggregates. Returns how many were deleted (0 for an unknown queue).
+    pub fn purge(&mut self, name: &str, now: u64) -> u64 {
+        let Some(q) = self.find_queue(name) else {
+            return 0;
+        };
+        let ids: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, s)| {
+                s.queue == q
+                    && matches!(
+                        s.state,
+                        JobState::Waiting | JobState::Scheduled | JobState::Failed
+                    )
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &ids {
+            // Cancelling first keeps groups, unique keys and indexes right; then the
+            // finished job is deleted like retention would.
+            if self.cancel(JobId(id), now).is_ok() {
+                self.delete(id);
+            }
+        }
+        ids.len() as u64
     }
 
     /// Runs a job again now: a dead or cancelled job returns to waiting with fresh attempts;

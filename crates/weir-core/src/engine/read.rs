@@ -3,7 +3,7 @@
 use super::{Engine, Slot};
 use crate::aggregate::{AggregateRecord, HOUR_MS};
 use crate::job::{Job, JobId, JobState, Payload};
-use crate::QueueConfig;
+use crate::{LatencyHistogram, QueueConfig};
 use serde::Serialize;
 
 /// Which jobs a listing returns.
@@ -39,6 +39,10 @@ pub struct QueueStats {
     pub oldest_waiting_ms: u64,
     /// The configuration.
     pub config: QueueConfig,
+    /// Ready-to-start waits of attempts started since the engine was built.
+    pub wait_ms: LatencyHistogram,
+    /// Run times of jobs completed since the engine was built.
+    pub run_ms: LatencyHistogram,
 }
 
 impl Engine {
@@ -170,6 +174,8 @@ impl Engine {
                 .collect(),
             oldest_waiting_ms: oldest.map_or(0, |t| now.saturating_sub(t)),
             config: qs.config.clone(),
+            wait_ms: qs.wait_hist.clone(),
+            run_ms: qs.run_hist.clone(),
         })
     }
 

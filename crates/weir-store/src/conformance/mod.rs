@@ -67,6 +67,7 @@ pub fn cases<S: Store>() -> Vec<Case<S>> {
         scheduling::retention_deletes_and_aggregates_remain,
         scheduling::listing_pages_with_a_cursor,
         scheduling::long_poll_wakes_on_enqueue,
+        scheduling::purge_deletes_unstarted_jobs_only,
     ]
 }
 

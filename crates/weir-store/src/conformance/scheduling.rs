@@ -425,3 +425,68 @@ pub async fn long_poll_wakes_on_enqueue<S: Store>(s: &S, _c: &ManualClock) {
         .unwrap();
     assert!(none.is_empty());
 }
+
+pub async fn purge_deletes_unstarted_jobs_only<S: Store>(s: &S, c: &ManualClock) {
+    let ids = put(
+        s,
+        vec![
+            job("q", 1),
+            job("q", 2),
+            NewJob {
+                delay_ms: Some(60_000),
+                ..job("q", 3)
+            },
+            NewJob {
+                group: Some("g".into()),
+                ..job("q", 4)
+            },
+            NewJob {
+                group: Some("g".into()),
+                unique_key: Some("u".into()),
+                ..job("q", 5)
+            },
+            job("other", 6),
+        ],
+    )
+    .await;
+    let running = fetch(s, &["q"], 1).await;
+    assert_eq!(running.len(), 1);
+    let deleted = s
+        .queue_purge(QueuePurgeParams { name: "q".into() })
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted, 4,
+        "two waiting, one scheduled, one held back by its group"
+    );
+    let st = s.queue_stats("q").await.unwrap().unwrap();
+    assert_eq!(st.counts["waiting"] + st.counts["scheduled"], 0);
+    assert_eq!(st.counts["active"], 1, "the running job is left to finish");
+    assert_eq!(ack(s, &running[0], None).await.applied, 1);
+    for id in &ids[1..5] {
+        assert!(s.job_get(*id).await.unwrap().is_none(), "job {id} purged");
+    }
+    assert!(
+        s.job_get(ids[5]).await.unwrap().is_some(),
+        "other queues untouched"
+    );
+    // The unique key was released with its job.
+    let again = put1(
+        s,
+        NewJob {
+            unique_key: Some("u".into()),
+            ..job("q", 7)
+        },
+    )
+    .await;
+    assert!(!ids.contains(&again));
+    c.advance(1);
+    assert_eq!(
+        s.queue_purge(QueuePurgeParams {
+            name: "nope".into()
+        })
+        .await
+        .unwrap(),
+        0
+    );
+}
