@@ -8,7 +8,7 @@ use crate::job::JobId;
 
 /// Why a job or queue operation was refused or failed.
 ///
-/// Every refusal (`Invalid`, `JobNotFound`, `LeaseMismatch`, `LeaseExpired`, `InvalidState`,
+/// Every refusal (`Invalid`, `TooLarge`, `JobNotFound`, `LeaseMismatch`, `LeaseExpired`, `InvalidState`,
 /// `QueueNotFound`) is reported *before* anything changes: the operation had no effect.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -20,6 +20,16 @@ pub enum Error {
         field: &'static str,
         /// A one-line, human reason.
         reason: String,
+    },
+    /// A document (payload, result, progress) is over the size limit.
+    #[error("{field} of {size} bytes is over the limit of {limit}")]
+    TooLarge {
+        /// `payload`, `result` or `progress`.
+        field: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
     },
     /// No job has this id (never existed, or deleted by retention).
     #[error("job {0} not found")]
@@ -56,6 +66,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Invalid { .. } => "invalid-input",
+            Error::TooLarge { .. } => "payload-too-large",
             Error::JobNotFound(_) => "job-not-found",
             Error::QueueNotFound(_) => "queue-not-found",
             Error::LeaseMismatch(_) => "lease-mismatch",

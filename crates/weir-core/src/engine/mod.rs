@@ -41,6 +41,10 @@ use std::sync::Arc;
 
 pub use read::{JobFilter, JobPage, QueueStats};
 
+/// Largest lease id: 2^53 - 1, so lease ids survive JSON clients that read numbers as
+/// doubles (JavaScript, jq) exactly.
+pub const MAX_LEASE_ID: u64 = (1 << 53) - 1;
+
 /// Most errors kept per job; older ones are dropped.
 const MAX_ERRORS_KEPT: usize = 32;
 
@@ -326,14 +330,11 @@ impl Engine {
             return Err(Error::invalid("kind", "must be 1 to 128 bytes"));
         }
         if job.payload.len() > l.max_payload_bytes {
-            return Err(Error::invalid(
-                "payload",
-                format!(
-                    "{} bytes over the limit {}",
-                    job.payload.len(),
-                    l.max_payload_bytes
-                ),
-            ));
+            return Err(Error::TooLarge {
+                field: "payload",
+                size: job.payload.len(),
+                limit: l.max_payload_bytes,
+            });
         }
         if job.payload.is_empty() {
             return Err(Error::invalid("payload", "empty"));
@@ -691,9 +692,9 @@ impl Engine {
     }
 
     fn lease(&mut self, id: u64, now: u64) -> FetchedJob {
-        let mut lease_id = self.rng.u64(1..);
+        let mut lease_id = self.rng.u64(1..=MAX_LEASE_ID);
         while self.jobs.get(&id).is_some_and(|s| s.lease_id == lease_id) {
-            lease_id = self.rng.u64(1..);
+            lease_id = self.rng.u64(1..=MAX_LEASE_ID);
         }
         let ready_at = self.jobs.get(&id).map_or(now, |s| s.run_at);
         self.transition(id, JobState::Active, |s| {
@@ -736,14 +737,11 @@ impl Engine {
 
     fn check_doc(&self, field: &'static str, doc: Option<&Payload>) -> Result<()> {
         match doc {
-            Some(p) if p.len() > self.limits.max_payload_bytes => Err(Error::invalid(
+            Some(p) if p.len() > self.limits.max_payload_bytes => Err(Error::TooLarge {
                 field,
-                format!(
-                    "{} bytes over the limit {}",
-                    p.len(),
-                    self.limits.max_payload_bytes
-                ),
-            )),
+                size: p.len(),
+                limit: self.limits.max_payload_bytes,
+            }),
             _ => Ok(()),
         }
     }

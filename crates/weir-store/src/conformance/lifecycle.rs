@@ -143,7 +143,9 @@ pub async fn bad_input_is_refused_and_changes_nothing<S: Store>(s: &S, _c: &Manu
             .job_insert_many(JobInsertManyParams { jobs: vec![j] })
             .await
         {
-            Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "wrong field blamed"),
+            Err(Error::Invalid { field: f, .. } | Error::TooLarge { field: f, .. }) => {
+                assert_eq!(f, field, "wrong field blamed")
+            }
             other => panic!("{field}: expected Invalid, got {other:?}"),
         }
     }
@@ -494,7 +496,7 @@ pub async fn batch_ack_applies_good_and_rejects_bad<S: Store>(s: &S, _c: &Manual
         })
         .await
         .unwrap();
-    assert_eq!(out.rejected[0].reason, "invalid-input");
+    assert_eq!(out.rejected[0].reason, "payload-too-large");
     assert_eq!(state(s, got[3].id).await, JobState::Active);
 }
 

@@ -1,0 +1,26 @@
+//! Weir's HTTP wire types: every request and reply body of the `/v1` API.
+//!
+//! The server and the Rust client both use these, so they cannot drift apart, and the
+//! server's OpenAPI document is generated from their `ToSchema` derives. They are kept apart
+//! from `weir-core`'s types on purpose: the engine's types may change shape freely, the wire
+//! is a contract (`DESIGN.md`, "The HTTP contract").
+//!
+//! JSON documents a client supplies (payload, result, progress) travel as
+//! [`RawValue`]: the server validates them as JSON and stores their text without building a
+//! tree, and hands them back verbatim.
+//!
+//! Request types reject unknown fields, so a misspelt option (`delay` for `delay_ms`) is an
+//! error rather than silently ignored.
+//!
+//! # Layout
+//! - [`jobs`]: enqueue, fetch, ack, fail, heartbeat, job views and pages.
+//! - [`queues`]: queue views and configuration patches.
+//! - [`problem`]: the `application/problem+json` error body and its stable types.
+
+pub mod jobs;
+pub mod problem;
+pub mod queues;
+
+pub use jobs::*;
+pub use problem::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
+pub use queues::*;

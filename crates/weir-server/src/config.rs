@@ -1,0 +1,273 @@
+//! The server's settings: one TOML file, every key overridable by a `WEIR_*` environment
+//! variable (`WEIR_LISTEN`, `WEIR_DATA_DIR`, `WEIR_MAX_BATCH`, ...; `WEIR_TOKENS` takes a
+//! list such as `[{name="ci", token="s3cret", rights="write", queues=["ci."]}]`).
+//!
+//! Layering (later wins): built-in defaults, the file, the environment, then whatever the
+//! caller sets (the CLI's flags). [figment](https://docs.rs/figment) does the merging.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default listen address: loopback only, a port no common service uses.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// `fsync` (default: an acknowledged write survives power loss) or `os` (survives
+    /// `kill -9`, not a machine crash).
+    pub durability: String,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest payload, result or progress document, bytes.
+    pub max_payload_bytes: usize,
+    /// Most jobs in one enqueue, fetch, ack or fail.
+    pub max_batch: usize,
+    /// Longest long-poll wait a fetch may ask for, ms.
+    pub max_wait_ms: u64,
+    /// Replies at least this large are gzipped for clients that accept it.
+    pub gzip_min_bytes: u16,
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish, ms.
+    pub shutdown_grace_ms: u64,
+    /// Log filter (`info`, `weir_server=debug`, ...); `RUST_LOG` wins when set.
+    pub log: String,
+    /// `text` or `json` logs.
+    pub log_format: String,
+    /// Bearer tokens. With none, the API is open and the server only listens on loopback.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.to_string(),
+            data_dir: PathBuf::from("weir-data"),
+            durability: "fsync".to_string(),
+            max_body_bytes: 16 << 20,
+            max_payload_bytes: 1 << 20,
+            max_batch: 10_000,
+            max_wait_ms: 60_000,
+            gzip_min_bytes: 1024,
+            shutdown_grace_ms: 10_000,
+            log: "info".to_string(),
+            log_format: "text".to_string(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// What a token may do. Each right includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rights {
+    /// Read jobs, queues and metrics.
+    Read,
+    /// Also enqueue, fetch, ack, fail, heartbeat, cancel and retry.
+    Write,
+    /// Also configure, pause, resume and purge queues.
+    Admin,
+}
+
+/// One bearer token and its scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs (never the token itself).
+    pub name: String,
+    /// The secret, sent as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// What it may do.
+    pub rights: Rights,
+    /// Queue-name prefixes it covers; `[""]` (the default) covers every queue.
+    #[serde(default = "all_queues")]
+    pub queues: Vec<String>,
+}
+
+fn all_queues() -> Vec<String> {
+    vec![String::new()]
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file or the environment could not be read or parsed.
+    #[error("{0}")]
+    Load(String),
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServerConfig {
+    /// Defaults, then `file` (when given; it must exist), then `WEIR_*` variables, then
+    /// `overrides` (already-serialized keys, e.g. from CLI flags), then validation.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(ServerConfig::default()));
+        if let Some(f) = file {
+            if !f.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} not found",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let cfg: ServerConfig = fig
+            .merge(Env::prefixed("WEIR_"))
+            .merge(overrides)
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and the loopback rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        let addr = self.listen_addr()?;
+        if self.tokens.is_empty() && !addr.ip().is_loopback() {
+            return bad(
+                "listen",
+                "no token is configured, so the server only listens on a loopback address \
+                 (configure tokens to listen on other addresses)",
+            );
+        }
+        if !matches!(self.durability.as_str(), "fsync" | "os") {
+            return bad("durability", "expected fsync or os");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad("log_format", "expected text or json");
+        }
+        if self.max_batch == 0 {
+            return bad("max_batch", "must be at least 1");
+        }
+        if self.max_payload_bytes == 0 || self.max_body_bytes < self.max_payload_bytes {
+            return bad(
+                "max_body_bytes",
+                "must be at least max_payload_bytes, which must be at least 1",
+            );
+        }
+        for t in &self.tokens {
+            if t.token.len() < 16 {
+                return bad("tokens", "every token must be at least 16 characters");
+            }
+            if t.queues.is_empty() {
+                return bad("tokens", "a token's queues must list at least one prefix");
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            reason: format!("{:?} is not an IP:port address", self.listen),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(rights: Rights) -> TokenConfig {
+        TokenConfig {
+            name: "t".into(),
+            token: "0123456789abcdef".into(),
+            rights,
+            queues: all_queues(),
+        }
+    }
+
+    #[test]
+    fn without_tokens_only_loopback_is_allowed() {
+        let mut c = ServerConfig {
+            listen: "0.0.0.0:7420".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid { key: "listen", .. })
+        ));
+        c.tokens.push(token(Rights::Admin));
+        assert!(c.validate().is_ok());
+        let c = ServerConfig {
+            listen: "[::1]:7420".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let c = ServerConfig {
+            durability: "sometimes".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "durability",
+                ..
+            })
+        ));
+        let mut c = ServerConfig::default();
+        c.tokens.push(TokenConfig {
+            token: "short".into(),
+            ..token(Rights::Read)
+        });
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid { key: "tokens", .. })
+        ));
+    }
+
+    #[test]
+    fn file_then_overrides_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("weir.toml");
+        std::fs::write(
+            &f,
+            "max_batch = 7\nlisten = \"127.0.0.1:9999\"\n[[tokens]]\nname = \"ci\"\n\
+             token = \"0123456789abcdef\"\nrights = \"write\"\nqueues = [\"ci.\"]\n",
+        )
+        .unwrap();
+        let c = ServerConfig::load(
+            Some(&f),
+            Figment::new().merge(Serialized::default("listen", "127.0.0.1:9000")),
+        )
+        .unwrap();
+        assert_eq!(c.max_batch, 7);
+        assert_eq!(c.listen, "127.0.0.1:9000", "overrides beat the file");
+        assert_eq!(c.tokens[0].rights, Rights::Write);
+        assert_eq!(c.tokens[0].queues, vec!["ci.".to_string()]);
+        let missing = ServerConfig::load(Some(&dir.path().join("nope.toml")), Figment::new());
+        assert!(matches!(missing, Err(ConfigError::Load(_))));
+        std::fs::write(&f, "max_bach = 7\n").unwrap();
+        let typo = ServerConfig::load(Some(&f), Figment::new());
+        assert!(
+            matches!(&typo, Err(ConfigError::Load(m)) if m.contains("max_bach")),
+            "{typo:?}"
+        );
+    }
+}

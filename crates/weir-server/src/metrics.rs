@@ -1,0 +1,245 @@
+//! Prometheus metrics.
+//!
+//! Two sources. HTTP request counts and durations are events in this process, recorded with
+//! the `prometheus` crate in a registry owned by the app (not a global one, so several
+//! servers in one test process do not mix). Queue series (depth per state, oldest waiting
+//! age, job counters, wait and run histograms) are the *store's* state: they are read from it
+//! at scrape time and written in the text format directly, because a snapshot of counters
+//! the store keeps cannot be expressed as increments of a client-side counter. Job counters
+//! come from the store's hourly aggregates, so they survive restarts.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Instant;
+use weir_core::histogram::BUCKET_BOUNDS_MS;
+use weir_core::{Aggregate, LatencyHistogram, QueueStats};
+
+use crate::AppState;
+
+/// The process's own metrics.
+pub struct HttpMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl HttpMetrics {
+    /// Registers the HTTP series.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("weir_http_requests_total", "HTTP requests by route and status"),
+            &["method", "route", "status"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_http_request_duration_seconds",
+                "HTTP request duration by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+            ]),
+            &["method", "route"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let _ = registry.register(Box::new(requests.clone()));
+        let _ = registry.register(Box::new(duration.clone()));
+        HttpMetrics {
+            registry,
+            requests,
+            duration,
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let mut buf = Vec::new();
+        if prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_ok()
+        {
+            out.push_str(&String::from_utf8_lossy(&buf));
+        }
+    }
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Middleware recording every request by its route template (never the raw path, which
+/// would make one series per job id).
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let resp = next.run(req).await;
+    let m = state.http_metrics();
+    m.requests
+        .with_label_values(&[&method, &route, resp.status().as_str()])
+        .inc();
+    m.duration
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Renders everything: queue series from `queues` and `totals`, then the HTTP series.
+pub fn render(
+    http: &HttpMetrics,
+    queues: &[QueueStats],
+    totals: &BTreeMap<String, Aggregate>,
+) -> String {
+    let mut out = String::with_capacity(4096);
+    header(&mut out, "weir_queue_jobs", "gauge", "Jobs per queue and state");
+    for q in queues {
+        for (state, n) in &q.counts {
+            let _ = writeln!(
+                out,
+                "weir_queue_jobs{{queue=\"{}\",state=\"{state}\"}} {n}",
+                esc(&q.name)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "weir_queue_oldest_waiting_seconds",
+        "gauge",
+        "Age of the oldest waiting job",
+    );
+    for q in queues {
+        let _ = writeln!(
+            out,
+            "weir_queue_oldest_waiting_seconds{{queue=\"{}\"}} {}",
+            esc(&q.name),
+            q.oldest_waiting_ms as f64 / 1000.0
+        );
+    }
+    header(
+        &mut out,
+        "weir_queue_paused",
+        "gauge",
+        "1 while the queue is paused",
+    );
+    for q in queues {
+        let _ = writeln!(
+            out,
+            "weir_queue_paused{{queue=\"{}\"}} {}",
+            esc(&q.name),
+            u8::from(q.config.paused)
+        );
+    }
+    let counters: [(&str, &str, fn(&Aggregate) -> u64); 7] = [
+        ("enqueued", "Jobs enqueued", |a| a.enqueued),
+        ("completed", "Jobs completed", |a| a.completed),
+        ("failed", "Attempts failed (including expired leases)", |a| {
+            a.failed
+        }),
+        ("retried", "Failed attempts that will be retried", |a| {
+            a.failed.saturating_sub(a.dead)
+        }),
+        ("dead", "Jobs that went dead", |a| a.dead),
+        ("expired", "Leases that expired", |a| a.expired),
+        ("cancelled", "Jobs cancelled", |a| a.cancelled),
+    ];
+    for (name, help, get) in counters {
+        let metric = format!("weir_jobs_{name}_total");
+        header(&mut out, &metric, "counter", help);
+        for (queue, a) in totals {
+            let _ = writeln!(out, "{metric}{{queue=\"{}\"}} {}", esc(queue), get(a));
+        }
+    }
+    histogram(
+        &mut out,
+        "weir_job_wait_seconds",
+        "Ready-to-start wait of started attempts (since the server started)",
+        queues.iter().map(|q| (q.name.as_str(), &q.wait_ms)),
+    );
+    histogram(
+        &mut out,
+        "weir_job_run_seconds",
+        "Run time of completed jobs (since the server started)",
+        queues.iter().map(|q| (q.name.as_str(), &q.run_ms)),
+    );
+    http.render(&mut out);
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (&'a str, &'a LatencyHistogram)>,
+) {
+    header(out, name, "histogram", help);
+    for (queue, h) in series {
+        let q = esc(queue);
+        let mut cumulative = 0;
+        for (i, bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
+            cumulative += h.buckets[i];
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{queue=\"{q}\",le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1000.0
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{queue=\"{q}\"}} {}",
+            h.sum_ms as f64 / 1000.0
+        );
+        let _ = writeln!(out, "{name}_count{{queue=\"{q}\"}} {}", h.count);
+    }
+}
+
+/// Escapes a label value (queue names are restricted, but be safe).
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::QueueConfig;
+
+    #[test]
+    fn histograms_are_cumulative_and_end_with_inf() {
+        let mut h = LatencyHistogram::default();
+        for ms in [1, 3, 400_000] {
+            h.observe(ms);
+        }
+        let q = QueueStats {
+            name: "q".into(),
+            counts: [("waiting", 2u64)].into_iter().collect(),
+            oldest_waiting_ms: 1500,
+            config: QueueConfig::default(),
+            wait_ms: h,
+            run_ms: LatencyHistogram::default(),
+        };
+        let text = render(&HttpMetrics::new(), &[q], &BTreeMap::new());
+        assert!(text.contains("weir_queue_jobs{queue=\"q\",state=\"waiting\"} 2"));
+        assert!(text.contains("weir_queue_oldest_waiting_seconds{queue=\"q\"} 1.5"));
+        assert!(text.contains("weir_job_wait_seconds_bucket{queue=\"q\",le=\"0.001\"} 1"));
+        assert!(text.contains("weir_job_wait_seconds_bucket{queue=\"q\",le=\"0.005\"} 2"));
+        assert!(text.contains("weir_job_wait_seconds_bucket{queue=\"q\",le=\"300\"} 2"));
+        assert!(text.contains("weir_job_wait_seconds_bucket{queue=\"q\",le=\"+Inf\"} 3"));
+        assert!(text.contains("weir_job_wait_seconds_count{queue=\"q\"} 3"));
+    }
+}

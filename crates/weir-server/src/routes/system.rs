@@ -1,0 +1,90 @@
+//! Health, readiness, metrics, the OpenAPI document and the dashboard page.
+
+use super::ApiDoc;
+use crate::auth::Principal;
+use crate::config::Rights;
+use crate::error::ApiResult;
+use crate::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use utoipa::OpenApi;
+use weir_core::Aggregate;
+use weir_store::AggregateListParams;
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "system", security(),
+    responses((status = 200, description = "Alive")))]
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the store answers within a second and the server is not shutting down.
+#[utoipa::path(get, path = "/ready", tag = "system", security(),
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    if state.shutdown_token().is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "shutting down" })),
+        )
+            .into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(1), state.store().queue_list()).await {
+        Ok(Ok(_)) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "store failed", "detail": e.to_string() })),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "store not answering" })),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus metrics (text format). Needs a read token on every queue when auth is on.
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>, who: Principal) -> ApiResult<Response> {
+    who.require_all(Rights::Read)?;
+    let store = state.store();
+    let mut queues = Vec::new();
+    for name in store.queue_list().await? {
+        if let Some(s) = store.queue_stats(&name).await? {
+            queues.push(s);
+        }
+    }
+    let mut totals: BTreeMap<String, Aggregate> = BTreeMap::new();
+    for rec in store
+        .aggregate_list(AggregateListParams {
+            queue: None,
+            from_ms: 0,
+            to_ms: u64::MAX,
+        })
+        .await?
+    {
+        totals.entry(rec.queue).or_default().merge(&rec.counts);
+    }
+    let text = crate::metrics::render(state.http_metrics(), &queues, &totals);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+/// The OpenAPI document of this API.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The dashboard: queues, depth and throughput, refreshed live from the API.
+pub async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
