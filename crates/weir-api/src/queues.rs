@@ -168,11 +168,7 @@ pub struct QueueView {
 impl From<QueueStats> for QueueView {
     fn from(s: QueueStats) -> Self {
         QueueView {
-            counts: s
-                .counts
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+            counts: s.counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             oldest_waiting_ms: s.oldest_waiting_ms,
             paused: s.config.paused,
             wait_ms_p50: s.wait_ms.quantile_upper_bound(0.5),

@@ -77,7 +77,10 @@ impl Principal {
 }
 
 /// Finds the token matching `presented`, comparing against every one in constant time.
-pub(crate) fn authenticate(tokens: &[Arc<TokenConfig>], presented: &str) -> Option<Arc<TokenConfig>> {
+pub(crate) fn authenticate(
+    tokens: &[Arc<TokenConfig>],
+    presented: &str,
+) -> Option<Arc<TokenConfig>> {
     let mut found = None;
     for t in tokens {
         if bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())) {

@@ -57,7 +57,7 @@ impl Default for ServerConfig {
             max_wait_ms: 60_000,
             gzip_min_bytes: 1024,
             shutdown_grace_ms: 10_000,
-            log: "info".to_string(),
+            log: "info,fjall=warn,lsm_tree=warn".to_string(),
             log_format: "text".to_string(),
             tokens: Vec::new(),
         }

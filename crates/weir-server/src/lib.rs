@@ -12,7 +12,7 @@
 //! - [`auth`]: tokens, rights, queue-prefix scopes.
 //! - [`error`], [`extract`]: the problem type and the extractors that produce it.
 //! - [`routes`]: one module per area of the API.
-//! - [`metrics`]: `/metrics`.
+//! - [`metrics`]: the `/metrics` exposition.
 
 pub mod auth;
 pub mod config;
@@ -139,7 +139,10 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(ProblemType::NotFound, "no route at this path (see /v1/openapi.json)")
+    ApiError::new(
+        ProblemType::NotFound,
+        "no route at this path (see /v1/openapi.json)",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -32,7 +32,10 @@ impl HttpMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("weir_http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "weir_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["method", "route", "status"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
@@ -94,6 +97,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     resp
 }
 
+/// A job counter: its name, help, and how to read it from an aggregate.
+type Counter = (&'static str, &'static str, fn(&Aggregate) -> u64);
+
 /// Renders everything: queue series from `queues` and `totals`, then the HTTP series.
 pub fn render(
     http: &HttpMetrics,
@@ -101,7 +107,12 @@ pub fn render(
     totals: &BTreeMap<String, Aggregate>,
 ) -> String {
     let mut out = String::with_capacity(4096);
-    header(&mut out, "weir_queue_jobs", "gauge", "Jobs per queue and state");
+    header(
+        &mut out,
+        "weir_queue_jobs",
+        "gauge",
+        "Jobs per queue and state",
+    );
     for q in queues {
         for (state, n) in &q.counts {
             let _ = writeln!(
@@ -139,12 +150,14 @@ pub fn render(
             u8::from(q.config.paused)
         );
     }
-    let counters: [(&str, &str, fn(&Aggregate) -> u64); 7] = [
+    let counters: [Counter; 7] = [
         ("enqueued", "Jobs enqueued", |a| a.enqueued),
         ("completed", "Jobs completed", |a| a.completed),
-        ("failed", "Attempts failed (including expired leases)", |a| {
-            a.failed
-        }),
+        (
+            "failed",
+            "Attempts failed (including expired leases)",
+            |a| a.failed,
+        ),
         ("retried", "Failed attempts that will be retried", |a| {
             a.failed.saturating_sub(a.dead)
         }),
@@ -197,7 +210,11 @@ fn histogram<'a>(
                 *bound as f64 / 1000.0
             );
         }
-        let _ = writeln!(out, "{name}_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}",
+            h.count
+        );
         let _ = writeln!(
             out,
             "{name}_sum{{queue=\"{q}\"}} {}",

@@ -1,1 +1,33 @@
-fn main() {}
+//! The `weir` binary: parses the command line and dispatches; the work lives in the library
+//! crates and in one module per command under [`cmd`].
+
+#![allow(missing_docs)]
+
+mod cli;
+mod cmd;
+mod out;
+
+use mimalloc::MiMalloc;
+
+/// mimalloc: measurably faster than the system allocator for the engine's many small
+/// allocations (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let args = match cli::parse() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("weir: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    runtime.block_on(cmd::run(args))
+}

@@ -6,10 +6,10 @@ pub mod queues;
 pub mod system;
 pub mod work;
 
+use crate::auth::Principal;
 use crate::config::Rights;
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
-use crate::auth::Principal;
 use utoipa::OpenApi;
 use weir_api::ProblemType;
 use weir_core::JobId;

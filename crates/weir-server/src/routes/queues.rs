@@ -12,7 +12,10 @@ use weir_core::config::check_queue_name;
 use weir_store::{QueueConfigSetParams, QueuePurgeParams};
 
 fn queue_not_found(name: &str) -> ApiError {
-    ApiError::new(ProblemType::QueueNotFound, format!("queue {name:?} not found"))
+    ApiError::new(
+        ProblemType::QueueNotFound,
+        format!("queue {name:?} not found"),
+    )
 }
 
 async fn view(state: &AppState, name: &str) -> ApiResult<QueueView> {
@@ -27,7 +30,10 @@ async fn view(state: &AppState, name: &str) -> ApiResult<QueueView> {
 /// Every queue the token may read, with counts and configuration.
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, body = QueueListReply)))]
-pub async fn list(State(state): State<AppState>, who: Principal) -> ApiResult<Json<QueueListReply>> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<QueueListReply>> {
     let mut queues = Vec::new();
     for name in state.store().queue_list().await? {
         if !who.can(&name, Rights::Read) {
@@ -135,9 +141,6 @@ pub async fn purge(
     if state.store().queue_stats(&name).await?.is_none() {
         return Err(queue_not_found(&name));
     }
-    let deleted = state
-        .store()
-        .queue_purge(QueuePurgeParams { name })
-        .await?;
+    let deleted = state.store().queue_purge(QueuePurgeParams { name }).await?;
     Ok(Json(PurgeReply { deleted }))
 }

@@ -73,7 +73,10 @@ pub async fn metrics(State(state): State<AppState>, who: Principal) -> ApiResult
     }
     let text = crate::metrics::render(state.http_metrics(), &queues, &totals);
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response())

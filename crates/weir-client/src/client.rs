@@ -1,0 +1,307 @@
+//! [`Client`]: one method per route of the `/v1` API, typed with `weir-api`'s bodies.
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+use weir_api::*;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server refused the request; the problem says why (and nothing changed).
+    #[error("{0}")]
+    Problem(Problem),
+    /// The server could not be reached, or the connection broke. The request may or may not
+    /// have been applied.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The server answered with something that is not the expected body.
+    #[error("unexpected reply: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The problem type, when the server refused.
+    pub fn problem_type(&self) -> Option<ProblemType> {
+        match self {
+            ClientError::Problem(p) => p.kind(),
+            _ => None,
+        }
+    }
+}
+
+/// Result alias.
+pub type ClientResult<T> = Result<T, ClientError>;
+
+/// A connection to one Weir server. Cheap to clone (connections are pooled and shared).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:7420`).
+    pub fn new(base: impl Into<String>) -> ClientResult<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(Client {
+            http,
+            base: base.into().trim_end_matches('/').to_string(),
+            token: None,
+        })
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> ClientResult<R> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<Problem>(&bytes) {
+                Ok(p) => ClientError::Problem(p),
+                Err(_) => ClientError::Decode(format!(
+                    "{status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                )),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Enqueues jobs atomically; returns their ids in order.
+    pub async fn enqueue(&self, jobs: Vec<NewJobBody>) -> ClientResult<Vec<u64>> {
+        let r: EnqueueReply = self
+            .call(
+                Method::POST,
+                "/v1/jobs",
+                Some(&EnqueueRequest { jobs }),
+                None,
+            )
+            .await?;
+        Ok(r.ids)
+    }
+
+    /// Leases up to `max` jobs from `queues`, waiting up to `wait_ms` for work.
+    pub async fn fetch(
+        &self,
+        queues: &[String],
+        max: usize,
+        wait_ms: u64,
+        worker: &str,
+    ) -> ClientResult<Vec<FetchedJobView>> {
+        let req = FetchRequest {
+            queues: queues.to_vec(),
+            max,
+            wait_ms,
+            worker: worker.to_string(),
+        };
+        // The request may legitimately take `wait_ms`; allow for it plus slack.
+        let timeout = Duration::from_millis(wait_ms) + Duration::from_secs(30);
+        let r: FetchReply = self
+            .call(Method::POST, "/v1/fetch", Some(&req), Some(timeout))
+            .await?;
+        Ok(r.jobs)
+    }
+
+    /// Completes jobs.
+    pub async fn ack(&self, acks: Vec<AckItem>) -> ClientResult<BatchReply> {
+        self.call(Method::POST, "/v1/ack", Some(&AckRequest { acks }), None)
+            .await
+    }
+
+    /// Fails attempts.
+    pub async fn fail(&self, fails: Vec<FailItem>) -> ClientResult<BatchReply> {
+        self.call(Method::POST, "/v1/fail", Some(&FailRequest { fails }), None)
+            .await
+    }
+
+    /// Extends a lease; returns the new deadline.
+    pub async fn heartbeat(
+        &self,
+        id: u64,
+        lease_id: u64,
+        progress: Option<Box<serde_json::value::RawValue>>,
+    ) -> ClientResult<u64> {
+        let r: HeartbeatReply = self
+            .call(
+                Method::POST,
+                &format!("/v1/jobs/{id}/heartbeat"),
+                Some(&HeartbeatRequest { lease_id, progress }),
+                None,
+            )
+            .await?;
+        Ok(r.lease_deadline_ms)
+    }
+
+    /// One job.
+    pub async fn job(&self, id: u64) -> ClientResult<JobView> {
+        self.call::<(), _>(Method::GET, &format!("/v1/jobs/{id}"), None, None)
+            .await
+    }
+
+    /// A page of jobs.
+    pub async fn jobs(
+        &self,
+        queue: Option<&str>,
+        state: Option<&str>,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> ClientResult<JobPageView> {
+        let mut q = vec![format!("limit={limit}")];
+        if let Some(v) = queue {
+            q.push(format!("queue={}", encode(v)));
+        }
+        if let Some(v) = state {
+            q.push(format!("state={}", encode(v)));
+        }
+        if let Some(c) = cursor {
+            q.push(format!("cursor={c}"));
+        }
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/v1/jobs?{}", q.join("&")),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Cancels a job; returns it as it is now.
+    pub async fn cancel(&self, id: u64) -> ClientResult<JobView> {
+        self.call::<(), _>(Method::POST, &format!("/v1/jobs/{id}/cancel"), None, None)
+            .await
+    }
+
+    /// Retries a job now; returns it as it is now.
+    pub async fn retry(&self, id: u64) -> ClientResult<JobView> {
+        self.call::<(), _>(Method::POST, &format!("/v1/jobs/{id}/retry"), None, None)
+            .await
+    }
+
+    /// Every queue.
+    pub async fn queues(&self) -> ClientResult<Vec<QueueView>> {
+        let r: QueueListReply = self
+            .call::<(), _>(Method::GET, "/v1/queues", None, None)
+            .await?;
+        Ok(r.queues)
+    }
+
+    /// One queue.
+    pub async fn queue(&self, name: &str) -> ClientResult<QueueView> {
+        self.call::<(), _>(
+            Method::GET,
+            &format!("/v1/queues/{}", encode(name)),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Changes the keys `patch` names.
+    pub async fn configure(&self, name: &str, patch: &QueueConfigPatch) -> ClientResult<QueueView> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/queues/{}", encode(name)),
+            Some(patch),
+            None,
+        )
+        .await
+    }
+
+    /// Pauses a queue.
+    pub async fn pause(&self, name: &str) -> ClientResult<QueueView> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/v1/queues/{}/pause", encode(name)),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Resumes a queue.
+    pub async fn resume(&self, name: &str) -> ClientResult<QueueView> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/v1/queues/{}/resume", encode(name)),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Deletes a queue's unstarted jobs; returns how many.
+    pub async fn purge(&self, name: &str) -> ClientResult<u64> {
+        let r: PurgeReply = self
+            .call::<(), _>(
+                Method::POST,
+                &format!("/v1/queues/{}/purge", encode(name)),
+                None,
+                None,
+            )
+            .await?;
+        Ok(r.deleted)
+    }
+
+    /// True when `/ready` answers 200.
+    pub async fn ready(&self) -> bool {
+        match self.http.get(format!("{}/ready", self.base)).send().await {
+            Ok(r) => r.status() == StatusCode::OK,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Percent-encodes a path segment or query value. Queue names are restricted to
+/// `A-Z a-z 0-9 _ - . :`, but states and user input pass through here too.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,226 @@
+//! The command line as typed: raw flags, parsed by clap. Commands turn these into settings.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Weir: durable job queues, flow control and caching in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every client command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The server to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_SERVER",
+        default_value = "http://127.0.0.1:7420"
+    )]
+    pub server: String,
+    /// Bearer token.
+    #[arg(long, global = true, env = "WEIR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Machine-readable output (one JSON document).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (embedded storage, no other service needed).
+    Serve(ServeArgs),
+    /// Enqueue one job, or many from an NDJSON file or stdin.
+    Push(PushArgs),
+    /// List, show, retry and cancel jobs.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+    /// List, show, configure, pause, resume and purge queues.
+    #[command(subcommand)]
+    Queues(QueuesCmd),
+    /// A live table of every queue.
+    Stats(StatsArgs),
+    /// Drive a running server end to end and report throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address (default 127.0.0.1:7420; env WEIR_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (default ./weir-data; env WEIR_DATA_DIR).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// fsync (default) or os: see the README's durability note (env WEIR_DURABILITY).
+    #[arg(long)]
+    pub durability: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Queue (for one job).
+    pub queue: Option<String>,
+    /// Kind (for one job).
+    pub kind: Option<String>,
+    /// Payload as JSON (for one job; default `{}`).
+    pub payload: Option<String>,
+    /// Read jobs from this NDJSON file (`-` for stdin): one job object per line, as
+    /// `POST /v1/jobs` takes them.
+    #[arg(long, short, conflicts_with_all = ["queue", "kind", "payload"])]
+    pub file: Option<PathBuf>,
+    /// Jobs per request when reading a file.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Priority (higher first).
+    #[arg(long)]
+    pub priority: Option<i32>,
+    /// Delay before the job may run, ms.
+    #[arg(long)]
+    pub delay_ms: Option<u64>,
+    /// Ordered group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Unique key.
+    #[arg(long)]
+    pub unique_key: Option<String>,
+    /// Attempts before dead.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Cost hint.
+    #[arg(long)]
+    pub cost: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCmd {
+    /// List jobs.
+    Ls {
+        /// Only this queue.
+        #[arg(long, short)]
+        queue: Option<String>,
+        /// Only this state.
+        #[arg(long, short)]
+        state: Option<String>,
+        /// Most jobs to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Continue after this id (a previous page's cursor).
+        #[arg(long)]
+        cursor: Option<u64>,
+    },
+    /// Show one job.
+    Show { id: u64 },
+    /// Run a dead, cancelled, scheduled or failed job now.
+    Retry { id: u64 },
+    /// Cancel a job.
+    Cancel { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueuesCmd {
+    /// List queues with counts.
+    Ls,
+    /// Show one queue.
+    Show { name: String },
+    /// Stop handing out jobs.
+    Pause { name: String },
+    /// Hand out jobs again.
+    Resume { name: String },
+    /// Change settings: `key=value` pairs, e.g. `order=smallest_cost max_attempts=5
+    /// retention.completed_max=1000`.
+    Set {
+        name: String,
+        #[arg(required = true)]
+        settings: Vec<String>,
+    },
+    /// Delete every unstarted job of the queue.
+    Purge {
+        name: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Refresh interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Print once and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Jobs for the throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    pub jobs: u64,
+    /// Jobs per enqueue, fetch and ack request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 4)]
+    pub producers: usize,
+    /// Concurrent consumers.
+    #[arg(long, default_value_t = 4)]
+    pub consumers: usize,
+    /// Payload size, bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Rate of the latency run, jobs/s (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Length of the latency run, s.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Queue to use (it is purged first).
+    #[arg(long, default_value = "bench")]
+    pub queue: String,
+}
+
+/// Parses the command line. Help and version print and exit 0; a usage error prints one
+/// line and exits 2.
+pub fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return Err(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::SUCCESS
+                    },
+                );
+            }
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad usage")
+                .trim_start_matches("error: ");
+            eprintln!("weir: {line} (see weir --help)");
+            Err(ExitCode::from(2))
+        }
+    }
+}

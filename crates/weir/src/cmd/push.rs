@@ -1,0 +1,113 @@
+//! `weir push`: one job from arguments, or many from an NDJSON file or stdin.
+//!
+//! Every line is parsed before anything is sent, so a bad line changes nothing; then the
+//! jobs go in batches with a progress bar.
+
+use crate::cli::PushArgs;
+use crate::out::{self, CmdResult, Failure};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::value::RawValue;
+use std::io::{BufRead, IsTerminal};
+use std::time::Instant;
+use weir_api::NewJobBody;
+use weir_client::Client;
+
+pub async fn run(client: &Client, a: PushArgs, json: bool) -> CmdResult {
+    match a.file.clone() {
+        Some(path) => many(client, &a, &path, json).await,
+        None => one(client, a, json).await,
+    }
+}
+
+async fn one(client: &Client, a: PushArgs, json: bool) -> CmdResult {
+    let (Some(queue), Some(kind)) = (a.queue, a.kind) else {
+        return Err(Failure::usage(
+            "push needs QUEUE KIND [PAYLOAD], or --file FILE (- for stdin)",
+        ));
+    };
+    let text = a.payload.unwrap_or_else(|| "{}".to_string());
+    let payload = RawValue::from_string(text)
+        .map_err(|e| Failure::usage(format!("PAYLOAD is not JSON: {e}")))?;
+    let mut job = NewJobBody::new(queue, kind, payload);
+    job.priority = a.priority;
+    job.delay_ms = a.delay_ms;
+    job.group = a.group;
+    job.unique_key = a.unique_key;
+    job.max_attempts = a.max_attempts;
+    job.cost = a.cost;
+    let ids = client.enqueue(vec![job]).await?;
+    if json {
+        out::json(&serde_json::json!({ "ids": ids }))
+    } else {
+        println!("{}", ids.first().copied().unwrap_or_default());
+        Ok(())
+    }
+}
+
+async fn many(client: &Client, a: &PushArgs, path: &std::path::Path, json: bool) -> CmdResult {
+    if a.batch == 0 {
+        return Err(Failure::usage("--batch must be at least 1"));
+    }
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(path)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut jobs = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Failure::usage(format!("line {}: {e}", n + 1)))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let job: NewJobBody = serde_json::from_str(&line)
+            .map_err(|e| Failure::usage(format!("line {}: {e}", n + 1)))?;
+        jobs.push(job);
+    }
+    let total = jobs.len() as u64;
+    let bar = if json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut rest = jobs.into_iter().peekable();
+    while rest.peek().is_some() {
+        let batch: Vec<NewJobBody> = rest.by_ref().take(a.batch).collect();
+        let n = batch.len() as u64;
+        match client.enqueue(batch).await {
+            Ok(got) => ids.extend(got),
+            Err(e) => {
+                bar.abandon();
+                let f = Failure::from(e);
+                return Err(match f {
+                    Failure::Usage(m) => Failure::Usage(format!(
+                        "{m} (the {} jobs before this batch were enqueued)",
+                        ids.len()
+                    )),
+                    other => other,
+                });
+            }
+        }
+        bar.inc(n);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        out::json(&serde_json::json!({ "enqueued": ids.len(), "seconds": secs, "ids": ids }))
+    } else {
+        println!(
+            "enqueued {} jobs in {:.2} s ({:.0} jobs/s)",
+            ids.len(),
+            secs,
+            ids.len() as f64 / secs.max(1e-9)
+        );
+        Ok(())
+    }
+}

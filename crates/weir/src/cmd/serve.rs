@@ -1,0 +1,133 @@
+//! `weir serve`: settings from defaults, `--config`, `WEIR_*` and flags; open the embedded
+//! store; serve until SIGTERM or SIGINT; shut down cleanly and exit 0.
+
+use crate::cli::ServeArgs;
+use crate::out::{CmdResult, Failure};
+use figment::providers::Serialized;
+use figment::Figment;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+use weir_core::Limits;
+use weir_server::config::ServerConfig;
+use weir_server::AppState;
+use weir_store::{Durability, EmbeddedOptions, EmbeddedStore, Store};
+
+pub async fn run(a: ServeArgs) -> CmdResult {
+    let mut overrides = Figment::new();
+    if let Some(v) = a.listen {
+        overrides = overrides.merge(Serialized::default("listen", v));
+    }
+    if let Some(v) = a.data_dir {
+        overrides = overrides.merge(Serialized::default("data_dir", v));
+    }
+    if let Some(v) = a.durability {
+        overrides = overrides.merge(Serialized::default("durability", v));
+    }
+    let config = ServerConfig::load(a.config.as_deref(), overrides)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    init_logs(&config);
+
+    let durability: Durability = config
+        .durability
+        .parse()
+        .map_err(|e: weir_core::Error| Failure::usage(e.to_string()))?;
+    let limits = Limits {
+        max_payload_bytes: config.max_payload_bytes,
+        max_batch: config.max_batch,
+        ..Limits::default()
+    };
+    let addr = config
+        .listen_addr()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    // Bind before opening the store: a taken port fails fast, before any recovery work.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let data_dir = config.data_dir.clone();
+    let store = {
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            EmbeddedStore::open(
+                &dir,
+                EmbeddedOptions {
+                    durability,
+                    limits,
+                    ..Default::default()
+                },
+            )
+        })
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?
+        .map_err(|e| {
+            Failure::Runtime(format!(
+                "cannot open the store in {}: {e}",
+                data_dir.display()
+            ))
+        })?
+    };
+    let rec = store.recovery();
+    let auth = if config.tokens.is_empty() {
+        "open (loopback only; configure tokens to require auth)".to_string()
+    } else {
+        format!("{} bearer token(s)", config.tokens.len())
+    };
+    println!(
+        "weir {} serving\n  API:        http://{local}/v1  (OpenAPI: http://{local}/v1/openapi.json)\n  \
+         dashboard:  http://{local}/\n  metrics:    http://{local}/metrics\n  data:       {} \
+         ({} jobs recovered in {} ms, durability {})\n  auth:       {auth}\n\
+         Stop with Ctrl-C or SIGTERM.",
+        env!("CARGO_PKG_VERSION"),
+        data_dir.display(),
+        rec.jobs,
+        rec.elapsed_ms,
+        config.durability,
+    );
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+    let state = AppState::new(shared, config);
+    let served = weir_server::serve(state, listener, shutdown_signal()).await;
+    // Dropping the last handles closes the store: the committer writes what is pending.
+    let flush = tokio::task::spawn_blocking(move || drop(store));
+    let _ = flush.await;
+    served.map_err(|e| Failure::Runtime(format!("server failed: {e}")))?;
+    println!("weir: stopped cleanly");
+    Ok(())
+}
+
+fn init_logs(config: &ServerConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
