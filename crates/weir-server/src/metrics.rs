@@ -11,7 +11,7 @@
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Instant;
@@ -25,6 +25,8 @@ pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
+    /// Fetches waiting for work right now (idle workers).
+    pub(crate) fetch_waiting: IntGauge,
 }
 
 impl HttpMetrics {
@@ -50,12 +52,19 @@ impl HttpMetrics {
             &["method", "route"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let fetch_waiting = IntGauge::new(
+            "weir_fetch_waiting",
+            "Fetch requests in flight (long polls waiting for work)",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let _ = registry.register(Box::new(requests.clone()));
         let _ = registry.register(Box::new(duration.clone()));
+        let _ = registry.register(Box::new(fetch_waiting.clone()));
         HttpMetrics {
             registry,
             requests,
             duration,
+            fetch_waiting,
         }
     }
 

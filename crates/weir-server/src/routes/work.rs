@@ -48,14 +48,34 @@ pub async fn fetch(
         wait_ms: req.wait_ms,
         worker: req.worker,
     };
+    let _waiting = Waiting::new(&state);
     let jobs = tokio::select! {
-        r = state.store().job_fetch(params) => r?,
+        r = state.store().job_fetch(params) => r,
         // A server going down answers long polls at once; nothing was leased.
-        () = shutdown.cancelled() => Vec::new(),
+        () = shutdown.cancelled() => Ok(Vec::new()),
     };
+    let jobs = jobs?;
     Ok(Json(FetchReply {
         jobs: jobs.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// Counts a fetch in `weir_fetch_waiting` while it lives, also when the client goes away
+/// and the handler is dropped mid-wait.
+struct Waiting(prometheus::IntGauge);
+
+impl Waiting {
+    fn new(state: &AppState) -> Self {
+        let g = state.http_metrics().fetch_waiting.clone();
+        g.inc();
+        Waiting(g)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn reply(out: BatchOutcome) -> Json<BatchReply> {
