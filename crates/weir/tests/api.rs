@@ -1,5 +1,7 @@
 //! End-to-end tests of the HTTP contract against the real `weir serve` binary.
 
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
+
 mod common;
 
 use common::{raw, Server};

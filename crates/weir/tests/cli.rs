@@ -1,6 +1,8 @@
 //! The `weir` command line against a real server: output, `--json`, and exit codes
 //! (2 with one line for bad usage, 1 when the server cannot be reached).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::Server;

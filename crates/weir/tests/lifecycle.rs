@@ -1,5 +1,7 @@
 //! The server's life: graceful shutdown under load, and `kill -9` under load.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{raw, Server};

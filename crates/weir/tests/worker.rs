@@ -1,6 +1,8 @@
 //! The worker SDK against the real server: handlers per kind, errors and panics as failed
 //! attempts, automatic heartbeats, graceful shutdown giving leases back.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{raw, Server};
