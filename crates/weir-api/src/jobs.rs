@@ -316,6 +316,14 @@ pub struct HeartbeatRequest {
     pub progress: Option<Box<RawValue>>,
 }
 
+/// `POST /v1/jobs/{id}/release`: give a lease back without counting the attempt.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The lease the job was fetched under.
+    pub lease_id: u64,
+}
+
 /// Reply to a heartbeat.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatReply {

@@ -173,6 +173,17 @@ impl Client {
         Ok(r.lease_deadline_ms)
     }
 
+    /// Gives a lease back without counting the attempt; returns the job as it is now.
+    pub async fn release(&self, id: u64, lease_id: u64) -> ClientResult<JobView> {
+        self.call(
+            Method::POST,
+            &format!("/v1/jobs/{id}/release"),
+            Some(&ReleaseRequest { lease_id }),
+            None,
+        )
+        .await
+    }
+
     /// One job.
     pub async fn job(&self, id: u64) -> ClientResult<JobView> {
         self.call::<(), _>(Method::GET, &format!("/v1/jobs/{id}"), None, None)

@@ -6,8 +6,8 @@
 //! backoff by the server while attempts are left), and the worker goes on. Shutdown is
 //! graceful: stop fetching (a fetch already sent is allowed to return, and the jobs it
 //! leased are run), let running handlers finish within the grace period, then give the
-//! leases of those still running back to the server as failed attempts so another worker
-//! picks them up at once rather than after the lease expires.
+//! leases of those still running back to the server so another worker
+//! picks them up at once rather than after the lease expires (the attempt is not counted).
 
 use crate::client::{Client, ClientError};
 use futures::future::BoxFuture;
@@ -267,6 +267,11 @@ pub struct Worker {
 enum Outcome {
     Ack(AckItem),
     Fail(FailItem),
+    /// Give the lease back without counting the attempt (shutdown).
+    Release {
+        id: u64,
+        lease_id: u64,
+    },
 }
 
 impl Worker {
@@ -425,7 +430,7 @@ async fn run_one(job: FetchedJobView, permit: OwnedSemaphorePermit, ctx: RunCtx)
                 },
                 () = abandon.cancelled() => {
                     stats.given_back.fetch_add(1, Ordering::Relaxed);
-                    fail("worker shut down before the handler finished".into(), true)
+                    Outcome::Release { id, lease_id }
                 }
             }
         }
@@ -479,6 +484,13 @@ async fn report(client: Client, mut rx: mpsc::UnboundedReceiver<Outcome>, stats:
             match o {
                 Outcome::Ack(a) => acks.push(a),
                 Outcome::Fail(f) => fails.push(f),
+                Outcome::Release { id, lease_id } => {
+                    // Rare (shutdown only): one call each. If it fails, the lease expires
+                    // and the job is delivered again anyway.
+                    if let Err(e) = client.release(id, lease_id).await {
+                        tracing::warn!(job = id, error = %e, "could not give the lease back");
+                    }
+                }
             }
         }
         let (a, f) = tokio::join!(send_acks(&client, acks), send_fails(&client, fails));

@@ -36,6 +36,9 @@ enum Op {
     Heartbeat {
         pick: usize,
     },
+    Release {
+        pick: usize,
+    },
     Cancel {
         pick: usize,
     },
@@ -56,6 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(|pick| Op::Ack { pick }),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, retry)| Op::Fail { pick, retry }),
         1 => any::<usize>().prop_map(|pick| Op::Heartbeat { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Release { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
         3 => (0u16..1500).prop_map(|ms| Op::Advance { ms }),
@@ -194,6 +198,14 @@ fn run(ops: &[Op]) -> Vec<String> {
                     if let Ok(d) = e.heartbeat(g.id, g.lease_id, None, now) {
                         m.live.insert(g.id, (g.lease_id, d));
                         trace.push(format!("hb {} {d}", g.id));
+                    }
+                }
+            }
+            Op::Release { pick: i } => {
+                if let Some(g) = pick(&m.grants, *i) {
+                    if e.release(g.id, g.lease_id, now).is_ok() {
+                        m.live.remove(&g.id);
+                        trace.push(format!("release {}", g.id));
                     }
                 }
             }

@@ -109,6 +109,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(routes::jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(routes::jobs::retry))
         .route("/v1/jobs/{id}/heartbeat", post(routes::work::heartbeat))
+        .route("/v1/jobs/{id}/release", post(routes::work::release))
         .route("/v1/fetch", post(routes::work::fetch))
         .route("/v1/ack", post(routes::work::ack))
         .route("/v1/fail", post(routes::work::fail))

@@ -57,6 +57,15 @@ pub struct JobFailManyParams {
     pub fails: Vec<Fail>,
 }
 
+/// Give a lease back without counting the attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct JobReleaseParams {
+    /// The job.
+    pub id: JobId,
+    /// Its live lease.
+    pub lease_id: u64,
+}
+
 /// Cancel one job.
 #[derive(Debug, Clone, Copy)]
 pub struct JobCancelParams {
@@ -119,6 +128,9 @@ pub trait Store: Send + Sync + 'static {
     async fn job_ack_many(&self, p: JobAckManyParams) -> Result<BatchOutcome>;
     /// Fails attempts under live leases; durable before it returns.
     async fn job_fail_many(&self, p: JobFailManyParams) -> Result<BatchOutcome>;
+    /// Returns an active job to waiting under its live lease, without counting the attempt;
+    /// durable before it returns.
+    async fn job_release(&self, p: JobReleaseParams) -> Result<()>;
     /// Cancels a job; durable before it returns.
     async fn job_cancel(&self, p: JobCancelParams) -> Result<()>;
     /// Retries a job now; durable before it returns.

@@ -916,6 +916,19 @@ impl Engine {
         }
     }
 
+    /// Gives a live lease back without counting the attempt: the job is waiting again at
+    /// once, with no backoff and no error recorded (a worker shutting down mid-job). The
+    /// lease is dead afterwards: an ack or fail quoting it is refused.
+    pub fn release(&mut self, id: JobId, lease_id: u64, now: u64) -> Result<()> {
+        self.check_lease(id, lease_id, now)?;
+        self.transition(id.0, JobState::Waiting, |s| {
+            s.attempt = s.attempt.saturating_sub(1);
+            s.run_at = now;
+        });
+        self.changes.push(Change::Update(id));
+        Ok(())
+    }
+
     // ---- cancel, retry -----------------------------------------------------------------
 
     /// Cancels a job that has not finished. An active job's lease is revoked: its worker's

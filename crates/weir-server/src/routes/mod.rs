@@ -32,6 +32,7 @@ use weir_core::JobId;
         work::ack,
         work::fail,
         work::heartbeat,
+        work::release,
         queues::list,
         queues::show,
         queues::configure,

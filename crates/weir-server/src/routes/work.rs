@@ -10,11 +10,13 @@ use axum::extract::State;
 use axum::Json;
 use weir_api::{
     AckRequest, BatchReply, FailRequest, FetchReply, FetchRequest, HeartbeatReply,
-    HeartbeatRequest, Problem,
+    HeartbeatRequest, Problem, ReleaseRequest,
 };
 use weir_core::config::check_queue_name;
 use weir_core::{BatchOutcome, JobId, Payload};
-use weir_store::{JobAckManyParams, JobFailManyParams, JobFetchParams, JobHeartbeatParams};
+use weir_store::{
+    JobAckManyParams, JobFailManyParams, JobFetchParams, JobHeartbeatParams, JobReleaseParams,
+};
 
 /// Lease up to `max` ready jobs; with `wait_ms`, wait that long for work when none is ready
 /// (the request returns the moment a job arrives).
@@ -58,6 +60,35 @@ pub async fn fetch(
     Ok(Json(FetchReply {
         jobs: jobs.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// Give a lease back without counting the attempt: the job is waiting again at once, with
+/// no backoff (for a worker shutting down mid-job).
+#[utoipa::path(post, path = "/v1/jobs/{id}/release", tag = "work", request_body = ReleaseRequest,
+    params(("id" = u64, Path, description = "Job id")),
+    responses((status = 200, description = "Waiting again; the job as it is now", body = weir_api::JobView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The lease is gone", body = Problem, content_type = "application/problem+json")))]
+pub async fn release(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(req): ApiJson<ReleaseRequest>,
+) -> ApiResult<Json<weir_api::JobView>> {
+    require_on_job(&state, &who, id, Rights::Write).await?;
+    state
+        .store()
+        .job_release(JobReleaseParams {
+            id: JobId(id),
+            lease_id: req.lease_id,
+        })
+        .await?;
+    let job = state
+        .store()
+        .job_get(JobId(id))
+        .await?
+        .ok_or_else(|| super::job_not_found(id))?;
+    Ok(Json(job.into()))
 }
 
 /// Counts a fetch in `weir_fetch_waiting` while it lives, also when the client goes away

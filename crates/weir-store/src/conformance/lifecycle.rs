@@ -545,3 +545,58 @@ pub async fn cancel_and_retry<S: Store>(s: &S, _c: &ManualClock) {
     s.job_retry(JobRetryParams { id: ids[0] }).await.unwrap();
     assert_eq!(fetch(s, &["q"], 1).await[0].id, ids[0]);
 }
+
+pub async fn release_returns_the_job_without_counting_the_attempt<S: Store>(
+    s: &S,
+    _c: &ManualClock,
+) {
+    let id = put1(
+        s,
+        NewJob {
+            group: Some("g".into()),
+            ..job("q", 1)
+        },
+    )
+    .await;
+    let second = put1(
+        s,
+        NewJob {
+            group: Some("g".into()),
+            ..job("q", 2)
+        },
+    )
+    .await;
+    let f = fetch(s, &["q"], 10).await;
+    assert_eq!(f.len(), 1, "the group runs one at a time");
+    let foreign = s
+        .job_release(JobReleaseParams {
+            id,
+            lease_id: f[0].lease_id ^ 1,
+        })
+        .await;
+    assert!(
+        matches!(foreign, Err(Error::LeaseMismatch(_))),
+        "{foreign:?}"
+    );
+    assert_eq!(
+        state(s, id).await,
+        JobState::Active,
+        "a refused release changes nothing"
+    );
+    s.job_release(JobReleaseParams {
+        id,
+        lease_id: f[0].lease_id,
+    })
+    .await
+    .unwrap();
+    let j = s.job_get(id).await.unwrap().unwrap();
+    assert_eq!((j.state, j.attempt), (JobState::Waiting, 0));
+    assert!(j.errors.is_empty());
+    // The old lease is dead; the job is handed out again first, as attempt 1, and its
+    // group still holds the second job back.
+    assert_eq!(ack(s, &f[0], None).await.applied, 0);
+    let again = fetch(s, &["q"], 10).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt), (id, 1));
+    assert_eq!(state(s, second).await, JobState::Waiting);
+}

@@ -55,6 +55,7 @@ pub fn cases<S: Store>() -> Vec<Case<S>> {
         lifecycle::fail_without_retry_dies_at_once,
         lifecycle::batch_ack_applies_good_and_rejects_bad,
         lifecycle::cancel_and_retry,
+        lifecycle::release_returns_the_job_without_counting_the_attempt,
         scheduling::delayed_and_scheduled_jobs_wait,
         scheduling::priority_then_fifo,
         scheduling::smallest_cost_first,

@@ -523,6 +523,13 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
+    async fn job_release(&self, p: JobReleaseParams) -> Result<()> {
+        self.apply_durable(|e, now| e.release(p.id, p.lease_id, now))
+            .await?;
+        self.inner.shared.work.notify_waiters();
+        Ok(())
+    }
+
     async fn job_cancel(&self, p: JobCancelParams) -> Result<()> {
         self.apply_durable(|e, now| e.cancel(p.id, now)).await?;
         // Cancelling the active job of a group frees the group's next job.
