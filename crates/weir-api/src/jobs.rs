@@ -212,7 +212,7 @@ pub struct AckRequest {
 }
 
 /// One ack.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckItem {
     /// The job.
@@ -244,7 +244,7 @@ pub struct FailRequest {
 }
 
 /// One failed attempt.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailItem {
     /// The job.

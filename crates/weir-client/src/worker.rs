@@ -493,70 +493,40 @@ async fn report(client: Client, mut rx: mpsc::UnboundedReceiver<Outcome>, stats:
                 }
             }
         }
-        let (a, f) = tokio::join!(send_acks(&client, acks), send_fails(&client, fails));
+        let (a, f) = tokio::join!(
+            send("ack", acks, |v| client.ack(v)),
+            send("fail report", fails, |v| client.fail(v))
+        );
         stats.refused.fetch_add(a + f, Ordering::Relaxed);
     }
 }
 
-/// Retries on transport errors (the server may be restarting); an ack that never lands
-/// leaves the job to be redelivered when its lease expires (at-least-once).
-async fn send_acks(client: &Client, acks: Vec<AckItem>) -> u64 {
-    if acks.is_empty() {
+/// Sends one batch of acks or fails, retrying on transport errors (the server may be
+/// restarting). Returns how many the server refused. A report that never lands leaves its
+/// jobs to be delivered again when their leases expire (at-least-once).
+async fn send<T, F, Fut>(what: &str, items: Vec<T>, call: F) -> u64
+where
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = Result<weir_api::BatchReply, ClientError>>,
+    T: Clone,
+{
+    if items.is_empty() {
         return 0;
     }
     for attempt in 1..=5u32 {
-        match client.ack(clone_acks(&acks)).await {
+        match call(items.clone()).await {
             Ok(r) => return r.rejected.len() as u64,
             Err(ClientError::Transport(e)) => {
-                tracing::warn!(error = %e, attempt, "ack failed; retrying");
+                tracing::warn!(error = %e, attempt, "{what} failed; retrying");
                 tokio::time::sleep(backoff(attempt, None)).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "ack refused");
-                return acks.len() as u64;
+                tracing::error!(error = %e, "{what} refused");
+                return items.len() as u64;
             }
         }
     }
-    acks.len() as u64
-}
-
-async fn send_fails(client: &Client, fails: Vec<FailItem>) -> u64 {
-    if fails.is_empty() {
-        return 0;
-    }
-    for attempt in 1..=5u32 {
-        let copy = fails
-            .iter()
-            .map(|f| FailItem {
-                id: f.id,
-                lease_id: f.lease_id,
-                error: f.error.clone(),
-                retry: f.retry,
-            })
-            .collect();
-        match client.fail(copy).await {
-            Ok(r) => return r.rejected.len() as u64,
-            Err(ClientError::Transport(e)) => {
-                tracing::warn!(error = %e, attempt, "fail report failed; retrying");
-                tokio::time::sleep(backoff(attempt, None)).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "fail report refused");
-                return fails.len() as u64;
-            }
-        }
-    }
-    fails.len() as u64
-}
-
-fn clone_acks(acks: &[AckItem]) -> Vec<AckItem> {
-    acks.iter()
-        .map(|a| AckItem {
-            id: a.id,
-            lease_id: a.lease_id,
-            result: a.result.clone(),
-        })
-        .collect()
+    items.len() as u64
 }
 
 #[cfg(test)]

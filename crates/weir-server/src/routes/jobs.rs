@@ -1,6 +1,6 @@
 //! `/v1/jobs`: enqueue, read, list, cancel, retry.
 
-use super::{check_batch, job_not_found, require_on_job};
+use super::{check_batch, job_not_found, require_on_job, reread};
 use crate::auth::Principal;
 use crate::config::Rights;
 use crate::error::{ApiError, ApiResult};
@@ -121,15 +121,6 @@ pub async fn show(
         .ok_or_else(|| job_not_found(id))?;
     who.require(&job.queue, Rights::Read)?;
     Ok(Json(job.into()))
-}
-
-async fn reread(state: &AppState, id: u64) -> ApiResult<Json<JobView>> {
-    state
-        .store()
-        .job_get(JobId(id))
-        .await?
-        .map(|j| Json(j.into()))
-        .ok_or_else(|| job_not_found(id))
 }
 
 /// Cancel a job that has not finished; an active job's lease is revoked.

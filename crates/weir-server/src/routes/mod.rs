@@ -91,6 +91,16 @@ pub(crate) fn check_batch(state: &AppState, field: &str, n: usize) -> ApiResult<
     Ok(())
 }
 
+/// Job `id` as it is now, after an operation on it.
+pub(crate) async fn reread(state: &AppState, id: u64) -> ApiResult<axum::Json<weir_api::JobView>> {
+    state
+        .store()
+        .job_get(JobId(id))
+        .await?
+        .map(|j| axum::Json(j.into()))
+        .ok_or_else(|| job_not_found(id))
+}
+
 /// A 404 for job `id`.
 pub(crate) fn job_not_found(id: u64) -> ApiError {
     ApiError::new(ProblemType::JobNotFound, format!("job {id} not found"))

@@ -83,12 +83,7 @@ pub async fn release(
             lease_id: req.lease_id,
         })
         .await?;
-    let job = state
-        .store()
-        .job_get(JobId(id))
-        .await?
-        .ok_or_else(|| super::job_not_found(id))?;
-    Ok(Json(job.into()))
+    super::reread(&state, id).await
 }
 
 /// Counts a fetch in `weir_fetch_waiting` while it lives, also when the client goes away
