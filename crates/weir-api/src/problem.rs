@@ -39,6 +39,8 @@ pub enum ProblemType {
     LeaseExpired,
     /// 409: the job's state does not allow the operation.
     InvalidState,
+    /// 429: load shedding: the queue is full; retry after `retry_after_ms`.
+    Overloaded,
     /// 501: the backend lacks the operation.
     Unsupported,
     /// 503: the store failed; the operation may not have been applied.
@@ -49,7 +51,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every type, for documentation and tests.
-    pub const ALL: [ProblemType; 16] = [
+    pub const ALL: [ProblemType; 17] = [
         ProblemType::MalformedJson,
         ProblemType::InvalidInput,
         ProblemType::PayloadTooLarge,
@@ -63,6 +65,7 @@ impl ProblemType {
         ProblemType::LeaseMismatch,
         ProblemType::LeaseExpired,
         ProblemType::InvalidState,
+        ProblemType::Overloaded,
         ProblemType::Unsupported,
         ProblemType::StorageUnavailable,
         ProblemType::Internal,
@@ -84,6 +87,7 @@ impl ProblemType {
             ProblemType::LeaseMismatch => "lease-mismatch",
             ProblemType::LeaseExpired => "lease-expired",
             ProblemType::InvalidState => "invalid-state",
+            ProblemType::Overloaded => "overloaded",
             ProblemType::Unsupported => "unsupported",
             ProblemType::StorageUnavailable => "storage-unavailable",
             ProblemType::Internal => "internal",
@@ -109,6 +113,7 @@ impl ProblemType {
             ProblemType::LeaseMismatch | ProblemType::LeaseExpired | ProblemType::InvalidState => {
                 409
             }
+            ProblemType::Overloaded => 429,
             ProblemType::Unsupported => 501,
             ProblemType::StorageUnavailable => 503,
             ProblemType::Internal => 500,
@@ -131,6 +136,7 @@ impl ProblemType {
             ProblemType::LeaseMismatch => "The lease is not the job's current lease",
             ProblemType::LeaseExpired => "The lease has expired",
             ProblemType::InvalidState => "The job's state does not allow this",
+            ProblemType::Overloaded => "The queue is full; retry later",
             ProblemType::Unsupported => "Not supported by this backend",
             ProblemType::StorageUnavailable => "The store is unavailable",
             ProblemType::Internal => "Internal error",
@@ -159,6 +165,10 @@ pub struct Problem {
     /// For `invalid-input`: the offending field, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `overloaded`: when trying again is likely to succeed, ms (also sent as the
+    /// `Retry-After` header, in whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Problem {
@@ -170,6 +180,7 @@ impl Problem {
             status: t.status(),
             detail: detail.into(),
             field: None,
+            retry_after_ms: None,
         }
     }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
-use weir_core::{Order, QueueConfig, QueueStats, Retention};
+use weir_core::{BreakerConfig, Order, QueueConfig, QueueStats, RateLimit, Retention};
 
 use crate::BackoffBody;
 
@@ -24,6 +24,117 @@ pub struct QueueConfigView {
     pub retention: RetentionView,
     /// A paused queue accepts jobs but hands none out.
     pub paused: bool,
+    /// Most active jobs at once across all workers (0: unlimited).
+    pub concurrency: u32,
+    /// Rate limit across all workers (absent: none).
+    pub rate_limit: Option<RateLimitBody>,
+    /// Circuit breaker (absent: none).
+    pub breaker: Option<BreakerBody>,
+    /// Most unfinished jobs before enqueues get 429 (0: unlimited).
+    pub max_depth: u64,
+    /// Share in a fetch over several queues (0: unweighted, order of the fetch).
+    pub weight: u32,
+    /// Oldest-waiting age that marks the queue starving (0: off).
+    pub starvation_ms: u64,
+    /// The scaling advisor's target drain window, ms.
+    pub drain_window_ms: u64,
+}
+
+/// A rate limit: `limit` jobs per `period_ms`, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitBody {
+    /// Jobs per period; 0 in a `PUT` removes the limit.
+    pub limit: u32,
+    /// The period, ms (default 1000).
+    #[serde(default = "second")]
+    pub period_ms: u64,
+    /// Jobs at once after a quiet spell (default: `limit`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn second() -> u64 {
+    1000
+}
+
+impl RateLimitBody {
+    /// The engine's form; `None` for a limit of 0 (removal).
+    pub fn to_core(self) -> Option<RateLimit> {
+        (self.limit > 0).then(|| RateLimit {
+            limit: self.limit,
+            period_ms: self.period_ms,
+            burst: self.burst.unwrap_or(self.limit),
+        })
+    }
+}
+
+/// A circuit breaker; every key optional (defaults in brackets). `{"enabled": false}` in a
+/// `PUT` removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerBody {
+    /// `false` removes the breaker [true].
+    #[serde(default = "yes", skip_serializing)]
+    pub enabled: bool,
+    /// Failure ratio over the window that opens it; 0 disables the rate trigger [0.5].
+    #[serde(default)]
+    pub failure_rate: Option<f64>,
+    /// Sliding window, ms [60000].
+    #[serde(default)]
+    pub window_ms: Option<u64>,
+    /// Calls in the window before the rate may open it [20].
+    #[serde(default)]
+    pub min_calls: Option<u32>,
+    /// Failures in a row that open it; 0 off [0].
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// Completed calls slower than this count as failures for the rate; 0 off [0].
+    #[serde(default)]
+    pub slow_call_ms: Option<u64>,
+    /// Open time before probing, ms [30000].
+    #[serde(default)]
+    pub cooldown_ms: Option<u64>,
+    /// Jobs handed out while half open [3].
+    #[serde(default)]
+    pub half_open_probes: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BreakerBody {
+    /// Applies the named keys over `base` (the current breaker or the defaults).
+    pub fn apply(&self, base: Option<BreakerConfig>) -> Option<BreakerConfig> {
+        if !self.enabled {
+            return None;
+        }
+        let mut b = base.unwrap_or_default();
+        b.failure_rate = self.failure_rate.unwrap_or(b.failure_rate);
+        b.window_ms = self.window_ms.unwrap_or(b.window_ms);
+        b.min_calls = self.min_calls.unwrap_or(b.min_calls);
+        b.consecutive_failures = self.consecutive_failures.unwrap_or(b.consecutive_failures);
+        b.slow_call_ms = self.slow_call_ms.unwrap_or(b.slow_call_ms);
+        b.cooldown_ms = self.cooldown_ms.unwrap_or(b.cooldown_ms);
+        b.half_open_probes = self.half_open_probes.unwrap_or(b.half_open_probes);
+        Some(b)
+    }
+}
+
+impl From<BreakerConfig> for BreakerBody {
+    fn from(b: BreakerConfig) -> Self {
+        BreakerBody {
+            enabled: true,
+            failure_rate: Some(b.failure_rate),
+            window_ms: Some(b.window_ms),
+            min_calls: Some(b.min_calls),
+            consecutive_failures: Some(b.consecutive_failures),
+            slow_call_ms: Some(b.slow_call_ms),
+            cooldown_ms: Some(b.cooldown_ms),
+            half_open_probes: Some(b.half_open_probes),
+        }
+    }
 }
 
 /// Retention of finished jobs.
@@ -58,6 +169,17 @@ impl From<&QueueConfig> for QueueConfigView {
                 dead_max: c.retention.dead_max,
             },
             paused: c.paused,
+            concurrency: c.concurrency,
+            rate_limit: c.rate_limit.map(|r| RateLimitBody {
+                limit: r.limit,
+                period_ms: r.period_ms,
+                burst: Some(r.burst),
+            }),
+            breaker: c.breaker.map(Into::into),
+            max_depth: c.max_depth,
+            weight: c.weight,
+            starvation_ms: c.starvation_ms,
+            drain_window_ms: c.drain_window_ms,
         }
     }
 }
@@ -88,6 +210,27 @@ pub struct QueueConfigPatch {
     /// Pause (true) or resume (false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// Most active jobs at once (0: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Rate limit (`{"limit": 0}` removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitBody>,
+    /// Circuit breaker (`{"enabled": false}` removes it); only the keys named change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerBody>,
+    /// Most unfinished jobs (0: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u64>,
+    /// Share in a multi-queue fetch (0: unweighted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Starvation threshold, ms (0: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starvation_ms: Option<u64>,
+    /// The scaling advisor's drain window, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_window_ms: Option<u64>,
 }
 
 /// Part of a retention policy.
@@ -137,6 +280,27 @@ impl QueueConfigPatch {
         if let Some(p) = self.paused {
             config.paused = p;
         }
+        if let Some(v) = self.concurrency {
+            config.concurrency = v;
+        }
+        if let Some(r) = self.rate_limit {
+            config.rate_limit = r.to_core();
+        }
+        if let Some(b) = &self.breaker {
+            config.breaker = b.apply(config.breaker);
+        }
+        if let Some(v) = self.max_depth {
+            config.max_depth = v;
+        }
+        if let Some(v) = self.weight {
+            config.weight = v;
+        }
+        if let Some(v) = self.starvation_ms {
+            config.starvation_ms = v;
+        }
+        if let Some(v) = self.drain_window_ms {
+            config.drain_window_ms = v;
+        }
     }
 }
 
@@ -161,6 +325,20 @@ pub struct QueueView {
     pub run_ms_p50: Option<u64>,
     /// Same, 99th percentile.
     pub run_ms_p99: Option<u64>,
+    /// The circuit breaker: `off`, `closed`, `open` or `half_open`.
+    pub breaker: String,
+    /// Whether the oldest waiting job is past `starvation_ms`.
+    pub starving: bool,
+    /// Enqueues per second over the last minute.
+    pub arrival_per_s: f64,
+    /// Completions per second over the last minute.
+    pub completed_per_s: f64,
+    /// Failed attempts per second over the last minute.
+    pub failed_per_s: f64,
+    /// The scaling advisor: workers (concurrent jobs) this queue needs.
+    pub recommended_workers: u64,
+    /// Why.
+    pub reason: String,
     /// The configuration.
     pub config: QueueConfigView,
 }
@@ -175,6 +353,13 @@ impl From<QueueStats> for QueueView {
             wait_ms_p99: s.wait_ms.quantile_upper_bound(0.99),
             run_ms_p50: s.run_ms.quantile_upper_bound(0.5),
             run_ms_p99: s.run_ms.quantile_upper_bound(0.99),
+            breaker: s.breaker.to_string(),
+            starving: s.starving,
+            arrival_per_s: s.arrival_per_s,
+            completed_per_s: s.completed_per_s,
+            failed_per_s: s.failed_per_s,
+            recommended_workers: s.advice.recommended_workers,
+            reason: s.advice.reason.clone(),
             config: (&s.config).into(),
             name: s.name,
         }

@@ -40,8 +40,61 @@ impl Default for Retention {
     }
 }
 
+/// A rate limit (GCRA): on average `limit` jobs per `period_ms`, with up to `burst` at once.
+/// In any window of one period a queue hands out at most `limit + burst` jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Jobs per period (at least 1).
+    pub limit: u32,
+    /// The period, ms (at least 1).
+    pub period_ms: u64,
+    /// Jobs that may start at once after a quiet spell (at least 1).
+    pub burst: u32,
+}
+
+/// A circuit breaker: stops handing out a queue's jobs while its downstream is failing, so no
+/// attempts are burned, then probes before closing again.
+///
+/// It opens when any enabled trigger fires: a failure rate of at least `failure_rate` over
+/// the calls finished in the last `window_ms` (once there are `min_calls` of them),
+/// `consecutive_failures` failures in a row, or the same rate counting calls slower than
+/// `slow_call_ms` as failures. After `cooldown_ms` it is half open: `half_open_probes` jobs are
+/// handed out; if they all succeed it closes, and any failure opens it again.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BreakerConfig {
+    /// Failure ratio (0–1] that opens the breaker; 0 disables the rate trigger.
+    pub failure_rate: f64,
+    /// Sliding window of the rate trigger, ms.
+    pub window_ms: u64,
+    /// Calls in the window before the rate trigger may fire.
+    pub min_calls: u32,
+    /// Failures in a row that open the breaker; 0 disables this trigger.
+    pub consecutive_failures: u32,
+    /// A completed call slower than this counts as a failure for the rate trigger; 0 off.
+    pub slow_call_ms: u64,
+    /// How long the breaker stays open before probing, ms.
+    pub cooldown_ms: u64,
+    /// Jobs handed out while half open.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_rate: 0.5,
+            window_ms: 60_000,
+            min_calls: 20,
+            consecutive_failures: 0,
+            slow_call_ms: 0,
+            cooldown_ms: 30_000,
+            half_open_probes: 3,
+        }
+    }
+}
+
 /// One queue's settings. Every field has a default; a queue that was never configured uses them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QueueConfig {
     /// Order among jobs of equal effective priority.
@@ -60,6 +113,25 @@ pub struct QueueConfig {
     pub retention: Retention,
     /// A paused queue keeps accepting jobs but hands none out.
     pub paused: bool,
+    /// Most jobs of this queue active at once, across all workers; 0 is unlimited.
+    pub concurrency: u32,
+    /// Rate limit across all workers.
+    pub rate_limit: Option<RateLimit>,
+    /// Circuit breaker.
+    pub breaker: Option<BreakerConfig>,
+    /// Most unfinished jobs (scheduled, waiting, active, failed) the queue holds; further
+    /// enqueues are refused with a retry hint (HTTP 429). 0 is unlimited.
+    pub max_depth: u64,
+    /// Share of a fetch over several queues: when any queue of a fetch has a weight, capacity
+    /// is shared in proportion to weights (unweighted queues count as 1); otherwise queues
+    /// are served in the order the fetch names them. 0 is unweighted.
+    pub weight: u32,
+    /// When the oldest waiting job has waited this long the queue is starving: it is
+    /// reported (event, metric) and its weight is quadrupled until it recovers. 0 is off.
+    pub starvation_ms: u64,
+    /// The scaling advisor recommends enough workers to drain the backlog within this
+    /// window while keeping up with arrivals, ms.
+    pub drain_window_ms: u64,
 }
 
 impl Default for QueueConfig {
@@ -72,6 +144,13 @@ impl Default for QueueConfig {
             backoff: Backoff::default(),
             retention: Retention::default(),
             paused: false,
+            concurrency: 0,
+            rate_limit: None,
+            breaker: None,
+            max_depth: 0,
+            weight: 0,
+            starvation_ms: 0,
+            drain_window_ms: 60_000,
         }
     }
 }
@@ -87,6 +166,57 @@ impl QueueConfig {
                 "aging_ms",
                 "longer than the maximum duration",
             ));
+        }
+        if let Some(rl) = &self.rate_limit {
+            if rl.limit == 0 || rl.period_ms == 0 || rl.burst == 0 {
+                return Err(Error::invalid(
+                    "rate_limit",
+                    "limit, period_ms and burst must each be at least 1",
+                ));
+            }
+            if rl.period_ms > limits.max_duration_ms {
+                return Err(Error::invalid(
+                    "rate_limit",
+                    "period longer than the maximum duration",
+                ));
+            }
+        }
+        if let Some(b) = &self.breaker {
+            if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate.is_nan() {
+                return Err(Error::invalid(
+                    "breaker",
+                    "failure_rate must be within 0..=1",
+                ));
+            }
+            if b.failure_rate == 0.0 && b.consecutive_failures == 0 {
+                return Err(Error::invalid(
+                    "breaker",
+                    "enable failure_rate or consecutive_failures (or remove the breaker)",
+                ));
+            }
+            if b.window_ms == 0 || b.cooldown_ms == 0 || b.half_open_probes == 0 {
+                return Err(Error::invalid(
+                    "breaker",
+                    "window_ms, cooldown_ms and half_open_probes must each be at least 1",
+                ));
+            }
+            if b.window_ms.max(b.cooldown_ms).max(b.slow_call_ms) > limits.max_duration_ms {
+                return Err(Error::invalid(
+                    "breaker",
+                    "longer than the maximum duration",
+                ));
+            }
+        }
+        if self.starvation_ms > limits.max_duration_ms
+            || self.drain_window_ms > limits.max_duration_ms
+        {
+            return Err(Error::invalid(
+                "starvation_ms",
+                "longer than the maximum duration",
+            ));
+        }
+        if self.drain_window_ms == 0 {
+            return Err(Error::invalid("drain_window_ms", "must be at least 1"));
         }
         let r = &self.retention;
         if r.completed_ms > limits.max_duration_ms || r.dead_ms > limits.max_duration_ms {

@@ -53,6 +53,19 @@ pub enum Error {
         /// The job's state, lower case.
         state: &'static str,
     },
+    /// The queue is at its `max_depth`: the enqueue was refused (load shedding); try again
+    /// after `retry_after_ms`.
+    #[error("queue {queue:?} holds {depth} unfinished jobs, its max_depth is {max_depth}; retry in {retry_after_ms} ms")]
+    Overloaded {
+        /// The queue.
+        queue: String,
+        /// Its unfinished jobs now.
+        depth: u64,
+        /// Its limit.
+        max_depth: u64,
+        /// When trying again is likely to succeed.
+        retry_after_ms: u64,
+    },
     /// The backend does not implement this operation.
     #[error("unsupported by this backend: {0}")]
     Unsupported(&'static str),
@@ -72,6 +85,7 @@ impl Error {
             Error::LeaseMismatch(_) => "lease-mismatch",
             Error::LeaseExpired(_) => "lease-expired",
             Error::InvalidState { .. } => "invalid-state",
+            Error::Overloaded { .. } => "overloaded",
             Error::Unsupported(_) => "unsupported",
             Error::Storage(_) => "storage",
         }

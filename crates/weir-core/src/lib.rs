@@ -12,10 +12,12 @@
 //!   unique keys, leases, retention.
 //! - [`record`]: the shapes a store persists.
 //! - [`aggregate`]: hourly counts that outlive deleted jobs.
+//! - [`advisor`]: the scaling advisor.
 //! - [`clock`]: the injected clock.
 //! - [`histogram`]: per-queue wait and run time histograms.
 //! - [`error`]: the shared error type.
 
+pub mod advisor;
 pub mod aggregate;
 pub mod clock;
 pub mod config;
@@ -25,9 +27,10 @@ pub mod histogram;
 pub mod job;
 pub mod record;
 
+pub use advisor::{advise, Advice, AdvisorInput};
 pub use aggregate::{Aggregate, AggregateRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Limits, Order, QueueConfig, Retention};
+pub use config::{BreakerConfig, Limits, Order, QueueConfig, RateLimit, Retention};
 pub use engine::maintenance::RetentionReport;
 pub use engine::{Change, Engine, JobFilter, JobPage, QueueStats};
 pub use error::{Error, Result};

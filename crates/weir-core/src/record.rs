@@ -66,7 +66,7 @@ pub struct StatusRecord<'a> {
 }
 
 /// A queue's persisted configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueRecord {
     /// Queue name.
     pub name: String,

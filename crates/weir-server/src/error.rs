@@ -33,6 +33,11 @@ impl From<Error> for ApiError {
                 p.field = Some(field.to_string());
                 return ApiError(p);
             }
+            Error::Overloaded { retry_after_ms, .. } => {
+                let mut p = Problem::new(ProblemType::Overloaded, e.to_string());
+                p.retry_after_ms = Some(*retry_after_ms);
+                return ApiError(p);
+            }
             Error::JobNotFound(_) => ProblemType::JobNotFound,
             Error::QueueNotFound(_) => ProblemType::QueueNotFound,
             Error::LeaseMismatch(_) => ProblemType::LeaseMismatch,
@@ -65,6 +70,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
+        if let Some(ms) = self.0.retry_after_ms {
+            let secs = ms.div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

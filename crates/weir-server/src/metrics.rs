@@ -109,6 +109,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 /// A job counter: its name, help, and how to read it from an aggregate.
 type Counter = (&'static str, &'static str, fn(&Aggregate) -> u64);
 
+/// A queue gauge: its name, help, and how to read it from the queue's statistics.
+type Gauge = (&'static str, &'static str, fn(&QueueStats) -> f64);
+
 /// Renders everything: queue series from `queues` and `totals`, then the HTTP series.
 pub fn render(
     http: &HttpMetrics,
@@ -158,6 +161,43 @@ pub fn render(
             esc(&q.name),
             u8::from(q.config.paused)
         );
+    }
+    let gauges: [Gauge; 5] = [
+        (
+            "weir_queue_breaker_open",
+            "1 while the breaker is open, 0.5 half open, 0 closed or off",
+            |q| match q.breaker {
+                "open" => 1.0,
+                "half_open" => 0.5,
+                _ => 0.0,
+            },
+        ),
+        (
+            "weir_queue_starving",
+            "1 while the oldest waiting job is past starvation_ms",
+            |q| f64::from(u8::from(q.starving)),
+        ),
+        (
+            "weir_queue_recommended_workers",
+            "The scaling advisor's recommended workers",
+            |q| q.advice.recommended_workers as f64,
+        ),
+        (
+            "weir_queue_arrival_per_second",
+            "Enqueues per second over the last minute",
+            |q| q.arrival_per_s,
+        ),
+        (
+            "weir_queue_completed_per_second",
+            "Completions per second over the last minute",
+            |q| q.completed_per_s,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        header(&mut out, name, "gauge", help);
+        for q in queues {
+            let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", esc(&q.name), get(q));
+        }
     }
     let counters: [Counter; 7] = [
         ("enqueued", "Jobs enqueued", |a| a.enqueued),
@@ -258,6 +298,15 @@ mod tests {
             config: QueueConfig::default(),
             wait_ms: h,
             run_ms: LatencyHistogram::default(),
+            breaker: "open",
+            starving: true,
+            arrival_per_s: 0.0,
+            completed_per_s: 0.0,
+            failed_per_s: 0.0,
+            advice: weir_core::Advice {
+                recommended_workers: 3,
+                reason: "x".into(),
+            },
         };
         let text = render(&HttpMetrics::new(), &[q], &BTreeMap::new());
         assert!(text.contains("weir_queue_jobs{queue=\"q\",state=\"waiting\"} 2"));
@@ -267,5 +316,8 @@ mod tests {
         assert!(text.contains("weir_job_wait_seconds_bucket{queue=\"q\",le=\"300\"} 2"));
         assert!(text.contains("weir_job_wait_seconds_bucket{queue=\"q\",le=\"+Inf\"} 3"));
         assert!(text.contains("weir_job_wait_seconds_count{queue=\"q\"} 3"));
+        assert!(text.contains("weir_queue_breaker_open{queue=\"q\"} 1"));
+        assert!(text.contains("weir_queue_starving{queue=\"q\"} 1"));
+        assert!(text.contains("weir_queue_recommended_workers{queue=\"q\"} 3"));
     }
 }

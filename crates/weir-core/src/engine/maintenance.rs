@@ -32,16 +32,19 @@ impl Engine {
             }
             self.fail_attempt(id, "lease expired".to_string(), true, now, true);
         }
+        self.check_starvation(now);
     }
 
     /// The earliest time at which [`Engine::tick`] has something to do, if any.
     pub fn next_wakeup(&self) -> Option<u64> {
-        let a = self.scheduled.first().map(|&(t, _)| t);
-        let b = self.leases.first().map(|&(t, _)| t);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.scheduled.first().map(|&(t, _)| t),
+            self.leases.first().map(|&(t, _)| t),
+            self.flow_wakeup(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Deletes finished jobs beyond each queue's retention (by age and by count), at most

@@ -23,6 +23,7 @@
 //! key never changes while a job waits: `now` cancels out of every comparison. So aging costs
 //! nothing per tick and fetch stays `O(log n)`.
 
+mod flow;
 mod invariants;
 pub mod maintenance;
 mod read;
@@ -143,6 +144,8 @@ pub(crate) struct QueueState {
     pub(crate) wait_hist: LatencyHistogram,
     /// Run times of completed jobs (in memory only).
     pub(crate) run_hist: LatencyHistogram,
+    /// Flow-control runtime state (in memory only).
+    pub(crate) flow: flow::FlowState,
 }
 
 pub(crate) type JobMap = indexmap::IndexMap<u64, Slot, rustc_hash::FxBuildHasher>;
@@ -249,6 +252,7 @@ impl Engine {
             counts: [0; 7],
             wait_hist: LatencyHistogram::default(),
             run_hist: LatencyHistogram::default(),
+            flow: flow::FlowState::default(),
         });
         self.queue_ids.insert(name, i);
         i
@@ -315,6 +319,19 @@ impl Engine {
         }
         for job in &jobs {
             self.validate_new(job, now)?;
+        }
+        // Load shedding: refuse the whole batch if it would take a queue past its depth.
+        let mut per_queue: Vec<(u32, u64)> = Vec::new();
+        for job in &jobs {
+            if let Some(q) = self.find_queue(&job.queue) {
+                match per_queue.iter_mut().find(|(pq, _)| *pq == q) {
+                    Some((_, n)) => *n += 1,
+                    None => per_queue.push((q, 1)),
+                }
+            }
+        }
+        for &(q, n) in &per_queue {
+            self.check_depth(q, n, now)?;
         }
         let mut ids = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -479,6 +496,7 @@ impl Engine {
         self.place(id);
         self.changes.push(Change::Insert(JobId(id)));
         self.bump(q, now, |a| a.enqueued += 1);
+        self.queues[q as usize].flow.enqueued.add(now, 1);
         JobId(id)
     }
 
@@ -664,31 +682,81 @@ impl Engine {
 
     // ---- fetch, heartbeat, ack, fail ---------------------------------------------------
 
-    /// Leases up to `max` ready jobs from `queues`, taking them in the order given (earlier
-    /// queues first), each queue in its own order. Unknown and paused queues give nothing.
-    /// Due scheduled jobs are promoted and expired leases reclaimed first.
+    /// Leases up to `max` ready jobs from `queues`, each queue in its own order, within each
+    /// queue's concurrency limit, rate limit and breaker. Without weights the queues are
+    /// served in the order given (earlier queues first); when any of them has a weight,
+    /// capacity is shared in proportion to weights, rounds of `weight` jobs per queue, a
+    /// starving queue's weight quadrupled. Unknown and paused queues give nothing. Due
+    /// scheduled jobs are promoted and expired leases reclaimed first.
     pub fn fetch(&mut self, queues: &[&str], max: usize, now: u64) -> Vec<FetchedJob> {
         self.tick(now);
         let max = max.min(self.limits.max_batch);
         let mut out = Vec::with_capacity(max.min(256));
+        // (queue, jobs it may still hand out, weight per round)
+        let mut cands: Vec<(u32, usize, usize)> = Vec::with_capacity(queues.len());
+        let mut weighted = false;
         for name in queues {
             let Some(q) = self.find_queue(name) else {
                 continue;
             };
-            if self.queues[q as usize].config.paused {
+            if self.queues[q as usize].config.paused || cands.iter().any(|c| c.0 == q) {
                 continue;
             }
-            while out.len() < max {
-                let Some(key) = self.queues[q as usize].ready.first().copied() else {
+            let allow = self.allowance(q, now);
+            let qs = &self.queues[q as usize];
+            weighted |= qs.config.weight > 0;
+            let boost = if qs.flow.starving_since.is_some() {
+                4
+            } else {
+                1
+            };
+            cands.push((q, allow, qs.config.weight.max(1) as usize * boost));
+        }
+        if !weighted {
+            for c in &mut cands {
+                self.take_ready(c, max - out.len(), &mut out, now);
+                if out.len() == max {
                     break;
-                };
-                out.push(self.lease(key.id, now));
+                }
             }
-            if out.len() == max {
-                break;
+        } else {
+            loop {
+                let before = out.len();
+                for c in &mut cands {
+                    let room = max - out.len();
+                    let quantum = c.2.min(room);
+                    self.take_ready(c, quantum, &mut out, now);
+                    if out.len() == max {
+                        return out;
+                    }
+                }
+                if out.len() == before {
+                    break;
+                }
             }
         }
         out
+    }
+
+    /// Leases up to `n` ready jobs of candidate `c` within its allowance.
+    fn take_ready(
+        &mut self,
+        c: &mut (u32, usize, usize),
+        n: usize,
+        out: &mut Vec<FetchedJob>,
+        now: u64,
+    ) {
+        let q = c.0;
+        let mut taken = 0;
+        while taken < n.min(c.1) {
+            let Some(key) = self.queues[q as usize].ready.first().copied() else {
+                break;
+            };
+            out.push(self.lease(key.id, now));
+            taken += 1;
+        }
+        c.1 -= taken;
+        self.consume_allowance(q, taken, now);
     }
 
     fn lease(&mut self, id: u64, now: u64) -> FetchedJob {
@@ -794,6 +862,7 @@ impl Engine {
             let (q, run) = (s.queue, now.saturating_sub(s.started_at));
             self.release_unique(id);
             self.queues[q as usize].run_hist.observe(run);
+            self.flow_completed(q, run, now);
             self.bump(q, now, |agg| {
                 agg.completed += 1;
                 agg.run_ms_sum += run;
@@ -838,6 +907,10 @@ impl Engine {
         let q = s.queue;
         let attempt = u32::from(s.attempt);
         let exhausted = attempt >= u32::from(s.max_attempts);
+        self.flow_failed(q, now);
+        let Some(s) = self.jobs.get(&id) else {
+            return;
+        };
         let mut message = error;
         truncate_utf8(&mut message, self.limits.max_key_bytes.max(4096));
         let err = AttemptError {

@@ -1,6 +1,7 @@
 //! Reading the engine: one job, a filtered page of jobs, queue statistics, aggregates.
 
 use super::{Engine, Slot};
+use crate::advisor::{advise, Advice, AdvisorInput};
 use crate::aggregate::{AggregateRecord, HOUR_MS};
 use crate::job::{Job, JobId, JobState, Payload};
 use crate::{LatencyHistogram, QueueConfig};
@@ -43,6 +44,18 @@ pub struct QueueStats {
     pub wait_ms: LatencyHistogram,
     /// Run times of jobs completed since the engine was built.
     pub run_ms: LatencyHistogram,
+    /// The breaker: `off`, `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// Whether the oldest waiting job has waited past `starvation_ms`.
+    pub starving: bool,
+    /// Enqueues per second over the last minute.
+    pub arrival_per_s: f64,
+    /// Completions per second over the last minute.
+    pub completed_per_s: f64,
+    /// Failed attempts per second over the last minute.
+    pub failed_per_s: f64,
+    /// The scaling advisor's recommendation.
+    pub advice: Advice,
 }
 
 impl Engine {
@@ -144,12 +157,11 @@ impl Engine {
         self.queues.iter().map(|q| q.name.to_string()).collect()
     }
 
-    /// One queue's statistics, or `None` for a queue never seen.
-    pub fn queue_stats(&self, name: &str, now: u64) -> Option<QueueStats> {
-        let q = self.find_queue(name)?;
+    /// When the oldest waiting job of queue `q` became ready. Costs a scan of the queue's
+    /// ready jobs and of its groups' held-back ones.
+    pub(crate) fn oldest_waiting(&self, q: u32) -> Option<u64> {
         let qs = &self.queues[q as usize];
-        let oldest = qs
-            .ready
+        qs.ready
             .iter()
             .filter_map(|k| self.jobs.get(&k.id).map(|s| s.run_at))
             .chain(
@@ -165,7 +177,26 @@ impl Engine {
                         })
                     }),
             )
-            .min();
+            .min()
+    }
+
+    /// One queue's statistics, or `None` for a queue never seen.
+    pub fn queue_stats(&self, name: &str, now: u64) -> Option<QueueStats> {
+        let q = self.find_queue(name)?;
+        let qs = &self.queues[q as usize];
+        let oldest = self.oldest_waiting(q);
+        let count = |s: JobState| qs.counts[s as usize];
+        let run = &qs.run_hist;
+        let input = AdvisorInput {
+            backlog: count(JobState::Waiting),
+            active: count(JobState::Active),
+            arrival_per_s: qs.flow.enqueued.per_sec(now),
+            completed_per_s: qs.flow.completed.per_sec(now),
+            failed_per_s: qs.flow.failed.per_sec(now),
+            mean_run_ms: (run.count > 0).then(|| run.sum_ms as f64 / run.count as f64),
+            wait_p95_ms: qs.wait_hist.quantile_upper_bound(0.95),
+            drain_window_ms: qs.config.drain_window_ms,
+        };
         Some(QueueStats {
             name: name.to_string(),
             counts: JobState::ALL
@@ -176,6 +207,16 @@ impl Engine {
             config: qs.config.clone(),
             wait_ms: qs.wait_hist.clone(),
             run_ms: qs.run_hist.clone(),
+            breaker: if qs.config.breaker.is_some() {
+                qs.flow.breaker.name()
+            } else {
+                "off"
+            },
+            starving: qs.flow.starving_since.is_some(),
+            arrival_per_s: input.arrival_per_s,
+            completed_per_s: input.completed_per_s,
+            failed_per_s: input.failed_per_s,
+            advice: advise(&input),
         })
     }
 

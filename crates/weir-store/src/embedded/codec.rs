@@ -7,8 +7,12 @@
 use serde::Serialize;
 use weir_core::{Error, Result};
 
-/// Format version of every value written.
+/// Format version of job, status and aggregate values.
 const VERSION: u8 = 1;
+
+/// Format version of queue records: JSON, self-describing, so configuration keys added in a
+/// later release read back with their defaults. Queue records are few and small.
+const VERSION_JSON: u8 = 2;
 
 /// A job id as a key.
 pub(crate) fn job_key(id: u64) -> [u8; 8] {
@@ -39,6 +43,29 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
         tracing::error!("encoding a record failed: {e}");
     }
     out
+}
+
+/// Encodes a record as JSON (see [`VERSION_JSON`]).
+pub(crate) fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VERSION_JSON];
+    if let Err(e) = serde_json::to_writer(&mut out, value) {
+        tracing::error!("encoding a record failed: {e}");
+    }
+    out
+}
+
+/// Decodes a record written by [`encode_json`].
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&VERSION_JSON, body)) => {
+            serde_json::from_slice(body).map_err(|e| Error::Storage(format!("corrupt record: {e}")))
+        }
+        Some((v, _)) => Err(Error::Storage(format!(
+            "queue record format {v} is not known (stores from before 0.1 kept queue \
+             configuration in format 1; delete the data directory's queues to reset it)"
+        ))),
+        None => Err(Error::Storage("empty record".into())),
+    }
 }
 
 /// Decodes a record; strings may borrow from `bytes`.

@@ -7,7 +7,7 @@
 //! answers every waiter. While it syncs, new operations fill the next batch: under load a
 //! sync covers many callers.
 
-use super::codec::{aggregate_key, encode, job_key};
+use super::codec::{aggregate_key, encode, encode_json, job_key};
 use super::{Durability, Shared};
 use fjall::PersistMode;
 use tokio::sync::oneshot;
@@ -58,7 +58,7 @@ pub(crate) fn encode_change(engine: &Engine, change: Change, pending: &mut Pendi
         Change::Queue(q) => {
             if let Some(r) = engine.queue_record(q) {
                 let name = r.name.clone();
-                pending.ops.push(Op::Queue(name, encode(&r)));
+                pending.ops.push(Op::Queue(name, encode_json(&r)));
             }
         }
         Change::Aggregate(q, h) => {

@@ -1,6 +1,6 @@
 //! Rebuilding the engine from the stored records on open.
 
-use super::codec::{decode, job_id};
+use super::codec::{decode, decode_json, job_id};
 use super::commit::NEXT_ID_KEY;
 use super::Keyspaces;
 use fjall::UserValue;
@@ -23,7 +23,7 @@ pub(crate) fn recover(ks: &Keyspaces, engine: &mut Engine, now: u64) -> Result<u
     }
     for kv in ks.queues.iter() {
         let (_, v) = kv.into_inner().map_err(storage)?;
-        engine.restore_queue(decode::<QueueRecord>(&v)?)?;
+        engine.restore_queue(decode_json::<QueueRecord>(&v)?)?;
     }
     for kv in ks.aggregates.iter() {
         let (_, v) = kv.into_inner().map_err(storage)?;
