@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod flow;
 mod lifecycle;
 mod scheduling;
 
@@ -69,6 +70,14 @@ pub fn cases<S: Store>() -> Vec<Case<S>> {
         scheduling::listing_pages_with_a_cursor,
         scheduling::long_poll_wakes_on_enqueue,
         scheduling::purge_deletes_unstarted_jobs_only,
+        flow::rate_limit_hands_out_at_most_limit_plus_burst_per_second,
+        flow::concurrency_limit_holds_across_fetches,
+        flow::breaker_opens_probes_and_closes,
+        flow::breaker_opens_on_failure_rate_over_min_calls,
+        flow::max_depth_sheds_load_and_changes_nothing,
+        flow::weights_share_one_fetch,
+        flow::starvation_is_flagged_and_boosts_the_share,
+        flow::advisor_recommends_workers_from_backlog_and_run_time,
     ]
 }
 
