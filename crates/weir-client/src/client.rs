@@ -121,6 +121,41 @@ impl Client {
         Ok(r.ids)
     }
 
+    /// Enqueues like [`Client::enqueue`], but when the server sheds load (a queue at its
+    /// `max_depth`, HTTP 429) waits as long as it says (at least 50 ms, with jitter, growing
+    /// if it keeps refusing) and tries again, for up to `patience`. Nothing was enqueued by a
+    /// refused attempt, so retrying cannot duplicate.
+    pub async fn enqueue_patiently(
+        &self,
+        jobs: Vec<NewJobBody>,
+        patience: Duration,
+    ) -> ClientResult<Vec<u64>> {
+        let give_up = std::time::Instant::now() + patience;
+        let body = EnqueueRequest { jobs };
+        let mut refusals = 0u32;
+        loop {
+            let r: ClientResult<EnqueueReply> =
+                self.call(Method::POST, "/v1/jobs", Some(&body), None).await;
+            match r {
+                Ok(r) => return Ok(r.ids),
+                Err(e) => {
+                    let Some(wait) = overloaded_wait(&e, refusals) else {
+                        return Err(e);
+                    };
+                    if std::time::Instant::now() + wait > give_up {
+                        return Err(e);
+                    }
+                    refusals += 1;
+                    tracing::debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        "server shed load; waiting"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
     /// Leases up to `max` jobs from `queues`, waiting up to `wait_ms` for work.
     pub async fn fetch(
         &self,
@@ -301,6 +336,22 @@ impl Client {
             Err(_) => false,
         }
     }
+}
+
+/// How long to wait before retrying after `e`, when it is a load-shedding refusal: the
+/// server's hint, doubled for each refusal in a row (at most 8×), with ±20 % jitter so
+/// refused producers do not return in step.
+pub fn overloaded_wait(e: &ClientError, refusals: u32) -> Option<Duration> {
+    let ClientError::Problem(p) = e else {
+        return None;
+    };
+    if p.kind() != Some(ProblemType::Overloaded) {
+        return None;
+    }
+    let hint = p.retry_after_ms.unwrap_or(1_000).max(50);
+    let ms = hint.saturating_mul(1 << refusals.min(3));
+    let jitter = fastrand::u64(0..=ms / 5);
+    Some(Duration::from_millis(ms - ms / 10 + jitter))
 }
 
 /// Percent-encodes a path segment or query value. Queue names are restricted to

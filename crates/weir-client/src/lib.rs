@@ -28,7 +28,7 @@
 pub mod client;
 pub mod worker;
 
-pub use client::{Client, ClientError, ClientResult};
+pub use client::{overloaded_wait, Client, ClientError, ClientResult};
 pub use worker::{
     Concurrency, HandlerError, HandlerResult, JobContext, Worker, WorkerBuilder, WorkerReport,
 };

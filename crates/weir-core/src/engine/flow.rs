@@ -78,6 +78,34 @@ impl RateMeter {
     }
 }
 
+/// Most flow events kept until someone takes them.
+const MAX_EVENTS: usize = 1_000;
+
+/// Something an operator should hear about: the store logs these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlowEvent {
+    /// A queue's oldest waiting job passed its starvation threshold.
+    Starving {
+        /// The queue.
+        queue: String,
+        /// How long its oldest waiting job has waited, ms.
+        oldest_ms: u64,
+    },
+    /// A starving queue recovered.
+    Recovered {
+        /// The queue.
+        queue: String,
+    },
+    /// A queue's breaker changed state (`open`, `half_open`, `closed`).
+    Breaker {
+        /// The queue.
+        queue: String,
+        /// The new state.
+        state: &'static str,
+    },
+}
+
 /// Where a breaker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Breaker {
@@ -231,6 +259,30 @@ impl FlowState {
 }
 
 impl Engine {
+    /// Flow events since the last call (at most the last 1,000).
+    pub fn take_flow_events(&mut self) -> Vec<FlowEvent> {
+        std::mem::take(&mut self.flow_events)
+    }
+
+    fn flow_event(&mut self, e: FlowEvent) {
+        if self.flow_events.len() < MAX_EVENTS {
+            self.flow_events.push(e);
+        }
+    }
+
+    /// Records a breaker transition of queue `q`, if there was one.
+    fn breaker_moved(&mut self, q: u32, before: Breaker) {
+        let qs = &self.queues[q as usize];
+        let now = qs.flow.breaker;
+        if std::mem::discriminant(&before) != std::mem::discriminant(&now) {
+            let queue = qs.name.to_string();
+            self.flow_event(FlowEvent::Breaker {
+                queue,
+                state: now.name(),
+            });
+        }
+    }
+
     /// How many jobs queue `q` may hand out now, by its concurrency limit, rate limit and
     /// breaker (`usize::MAX` when nothing limits it).
     pub(crate) fn allowance(&mut self, q: u32, now: u64) -> usize {
@@ -243,8 +295,10 @@ impl Engine {
         if let Some(rl) = &qs.config.rate_limit {
             allow = allow.min(qs.flow.rate_allowance(rl, now));
         }
-        if let Some(b) = &qs.config.breaker {
-            allow = allow.min(qs.flow.breaker_allowance(b, now));
+        if let Some(b) = qs.config.breaker {
+            let before = qs.flow.breaker;
+            allow = allow.min(qs.flow.breaker_allowance(&b, now));
+            self.breaker_moved(q, before);
         }
         allow
     }
@@ -276,7 +330,9 @@ impl Engine {
         qs.flow.completed.add(now, 1);
         if let Some(b) = qs.config.breaker {
             let slow = b.slow_call_ms > 0 && run_ms > b.slow_call_ms;
+            let before = qs.flow.breaker;
             qs.flow.record(&b, false, slow, now);
+            self.breaker_moved(q, before);
         }
     }
 
@@ -285,7 +341,9 @@ impl Engine {
         let qs = &mut self.queues[q as usize];
         qs.flow.failed.add(now, 1);
         if let Some(b) = qs.config.breaker {
+            let before = qs.flow.breaker;
             qs.flow.record(&b, true, false, now);
+            self.breaker_moved(q, before);
         }
     }
 
@@ -352,11 +410,21 @@ impl Engine {
             let qs = &mut self.queues[q];
             qs.flow.starvation_checked_at = now;
             let starving = oldest.is_some_and(|t| now.saturating_sub(t) >= threshold);
+            let was = qs.flow.starving_since.is_some();
             qs.flow.starving_since = match (starving, qs.flow.starving_since) {
                 (true, None) => Some(now),
                 (true, since) => since,
                 (false, _) => None,
             };
+            let queue = qs.name.to_string();
+            match (was, starving) {
+                (false, true) => self.flow_event(FlowEvent::Starving {
+                    queue,
+                    oldest_ms: oldest.map_or(0, |t| now.saturating_sub(t)),
+                }),
+                (true, false) => self.flow_event(FlowEvent::Recovered { queue }),
+                _ => {}
+            }
         }
     }
 }

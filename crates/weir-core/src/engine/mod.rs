@@ -40,6 +40,7 @@ use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+pub use flow::FlowEvent;
 pub use read::{JobFilter, JobPage, QueueStats};
 
 /// Largest lease id: 2^53 - 1, so lease ids survive JSON clients that read numbers as
@@ -170,6 +171,7 @@ pub struct Engine {
     pub(crate) groups: FxHashMap<(u32, Arc<str>), GroupState>,
     pub(crate) aggregates: BTreeMap<(u32, u64), Aggregate>,
     changes: Vec<Change>,
+    flow_events: Vec<flow::FlowEvent>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -201,6 +203,7 @@ impl Engine {
             groups: FxHashMap::default(),
             aggregates: BTreeMap::new(),
             changes: Vec::new(),
+            flow_events: Vec::new(),
         }
     }
 

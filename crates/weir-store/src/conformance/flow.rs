@@ -23,7 +23,7 @@ pub async fn rate_limit_hands_out_at_most_limit_plus_burst_per_second<S: Store>(
     .await;
     put(s, (0..2_000).map(|n| job("q", n)).collect()).await;
     // Fetch greedily every 7 ms for 10 simulated seconds; count what starts in each second.
-    let mut per_second = vec![0usize; 10];
+    let mut per_second = [0usize; 10];
     for step in 0..(10_000 / 7) {
         let got = fetch(s, &["q"], 1_000).await;
         per_second[(step * 7 / 1_000) as usize] += got.len();

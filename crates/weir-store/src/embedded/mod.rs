@@ -448,6 +448,9 @@ fn maintenance_loop(shared: &Arc<Shared>, every: Duration) {
             }
             let now = shared.clock.now_ms();
             st.engine.tick(now);
+            for e in st.engine.take_flow_events() {
+                log_flow_event(&e);
+            }
             let mut more = true;
             while more {
                 let r = st.engine.enforce_retention(now, 10_000);
@@ -461,6 +464,22 @@ fn maintenance_loop(shared: &Arc<Shared>, every: Duration) {
         }
         shared.wake.notify_all();
         shared.work.notify_waiters();
+    }
+}
+
+fn log_flow_event(e: &weir_core::FlowEvent) {
+    use weir_core::FlowEvent;
+    match e {
+        FlowEvent::Starving { queue, oldest_ms } => {
+            tracing::warn!(queue = %queue, oldest_ms, "queue is starving: its oldest waiting job is past starvation_ms; its fetch share is raised");
+        }
+        FlowEvent::Recovered { queue } => {
+            tracing::info!(queue = %queue, "queue recovered from starvation")
+        }
+        FlowEvent::Breaker { queue, state } => {
+            tracing::warn!(queue = %queue, state, "circuit breaker changed state");
+        }
+        _ => tracing::info!(event = ?e, "flow event"),
     }
 }
 

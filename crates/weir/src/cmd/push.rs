@@ -35,7 +35,9 @@ async fn one(client: &Client, a: PushArgs, json: bool) -> CmdResult {
     job.unique_key = a.unique_key;
     job.max_attempts = a.max_attempts;
     job.cost = a.cost;
-    let ids = client.enqueue(vec![job]).await?;
+    let ids = client
+        .enqueue_patiently(vec![job], std::time::Duration::from_secs(60))
+        .await?;
     if json {
         out::json(&serde_json::json!({ "ids": ids }))
     } else {
@@ -81,7 +83,12 @@ async fn many(client: &Client, a: &PushArgs, path: &std::path::Path, json: bool)
     while rest.peek().is_some() {
         let batch: Vec<NewJobBody> = rest.by_ref().take(a.batch).collect();
         let n = batch.len() as u64;
-        match client.enqueue(batch).await {
+        // A queue at its max_depth answers 429: wait as told and send the same batch again
+        // (a refused batch enqueued nothing, so this cannot duplicate).
+        match client
+            .enqueue_patiently(batch, std::time::Duration::from_secs(600))
+            .await
+        {
             Ok(got) => ids.extend(got),
             Err(e) => {
                 bar.abandon();
