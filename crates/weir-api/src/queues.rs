@@ -75,7 +75,7 @@ impl RateLimitBody {
 #[serde(deny_unknown_fields)]
 pub struct BreakerBody {
     /// `false` removes the breaker [true].
-    #[serde(default = "yes", skip_serializing)]
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
     /// Failure ratio over the window that opens it; 0 disables the rate trigger [0.5].
     #[serde(default)]
@@ -102,6 +102,10 @@ pub struct BreakerBody {
 
 fn yes() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl BreakerBody {
@@ -378,4 +382,33 @@ pub struct QueueListReply {
 pub struct PurgeReply {
     /// Jobs deleted.
     pub deleted: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `enabled` was never serialized, so a client asking to remove a breaker
+    /// (`enabled: false`) sent `{}`, which the server read as "enable with defaults".
+    #[test]
+    fn breaker_removal_survives_the_round_trip() {
+        let off = BreakerBody {
+            enabled: false,
+            failure_rate: None,
+            window_ms: None,
+            min_calls: None,
+            consecutive_failures: None,
+            slow_call_ms: None,
+            cooldown_ms: None,
+            half_open_probes: None,
+        };
+        let text = serde_json::to_string(&off).unwrap();
+        let back: BreakerBody = serde_json::from_str(&text).unwrap();
+        assert!(!back.enabled, "{text}");
+        assert_eq!(back.apply(Some(BreakerConfig::default())), None);
+        let on: BreakerBody = serde_json::from_str(r#"{"consecutive_failures":5}"#).unwrap();
+        let cfg = on.apply(None).unwrap();
+        assert_eq!(cfg.consecutive_failures, 5);
+        assert_eq!(cfg.cooldown_ms, BreakerConfig::default().cooldown_ms);
+    }
 }

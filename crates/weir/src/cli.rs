@@ -189,6 +189,18 @@ pub struct BenchArgs {
     /// Queue to use (it is purged first).
     #[arg(long, default_value = "bench")]
     pub queue: String,
+    /// Spread the jobs over this many ordered groups (0: no groups).
+    #[arg(long, default_value_t = 0)]
+    pub groups: u64,
+    /// Put a rate limit of this many jobs/s on the queue (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub queue_rate: u32,
+    /// Put a concurrency limit on the queue (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub queue_concurrency: u32,
+    /// Put a circuit breaker on the queue.
+    #[arg(long)]
+    pub breaker: bool,
 }
 
 /// Parses the command line. Help and version print and exit 0; a usage error prints one

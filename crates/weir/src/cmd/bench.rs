@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
-use weir_api::{AckItem, NewJobBody};
+use weir_api::{AckItem, BreakerBody, NewJobBody, QueueConfigPatch, RateLimitBody};
 use weir_client::Client;
 
 fn now_us() -> u64 {
@@ -54,9 +54,9 @@ pub async fn run(client: &Client, a: BenchArgs, json: bool) -> CmdResult {
             client.base()
         )));
     }
-    prepare(client, &a.queue).await?;
+    prepare(client, &a).await?;
     let through = throughput(client, &a, json).await?;
-    prepare(client, &a.queue).await?;
+    prepare(client, &a).await?;
     let latency = if a.rate > 0 {
         Some(latency(client, &a, json).await?)
     } else {
@@ -103,7 +103,29 @@ pub async fn run(client: &Client, a: BenchArgs, json: bool) -> CmdResult {
     Ok(())
 }
 
-async fn prepare(client: &Client, queue: &str) -> CmdResult {
+async fn prepare(client: &Client, a: &BenchArgs) -> CmdResult {
+    let queue = a.queue.as_str();
+    // The flow controls under test; zero values remove them, so runs do not inherit.
+    let patch = QueueConfigPatch {
+        concurrency: Some(a.queue_concurrency),
+        rate_limit: Some(RateLimitBody {
+            limit: a.queue_rate,
+            period_ms: 1000,
+            burst: None,
+        }),
+        breaker: Some(BreakerBody {
+            enabled: a.breaker,
+            failure_rate: None,
+            window_ms: None,
+            min_calls: None,
+            consecutive_failures: None,
+            slow_call_ms: None,
+            cooldown_ms: None,
+            half_open_probes: None,
+        }),
+        ..Default::default()
+    };
+    client.configure(queue, &patch).await?;
     let exists = client.queues().await?.iter().any(|q| q.name == queue);
     if exists {
         client.purge(queue).await?;
@@ -215,7 +237,7 @@ async fn throughput(client: &Client, a: &BenchArgs, quiet: bool) -> Result<(f64,
     let mut producers = Vec::new();
     for _ in 0..a.producers {
         let (client, next, queue) = (client.clone(), next.clone(), a.queue.clone());
-        let (batch, total, size) = (a.batch as u64, a.jobs, a.payload_bytes);
+        let (batch, total, size, groups) = (a.batch as u64, a.jobs, a.payload_bytes, a.groups);
         producers.push(tokio::spawn(async move {
             loop {
                 let from = next.fetch_add(batch, Ordering::Relaxed);
@@ -223,8 +245,15 @@ async fn throughput(client: &Client, a: &BenchArgs, quiet: bool) -> Result<(f64,
                     return Ok::<(), Failure>(());
                 }
                 let n = batch.min(total - from);
-                let jobs = (0..n)
-                    .map(|_| NewJobBody::new(queue.clone(), "bench", payload(size, now_us())))
+                let jobs = (from..from + n)
+                    .map(|i| {
+                        let mut j =
+                            NewJobBody::new(queue.clone(), "bench", payload(size, now_us()));
+                        if groups > 0 {
+                            j.group = Some(format!("g{}", i % groups));
+                        }
+                        j
+                    })
                     .collect();
                 client.enqueue(jobs).await?;
             }
