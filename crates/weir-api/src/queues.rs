@@ -26,6 +26,8 @@ pub struct QueueConfigView {
     pub paused: bool,
     /// Most active jobs at once across all workers (0: unlimited).
     pub concurrency: u32,
+    /// Most active jobs per group key; 1 makes groups ordered (one at a time, in order).
+    pub group_concurrency: u32,
     /// Rate limit across all workers (absent: none).
     pub rate_limit: Option<RateLimitBody>,
     /// Circuit breaker (absent: none).
@@ -174,6 +176,7 @@ impl From<&QueueConfig> for QueueConfigView {
             },
             paused: c.paused,
             concurrency: c.concurrency,
+            group_concurrency: c.group_concurrency,
             rate_limit: c.rate_limit.map(|r| RateLimitBody {
                 limit: r.limit,
                 period_ms: r.period_ms,
@@ -217,6 +220,9 @@ pub struct QueueConfigPatch {
     /// Most active jobs at once (0: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Most active jobs per group key (1: ordered groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_concurrency: Option<u32>,
     /// Rate limit (`{"limit": 0}` removes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitBody>,
@@ -286,6 +292,9 @@ impl QueueConfigPatch {
         }
         if let Some(v) = self.concurrency {
             config.concurrency = v;
+        }
+        if let Some(v) = self.group_concurrency {
+            config.group_concurrency = v;
         }
         if let Some(r) = self.rate_limit {
             config.rate_limit = r.to_core();

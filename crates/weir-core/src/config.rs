@@ -115,6 +115,11 @@ pub struct QueueConfig {
     pub paused: bool,
     /// Most jobs of this queue active at once, across all workers; 0 is unlimited.
     pub concurrency: u32,
+    /// Most jobs of one group (one `group` key) active at once. 1 (the default) makes
+    /// groups ordered: one at a time, in enqueue order (messages of a conversation).
+    /// Above 1 it is a per-key concurrency limit (at most 3 jobs per customer at once);
+    /// jobs still start in enqueue order, but run in parallel.
+    pub group_concurrency: u32,
     /// Rate limit across all workers.
     pub rate_limit: Option<RateLimit>,
     /// Circuit breaker.
@@ -145,6 +150,7 @@ impl Default for QueueConfig {
             retention: Retention::default(),
             paused: false,
             concurrency: 0,
+            group_concurrency: 1,
             rate_limit: None,
             breaker: None,
             max_depth: 0,
@@ -165,6 +171,12 @@ impl QueueConfig {
             return Err(Error::invalid(
                 "aging_ms",
                 "longer than the maximum duration",
+            ));
+        }
+        if self.group_concurrency == 0 || self.group_concurrency > 100_000 {
+            return Err(Error::invalid(
+                "group_concurrency",
+                format!("must be 1..=100000, got {}", self.group_concurrency),
             ));
         }
         if let Some(rl) = &self.rate_limit {

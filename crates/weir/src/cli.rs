@@ -138,6 +138,7 @@ pub enum QueuesCmd {
     /// Hand out jobs again.
     Resume { name: String },
     /// Change settings: `key=value` pairs, e.g. `order=smallest_cost max_attempts=5
+    /// concurrency=10 group_concurrency=3 rate_limit=50/1000/10 max_depth=100000
     /// retention.completed_max=1000`.
     Set {
         name: String,

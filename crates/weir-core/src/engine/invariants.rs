@@ -35,7 +35,7 @@ impl Engine {
                                 .groups
                                 .get(&(s.queue, g.clone()))
                                 .ok_or_else(|| format!("job {id}: group {g} missing"))?;
-                            gs.ready != Some(id)
+                            !gs.ready.contains(&id)
                         }
                     };
                     in_ready != held_back && !in_sched && !in_done && !in_dead
@@ -55,8 +55,10 @@ impl Engine {
                         "job {id}: group membership does not match its state"
                     ));
                 }
-                if s.state == JobState::Active && gs.and_then(|g| g.active) != Some(id) {
-                    return Err(format!("job {id}: active but not its group's active job"));
+                if s.state == JobState::Active && !gs.is_some_and(|g| g.active.contains(&id)) {
+                    return Err(format!(
+                        "job {id}: active but not among its group's active jobs"
+                    ));
                 }
             }
         }
@@ -84,9 +86,7 @@ impl Engine {
             return Err("lease index has stale entries".into());
         }
         for ((q, g), gs) in &self.groups {
-            if gs.active.is_some() && gs.ready.is_some() {
-                return Err(format!("group {g}: active and ready at once"));
-            }
+            let limit = self.queues[*q as usize].config.group_concurrency.max(1) as usize;
             let actives = gs
                 .pending
                 .iter()
@@ -96,22 +96,23 @@ impl Engine {
                         .is_some_and(|s| s.state == JobState::Active)
                 })
                 .count();
-            if actives > 1 {
-                return Err(format!("group {g} of queue {q}: {actives} active jobs"));
+            if actives != gs.active.len() {
+                return Err(format!(
+                    "group {g}: {actives} active jobs, {} recorded",
+                    gs.active.len()
+                ));
             }
-            if gs.active.is_none() {
-                let first = gs.pending.first().copied();
-                let want = first.filter(|id| {
-                    self.jobs
-                        .get(id)
-                        .is_some_and(|s| s.state == JobState::Waiting)
-                });
-                if gs.ready != want {
-                    return Err(format!(
-                        "group {g}: ready {:?}, expected {want:?}",
-                        gs.ready
-                    ));
-                }
+            if actives > limit {
+                return Err(format!(
+                    "group {g} of queue {q}: {actives} active jobs over its limit {limit}"
+                ));
+            }
+            let want = self.group_want(gs, limit);
+            let (mut have, mut want) = (gs.ready.clone(), want);
+            have.sort_unstable();
+            want.sort_unstable();
+            if have != want {
+                return Err(format!("group {g}: ready {have:?}, expected {want:?}"));
             }
         }
         Ok(())

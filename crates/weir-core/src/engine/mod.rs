@@ -121,15 +121,17 @@ pub(crate) struct ReadyKey {
     id: u64,
 }
 
-/// One ordered group's scheduling state.
+/// One group's scheduling state. With the queue's `group_concurrency` at 1 (the default)
+/// the group is ordered: one job at a time, in enqueue order. Above 1 it is a per-key
+/// concurrency limit: up to that many of its jobs run at once, taken in enqueue order.
 #[derive(Debug, Default)]
 pub(crate) struct GroupState {
     /// Ids of the group's unfinished jobs (enqueue order is id order).
     pub(crate) pending: BTreeSet<u64>,
-    /// The job running now, if any.
-    pub(crate) active: Option<u64>,
-    /// The job in the ready index now, if any.
-    pub(crate) ready: Option<u64>,
+    /// The jobs running now (at most `group_concurrency`).
+    pub(crate) active: Vec<u64>,
+    /// The jobs in the ready index now (at most `group_concurrency` less the active ones).
+    pub(crate) ready: Vec<u64>,
 }
 
 pub(crate) struct QueueState {
@@ -283,6 +285,7 @@ impl Engine {
         let q = self.queue_idx(name);
         let qs = &mut self.queues[q as usize];
         let reorder = qs.config.order != config.order || qs.config.aging_ms != config.aging_ms;
+        let regroup = qs.config.group_concurrency != config.group_concurrency;
         qs.config = config;
         qs.configured = true;
         if reorder {
@@ -292,6 +295,9 @@ impl Engine {
                 let key = self.ready_key(id);
                 self.queues[q as usize].ready.insert(key);
             }
+        }
+        if regroup {
+            self.refresh_groups_of(q);
         }
         self.changes.push(Change::Queue(q));
         Ok(())
@@ -571,8 +577,8 @@ impl Engine {
                 Some(g) => {
                     let key = self.ready_key(id);
                     if let Some(gs) = self.groups.get_mut(&(q, g)) {
-                        if gs.ready == Some(id) {
-                            gs.ready = None;
+                        if let Some(i) = gs.ready.iter().position(|&r| r == id) {
+                            gs.ready.swap_remove(i);
                             self.queues[q as usize].ready.remove(&key);
                         }
                     }
@@ -614,11 +620,11 @@ impl Engine {
         if let Some(g) = group {
             let key = (q as u32, g.clone());
             if let Some(gs) = self.groups.get_mut(&key) {
-                if from == JobState::Active && gs.active == Some(id) {
-                    gs.active = None;
+                if from == JobState::Active {
+                    gs.active.retain(|&a| a != id);
                 }
                 if to == JobState::Active {
-                    gs.active = Some(id);
+                    gs.active.push(id);
                 }
                 if to.is_terminal() {
                     gs.pending.remove(&id);
@@ -641,39 +647,76 @@ impl Engine {
     /// job if that one is waiting and nothing of the group is active; otherwise none.
     fn refresh_group(&mut self, q: u32, g: Arc<str>) {
         let key = (q, g);
+        let limit = self.queues[q as usize].config.group_concurrency.max(1) as usize;
         let Some(gs) = self.groups.get(&key) else {
             return;
         };
-        let want = match gs.active {
-            Some(_) => None,
-            None => gs.pending.first().copied().filter(|id| {
-                self.jobs
-                    .get(id)
-                    .is_some_and(|s| s.state == JobState::Waiting)
-            }),
-        };
-        let have = gs.ready;
-        if gs.pending.is_empty() && gs.active.is_none() {
-            if let Some(old) = have {
+        if gs.pending.is_empty() && gs.active.is_empty() {
+            for old in gs.ready.clone() {
                 let k = self.ready_key(old);
                 self.queues[q as usize].ready.remove(&k);
             }
             self.groups.remove(&key);
             return;
         }
-        if want == have {
+        let want = self.group_want(gs, limit);
+        if want == gs.ready {
             return;
         }
-        if let Some(old) = have {
+        let have = gs.ready.clone();
+        for &old in have.iter().filter(|id| !want.contains(id)) {
             let k = self.ready_key(old);
             self.queues[q as usize].ready.remove(&k);
         }
-        if let Some(new) = want {
+        for &new in want.iter().filter(|id| !have.contains(id)) {
             let k = self.ready_key(new);
             self.queues[q as usize].ready.insert(k);
         }
         if let Some(gs) = self.groups.get_mut(&key) {
             gs.ready = want;
+        }
+    }
+
+    /// The jobs of a group that should be ready: with a limit of 1, its lowest-id unfinished
+    /// job if that one is waiting and nothing runs (strict order); above 1, its lowest-id
+    /// waiting jobs, as many as slots are free.
+    pub(crate) fn group_want(&self, gs: &GroupState, limit: usize) -> Vec<u64> {
+        let slots = limit.saturating_sub(gs.active.len());
+        if slots == 0 {
+            return Vec::new();
+        }
+        let waiting = |id: &u64| {
+            self.jobs
+                .get(id)
+                .is_some_and(|s| s.state == JobState::Waiting)
+        };
+        if limit == 1 {
+            return gs
+                .pending
+                .first()
+                .copied()
+                .filter(waiting)
+                .into_iter()
+                .collect();
+        }
+        gs.pending
+            .iter()
+            .copied()
+            .filter(waiting)
+            .take(slots)
+            .collect()
+    }
+
+    /// Re-derives the ready jobs of every group of queue `q` (its group limit changed).
+    fn refresh_groups_of(&mut self, q: u32) {
+        let keys: Vec<Arc<str>> = self
+            .groups
+            .keys()
+            .filter(|(gq, _)| *gq == q)
+            .map(|(_, g)| g.clone())
+            .collect();
+        for g in keys {
+            self.refresh_group(q, g);
         }
     }
 

@@ -229,3 +229,37 @@ pub async fn advisor_recommends_workers_from_backlog_and_run_time<S: Store>(
         st.advice.reason
     );
 }
+
+pub async fn group_concurrency_limits_each_key<S: Store>(s: &S, _c: &ManualClock) {
+    configure(s, "q", |cfg| cfg.group_concurrency = 2).await;
+    let grouped = |g: &str, n| NewJob {
+        group: Some(g.into()),
+        ..job("q", n)
+    };
+    put(s, (0..5).map(|n| grouped("alice", n)).collect()).await;
+    put(s, (5..8).map(|n| grouped("bob", n)).collect()).await;
+    let got = fetch(s, &["q"], 100).await;
+    let count = |got: &[FetchedJob], lo: u64, hi: u64| {
+        got.iter().filter(|f| (lo..hi).contains(&n_of(f))).count()
+    };
+    assert_eq!(
+        (count(&got, 0, 5), count(&got, 5, 8)),
+        (2, 2),
+        "two per key"
+    );
+    // In enqueue order within a key.
+    let mut alice: Vec<u64> = got.iter().map(n_of).filter(|n| *n < 5).collect();
+    alice.sort_unstable();
+    assert_eq!(alice, vec![0, 1]);
+    assert!(
+        fetch(s, &["q"], 100).await.is_empty(),
+        "no third job of a key"
+    );
+    let a0 = got.iter().find(|f| n_of(f) == 0).unwrap();
+    ack(s, a0, None).await;
+    let next = fetch(s, &["q"], 100).await;
+    assert_eq!(next.iter().map(n_of).collect::<Vec<_>>(), vec![2]);
+    // Raising the limit frees more at once; 1 makes the key ordered again.
+    configure(s, "q", |cfg| cfg.group_concurrency = 4).await;
+    assert_eq!(fetch(s, &["q"], 100).await.len(), 2 + 1, "alice 3+4, bob 7");
+}

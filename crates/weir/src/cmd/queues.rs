@@ -93,6 +93,10 @@ fn show(q: &QueueView, json: bool) -> CmdResult {
     Ok(())
 }
 
+fn small(v: u64) -> Result<u32, Failure> {
+    u32::try_from(v).map_err(|_| Failure::usage(format!("{v} is too large")))
+}
+
 /// Parses `key=value` settings into a patch.
 pub fn parse_settings(settings: &[String]) -> Result<QueueConfigPatch, Failure> {
     let mut p = QueueConfigPatch::default();
@@ -122,6 +126,24 @@ pub fn parse_settings(settings: &[String]) -> Result<QueueConfigPatch, Failure> 
                 )
             }
             "timeout_ms" => p.timeout_ms = Some(num(v)?),
+            "concurrency" => p.concurrency = Some(small(num(v)?)?),
+            "group_concurrency" => p.group_concurrency = Some(small(num(v)?)?),
+            "weight" => p.weight = Some(small(num(v)?)?),
+            "max_depth" => p.max_depth = Some(num(v)?),
+            "starvation_ms" => p.starvation_ms = Some(num(v)?),
+            "drain_window_ms" => p.drain_window_ms = Some(num(v)?),
+            "rate_limit" => {
+                // LIMIT[/PERIOD_MS[/BURST]], or 0 to remove
+                let mut parts = v.split('/');
+                let limit = small(num(parts.next().unwrap_or("0"))?)?;
+                let period_ms = parts.next().map(num).transpose()?.unwrap_or(1000);
+                let burst = parts.next().map(|b| num(b).and_then(small)).transpose()?;
+                p.rate_limit = Some(weir_api::RateLimitBody {
+                    limit,
+                    period_ms,
+                    burst,
+                });
+            }
             "backoff" => {
                 let (b, c) = v.split_once("..").ok_or_else(|| {
                     Failure::usage("backoff: expected BASE_MS..CAP_MS, e.g. 1000..60000")
@@ -155,7 +177,8 @@ pub fn parse_settings(settings: &[String]) -> Result<QueueConfigPatch, Failure> 
             other => {
                 return Err(Failure::usage(format!(
                     "unknown setting {other:?} (known: order, aging_ms, max_attempts, \
-                     timeout_ms, backoff, paused, retention.completed_ms, \
+                     timeout_ms, backoff, paused, concurrency, group_concurrency, weight, \
+                     max_depth, starvation_ms, drain_window_ms, rate_limit, retention.completed_ms, \
                      retention.completed_max, retention.dead_ms, retention.dead_max)"
                 )))
             }
