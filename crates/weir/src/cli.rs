@@ -193,6 +193,9 @@ pub struct BenchArgs {
     /// Spread the jobs over this many ordered groups (0: no groups).
     #[arg(long, default_value_t = 0)]
     pub groups: u64,
+    /// Jobs of one group that may run at once (1: ordered groups).
+    #[arg(long, default_value_t = 1)]
+    pub group_concurrency: u32,
     /// Put a rate limit of this many jobs/s on the queue (0: none).
     #[arg(long, default_value_t = 0)]
     pub queue_rate: u32,

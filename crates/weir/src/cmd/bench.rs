@@ -108,6 +108,7 @@ async fn prepare(client: &Client, a: &BenchArgs) -> CmdResult {
     // The flow controls under test; zero values remove them, so runs do not inherit.
     let patch = QueueConfigPatch {
         concurrency: Some(a.queue_concurrency),
+        group_concurrency: Some(a.group_concurrency),
         rate_limit: Some(RateLimitBody {
             limit: a.queue_rate,
             period_ms: 1000,
