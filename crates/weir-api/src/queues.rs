@@ -30,6 +30,8 @@ pub struct QueueConfigView {
     pub group_concurrency: u32,
     /// Rate limit across all workers (absent: none).
     pub rate_limit: Option<RateLimitBody>,
+    /// Rate limit per group key (absent: none).
+    pub group_rate_limit: Option<RateLimitBody>,
     /// Circuit breaker (absent: none).
     pub breaker: Option<BreakerBody>,
     /// Most unfinished jobs before enqueues get 429 (0: unlimited).
@@ -182,6 +184,11 @@ impl From<&QueueConfig> for QueueConfigView {
                 period_ms: r.period_ms,
                 burst: Some(r.burst),
             }),
+            group_rate_limit: c.group_rate_limit.map(|r| RateLimitBody {
+                limit: r.limit,
+                period_ms: r.period_ms,
+                burst: Some(r.burst),
+            }),
             breaker: c.breaker.map(Into::into),
             max_depth: c.max_depth,
             weight: c.weight,
@@ -226,6 +233,9 @@ pub struct QueueConfigPatch {
     /// Rate limit (`{"limit": 0}` removes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitBody>,
+    /// Rate limit per group key (`{"limit": 0}` removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_rate_limit: Option<RateLimitBody>,
     /// Circuit breaker (`{"enabled": false}` removes it); only the keys named change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerBody>,
@@ -298,6 +308,9 @@ impl QueueConfigPatch {
         }
         if let Some(r) = self.rate_limit {
             config.rate_limit = r.to_core();
+        }
+        if let Some(r) = self.group_rate_limit {
+            config.group_rate_limit = r.to_core();
         }
         if let Some(b) = &self.breaker {
             config.breaker = b.apply(config.breaker);

@@ -122,6 +122,8 @@ pub struct QueueConfig {
     pub group_concurrency: u32,
     /// Rate limit across all workers.
     pub rate_limit: Option<RateLimit>,
+    /// Rate limit per group key (per customer, per tenant), across all workers.
+    pub group_rate_limit: Option<RateLimit>,
     /// Circuit breaker.
     pub breaker: Option<BreakerConfig>,
     /// Most unfinished jobs (scheduled, waiting, active, failed) the queue holds; further
@@ -152,6 +154,7 @@ impl Default for QueueConfig {
             concurrency: 0,
             group_concurrency: 1,
             rate_limit: None,
+            group_rate_limit: None,
             breaker: None,
             max_depth: 0,
             weight: 0,
@@ -179,7 +182,7 @@ impl QueueConfig {
                 format!("must be 1..=100000, got {}", self.group_concurrency),
             ));
         }
-        if let Some(rl) = &self.rate_limit {
+        for rl in self.rate_limit.iter().chain(self.group_rate_limit.iter()) {
             if rl.limit == 0 || rl.period_ms == 0 || rl.burst == 0 {
                 return Err(Error::invalid(
                     "rate_limit",

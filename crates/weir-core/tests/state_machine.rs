@@ -88,6 +88,12 @@ fn run(ops: &[Op]) -> Vec<String> {
         let cfg = QueueConfig {
             // One queue with ordered groups, one with two jobs per group at once.
             group_concurrency: 1 + i as u32,
+            // ... and a per-key rate limit on the second, so throttled groups are exercised.
+            group_rate_limit: (i == 1).then_some(RateLimit {
+                limit: 5,
+                period_ms: 1_000,
+                burst: 2,
+            }),
             aging_ms: 1_000,
             backoff: Backoff {
                 base_ms: 10,

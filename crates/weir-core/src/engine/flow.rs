@@ -12,6 +12,7 @@ use crate::config::{BreakerConfig, RateLimit};
 use crate::job::JobState;
 use crate::{Error, Result};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Seconds of history the rate meters keep.
 const METER_SECS: usize = 60;
@@ -457,6 +458,70 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Jobs group `g` of queue `q` may start now by its per-key rate limit.
+    pub(crate) fn group_tokens(&self, q: u32, g: &Arc<str>) -> usize {
+        let Some(rl) = self.queues[q as usize].config.group_rate_limit else {
+            return usize::MAX;
+        };
+        let tat = self.group_tats.get(&(q, g.clone())).copied().unwrap_or(0);
+        gcra_allowance(tat, &rl, self.now)
+    }
+
+    /// When group `g` will have one token more than the `tokens` it has now, ms.
+    pub(crate) fn group_token_due(&self, q: u32, g: &Arc<str>, tokens: usize) -> u64 {
+        let Some(rl) = self.queues[q as usize].config.group_rate_limit else {
+            return self.now + 1;
+        };
+        let tat = self.group_tats.get(&(q, g.clone())).copied().unwrap_or(0);
+        let (t, tau) = gcra(&rl);
+        tat.saturating_sub(tau)
+            .saturating_add(t.saturating_mul(tokens as u64))
+            .div_ceil(1000)
+            .max(self.now + 1)
+    }
+
+    /// Uses one token of the per-key rate limit of job `id`'s group, if it has one.
+    pub(crate) fn consume_group_token(&mut self, id: u64, now: u64) {
+        let Some(s) = self.jobs.get(&id) else {
+            return;
+        };
+        let q = s.queue;
+        let Some(rl) = self.queues[q as usize].config.group_rate_limit else {
+            return;
+        };
+        let Some(g) = s.group().cloned() else {
+            return;
+        };
+        let (t, _) = gcra(&rl);
+        let tat = self.group_tats.entry((q, g)).or_insert(0);
+        *tat = (*tat).max(now.saturating_mul(1000)).saturating_add(t);
+    }
+
+    /// Drops limiter entries whose time has passed (equal to fresh ones), whenever the map
+    /// has doubled since the last pruning: amortised O(1) per key, memory bounded by the keys
+    /// used within their last period.
+    pub(crate) fn prune_group_tats(&mut self, now: u64) {
+        if self.group_tats.len() < 1_024 || self.group_tats.len() < 2 * self.group_tats_pruned {
+            return;
+        }
+        let now_us = now.saturating_mul(1000);
+        self.group_tats.retain(|_, tat| *tat > now_us);
+        self.group_tats_pruned = self.group_tats.len();
+    }
+}
+
+/// Jobs a GCRA limiter at arrival time `tat` (µs) allows at `now` (ms).
+fn gcra_allowance(tat: u64, rl: &RateLimit, now: u64) -> usize {
+    let (t, tau) = gcra(rl);
+    let now_us = now.saturating_mul(1000);
+    let base = tat.max(now_us);
+    if base > now_us.saturating_add(tau) {
+        return 0;
+    }
+    ((now_us + tau - base) / t + 1).min(usize::MAX as u64) as usize
+}
+
 /// Unfinished jobs of a queue: what `max_depth` bounds.
 pub(crate) fn depth(qs: &QueueState) -> u64 {
     [
@@ -502,6 +567,53 @@ mod tests {
         assert!((m.per_sec(9_999) - 6.0).abs() < 1e-9);
         // A minute later the old seconds have rolled out.
         assert!(m.per_sec(200_000) < 1e-9);
+    }
+
+    #[test]
+    fn per_key_limiter_state_stays_bounded() {
+        use crate::{Ack, Limits, NewJob, Payload, QueueConfig};
+        let mut e = Engine::new(Limits::default(), 1);
+        let cfg = QueueConfig {
+            group_rate_limit: Some(RateLimit {
+                limit: 1,
+                period_ms: 1_000,
+                burst: 1,
+            }),
+            ..QueueConfig::default()
+        };
+        e.queue_config_set("q", cfg).unwrap();
+        let mut now = 1_000_000;
+        // 20 rounds of 1,000 short-lived keys, one job each, a second apart.
+        for round in 0..20u64 {
+            let jobs = (0..1_000)
+                .map(|k| {
+                    let mut j = NewJob::new("q", "k", Payload::parse("1").unwrap());
+                    j.group = Some(format!("key-{round}-{k}"));
+                    j
+                })
+                .collect();
+            e.enqueue(jobs, now).unwrap();
+            let got = e.fetch(&["q"], 10_000, now);
+            assert_eq!(got.len(), 1_000, "each new key has its burst");
+            let acks = got
+                .iter()
+                .map(|f| Ack {
+                    id: f.id,
+                    lease_id: f.lease_id,
+                    result: None,
+                })
+                .collect();
+            e.ack(acks, now).unwrap();
+            now += 1_000;
+        }
+        e.tick(now);
+        assert!(
+            e.group_tats.len() <= 4_000,
+            "{} limiter entries for 20,000 keys",
+            e.group_tats.len()
+        );
+        assert!(e.groups.is_empty(), "finished groups are dropped");
+        e.check_invariants().unwrap();
     }
 
     /// Regression: the rate window kept every call and counted them on each call, which

@@ -107,7 +107,7 @@ impl Engine {
                     "group {g} of queue {q}: {actives} active jobs over its limit {limit}"
                 ));
             }
-            let want = self.group_want(gs, limit);
+            let want = self.group_want(*q, g, gs, limit);
             let (mut have, mut want) = (gs.ready.clone(), want);
             have.sort_unstable();
             want.sort_unstable();

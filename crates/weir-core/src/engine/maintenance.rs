@@ -18,6 +18,15 @@ impl Engine {
     /// time has come become waiting; active jobs whose lease passed its deadline fail their
     /// attempt (back to waiting, or dead when no attempts are left).
     pub fn tick(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        while let Some((due, q, g)) = self.throttled.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.throttled.pop_first();
+            self.refresh_group(q, g);
+        }
+        self.prune_group_tats(now);
         while let Some(&(at, id)) = self.scheduled.first() {
             if at > now {
                 break;
@@ -39,6 +48,7 @@ impl Engine {
     pub fn next_wakeup(&self) -> Option<u64> {
         [
             self.scheduled.first().map(|&(t, _)| t),
+            self.throttled.first().map(|(t, _, _)| *t),
             self.leases.first().map(|&(t, _)| t),
             self.flow_wakeup(),
         ]

@@ -174,6 +174,17 @@ pub struct Engine {
     pub(crate) aggregates: BTreeMap<(u32, u64), Aggregate>,
     changes: Vec<Change>,
     flow_events: Vec<flow::FlowEvent>,
+    /// The latest `now` any operation passed: what per-key rate limits are judged at when
+    /// a transition re-derives a group's ready jobs.
+    pub(crate) now: u64,
+    /// Per-key rate limiter state: GCRA arrival time (µs) per `(queue, group)`. Entries
+    /// whose time has passed are equal to fresh ones and are pruned, so the map holds only
+    /// keys used within their last period.
+    pub(crate) group_tats: FxHashMap<(u32, Arc<str>), u64>,
+    /// Groups held back by their per-key rate limit, by when their next token is due.
+    pub(crate) throttled: BTreeSet<(u64, u32, Arc<str>)>,
+    /// Size of `group_tats` after its last pruning.
+    group_tats_pruned: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -206,6 +217,10 @@ impl Engine {
             aggregates: BTreeMap::new(),
             changes: Vec::new(),
             flow_events: Vec::new(),
+            now: 0,
+            group_tats: FxHashMap::default(),
+            throttled: BTreeSet::new(),
+            group_tats_pruned: 0,
         }
     }
 
@@ -285,7 +300,8 @@ impl Engine {
         let q = self.queue_idx(name);
         let qs = &mut self.queues[q as usize];
         let reorder = qs.config.order != config.order || qs.config.aging_ms != config.aging_ms;
-        let regroup = qs.config.group_concurrency != config.group_concurrency;
+        let regroup = qs.config.group_concurrency != config.group_concurrency
+            || qs.config.group_rate_limit != config.group_rate_limit;
         qs.config = config;
         qs.configured = true;
         if reorder {
@@ -659,7 +675,29 @@ impl Engine {
             self.groups.remove(&key);
             return;
         }
-        let want = self.group_want(gs, limit);
+        let want = self.group_want(key.0, &key.1, gs, limit);
+        let tokens = self.group_tokens(key.0, &key.1);
+        if tokens < limit.saturating_sub(gs.active.len()) && want.len() == tokens {
+            // Its per-key rate limit, not its concurrency, holds jobs back: look again when
+            // the next token is due (if anything else waits).
+            let more_waiting = gs
+                .pending
+                .iter()
+                .filter(|&&id| {
+                    self.jobs
+                        .get(&id)
+                        .is_some_and(|s| s.state == JobState::Waiting)
+                })
+                .nth(tokens)
+                .is_some();
+            if more_waiting {
+                let due = self.group_token_due(key.0, &key.1, tokens);
+                self.throttled.insert((due, key.0, key.1.clone()));
+            }
+        }
+        let Some(gs) = self.groups.get(&key) else {
+            return;
+        };
         if want == gs.ready {
             return;
         }
@@ -680,8 +718,16 @@ impl Engine {
     /// The jobs of a group that should be ready: with a limit of 1, its lowest-id unfinished
     /// job if that one is waiting and nothing runs (strict order); above 1, its lowest-id
     /// waiting jobs, as many as slots are free.
-    pub(crate) fn group_want(&self, gs: &GroupState, limit: usize) -> Vec<u64> {
-        let slots = limit.saturating_sub(gs.active.len());
+    pub(crate) fn group_want(
+        &self,
+        q: u32,
+        g: &Arc<str>,
+        gs: &GroupState,
+        limit: usize,
+    ) -> Vec<u64> {
+        let slots = limit
+            .saturating_sub(gs.active.len())
+            .min(self.group_tokens(q, g));
         if slots == 0 {
             return Vec::new();
         }
@@ -811,6 +857,8 @@ impl Engine {
             lease_id = self.rng.u64(1..=MAX_LEASE_ID);
         }
         let ready_at = self.jobs.get(&id).map_or(now, |s| s.run_at);
+        self.now = self.now.max(now);
+        self.consume_group_token(id, now);
         self.transition(id, JobState::Active, |s| {
             s.attempt = s.attempt.saturating_add(1);
             s.lease_id = lease_id;

@@ -263,3 +263,52 @@ pub async fn group_concurrency_limits_each_key<S: Store>(s: &S, _c: &ManualClock
     configure(s, "q", |cfg| cfg.group_concurrency = 4).await;
     assert_eq!(fetch(s, &["q"], 100).await.len(), 2 + 1, "alice 3+4, bob 7");
 }
+
+pub async fn group_rate_limit_holds_per_key<S: Store>(s: &S, c: &ManualClock) {
+    configure(s, "q", |cfg| {
+        cfg.group_concurrency = 10;
+        cfg.group_rate_limit = Some(RateLimit {
+            limit: 2,
+            period_ms: 1_000,
+            burst: 1,
+        });
+    })
+    .await;
+    let grouped = |g: &str, n| NewJob {
+        group: Some(g.into()),
+        ..job("q", n)
+    };
+    put(
+        s,
+        (0..40)
+            .map(|n| grouped(if n % 2 == 0 { "alice" } else { "bob" }, n))
+            .collect(),
+    )
+    .await;
+    put(s, (100..110).map(|n| job("q", n)).collect()).await;
+    // Every 10 ms for 5 simulated seconds, fetch everything and ack at once.
+    let mut per_key_second = std::collections::HashMap::<(u64, u64), usize>::new();
+    let mut ungrouped = 0;
+    for step in 0..500u64 {
+        for f in fetch(s, &["q"], 100).await {
+            let n = n_of(&f);
+            if n >= 100 {
+                ungrouped += 1;
+            } else {
+                *per_key_second.entry((n % 2, step / 100)).or_default() += 1;
+            }
+            ack(s, &f, None).await;
+        }
+        c.advance(10);
+    }
+    assert_eq!(ungrouped, 10, "jobs without a key are not limited");
+    for ((key, sec), n) in &per_key_second {
+        assert!(
+            *n <= 3,
+            "key {key}, second {sec}: {n} starts (limit 2 + burst 1)"
+        );
+    }
+    let total: usize = per_key_second.values().sum();
+    // 2/s per key for 5 s plus the burst, for two keys: about 22.
+    assert!((18..=24).contains(&total), "{total}");
+}

@@ -79,6 +79,7 @@ pub fn cases<S: Store>() -> Vec<Case<S>> {
         flow::starvation_is_flagged_and_boosts_the_share,
         flow::advisor_recommends_workers_from_backlog_and_run_time,
         flow::group_concurrency_limits_each_key,
+        flow::group_rate_limit_holds_per_key,
     ]
 }
 

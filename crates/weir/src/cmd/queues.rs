@@ -132,17 +132,22 @@ pub fn parse_settings(settings: &[String]) -> Result<QueueConfigPatch, Failure> 
             "max_depth" => p.max_depth = Some(num(v)?),
             "starvation_ms" => p.starvation_ms = Some(num(v)?),
             "drain_window_ms" => p.drain_window_ms = Some(num(v)?),
-            "rate_limit" => {
+            "rate_limit" | "group_rate_limit" => {
                 // LIMIT[/PERIOD_MS[/BURST]], or 0 to remove
                 let mut parts = v.split('/');
                 let limit = small(num(parts.next().unwrap_or("0"))?)?;
                 let period_ms = parts.next().map(num).transpose()?.unwrap_or(1000);
                 let burst = parts.next().map(|b| num(b).and_then(small)).transpose()?;
-                p.rate_limit = Some(weir_api::RateLimitBody {
+                let body = weir_api::RateLimitBody {
                     limit,
                     period_ms,
                     burst,
-                });
+                };
+                if k == "rate_limit" {
+                    p.rate_limit = Some(body);
+                } else {
+                    p.group_rate_limit = Some(body);
+                }
             }
             "backoff" => {
                 let (b, c) = v.split_once("..").ok_or_else(|| {
@@ -178,7 +183,7 @@ pub fn parse_settings(settings: &[String]) -> Result<QueueConfigPatch, Failure> 
                 return Err(Failure::usage(format!(
                     "unknown setting {other:?} (known: order, aging_ms, max_attempts, \
                      timeout_ms, backoff, paused, concurrency, group_concurrency, weight, \
-                     max_depth, starvation_ms, drain_window_ms, rate_limit, retention.completed_ms, \
+                     max_depth, starvation_ms, drain_window_ms, rate_limit, group_rate_limit, retention.completed_ms, \
                      retention.completed_max, retention.dead_ms, retention.dead_max)"
                 )))
             }
