@@ -29,4 +29,5 @@ run "queue concurrency 1,000" --queue-concurrency 1000
 run "circuit breaker" --breaker
 run "ordered groups over 10,000 groups" --groups 10000
 run "per-key concurrency 3 over 10,000 keys" --groups 10000 --group-concurrency 3
-run "all of the above" --queue-rate 1000000 --queue-concurrency 1000 --breaker --groups 10000 --group-concurrency 3
+run "per-key rate limit 1,000/s over 10,000 keys" --groups 10000 --group-concurrency 100 --group-rate 1000
+run "all of the above" --queue-rate 1000000 --queue-concurrency 1000 --breaker --groups 10000 --group-concurrency 3 --group-rate 1000

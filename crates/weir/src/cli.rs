@@ -196,6 +196,9 @@ pub struct BenchArgs {
     /// Jobs of one group that may run at once (1: ordered groups).
     #[arg(long, default_value_t = 1)]
     pub group_concurrency: u32,
+    /// Put a rate limit of this many jobs/s on each group key (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub group_rate: u32,
     /// Put a rate limit of this many jobs/s on the queue (0: none).
     #[arg(long, default_value_t = 0)]
     pub queue_rate: u32,

@@ -266,3 +266,86 @@ async fn a_full_queue_answers_429_and_push_waits_for_room() {
         r.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_concurrency_and_rate_hold_across_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let c = server.client();
+    let patch = QueueConfigPatch {
+        group_concurrency: Some(2),
+        group_rate_limit: Some(RateLimitBody {
+            limit: 10,
+            period_ms: 1000,
+            burst: Some(2),
+        }),
+        ..Default::default()
+    };
+    let q = c.configure("pk", &patch).await.unwrap();
+    assert_eq!(q.config.group_concurrency, 2);
+    let jobs: Vec<NewJobBody> = (0..45u64)
+        .map(|i| {
+            let mut j = NewJobBody::new("pk", "t", raw(serde_json::json!({ "key": i % 3 })));
+            j.group = Some(format!("customer-{}", i % 3));
+            j
+        })
+        .collect();
+    c.enqueue(jobs).await.unwrap();
+    // Per key: how many run now, the most seen at once, and when each started.
+    type PerKey = Arc<Mutex<Vec<(usize, usize, Vec<Instant>)>>>;
+    let state: PerKey = Arc::new(Mutex::new(vec![(0, 0, Vec::new()); 3]));
+    let s2 = state.clone();
+    let stop = CancellationToken::new();
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let s = s2.clone();
+            let w = WorkerBuilder::new(c.clone(), &["pk"])
+                .concurrency(Concurrency::Fixed(8))
+                .wait_ms(100)
+                .handle("t", move |job| {
+                    let s = s.clone();
+                    async move {
+                        let k = job.payload::<serde_json::Value>()?["key"]
+                            .as_u64()
+                            .unwrap_or(0) as usize;
+                        {
+                            let mut st = s.lock().unwrap();
+                            st[k].0 += 1;
+                            st[k].1 = st[k].1.max(st[k].0);
+                            st[k].2.push(Instant::now());
+                        }
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        s.lock().unwrap()[k].0 -= 1;
+                        Ok(None)
+                    }
+                })
+                .build();
+            tokio::spawn(w.run(stop.clone()))
+        })
+        .collect();
+    wait_counts(&c, "pk", |q| q.counts["completed"] == 45).await;
+    stop.cancel();
+    for r in runs {
+        r.await.unwrap();
+    }
+    let st = state.lock().unwrap();
+    for (k, (_, peak, starts)) in st.iter().enumerate() {
+        assert!(
+            *peak <= 2,
+            "key {k}: {peak} at once under a per-key limit of 2"
+        );
+        let mut t = starts.clone();
+        t.sort();
+        assert_eq!(t.len(), 15);
+        for (i, a) in t.iter().enumerate() {
+            let within = t[i..]
+                .iter()
+                .take_while(|b| b.duration_since(*a) < Duration::from_millis(950))
+                .count();
+            assert!(
+                within <= 12,
+                "key {k}: {within} starts within a second (10/s + 2)"
+            );
+        }
+    }
+}

@@ -109,6 +109,11 @@ async fn prepare(client: &Client, a: &BenchArgs) -> CmdResult {
     let patch = QueueConfigPatch {
         concurrency: Some(a.queue_concurrency),
         group_concurrency: Some(a.group_concurrency),
+        group_rate_limit: Some(RateLimitBody {
+            limit: a.group_rate,
+            period_ms: 1000,
+            burst: None,
+        }),
         rate_limit: Some(RateLimitBody {
             limit: a.queue_rate,
             period_ms: 1000,
