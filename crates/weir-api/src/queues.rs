@@ -199,7 +199,7 @@ impl From<&QueueConfig> for QueueConfigView {
 }
 
 /// `PUT /v1/queues/{q}`: changes only the keys it names; the queue is created if new.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfigPatch {
     /// `fifo` or `smallest_cost`.
@@ -254,7 +254,7 @@ pub struct QueueConfigPatch {
 }
 
 /// Part of a retention policy.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPatch {
     /// See [`RetentionView::completed_ms`].

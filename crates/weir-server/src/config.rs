@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub log_format: String,
     /// Bearer tokens. With none, the API is open and the server only listens on loopback.
     pub tokens: Vec<TokenConfig>,
+    /// Queue settings applied at start, by queue name, in the shape `PUT /v1/queues/{q}`
+    /// takes (`[queues.emails] concurrency = 10`); only the keys named change.
+    pub queues: std::collections::BTreeMap<String, weir_api::QueueConfigPatch>,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
             log: "info,fjall=warn,lsm_tree=warn".to_string(),
             log_format: "text".to_string(),
             tokens: Vec::new(),
+            queues: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -166,6 +170,16 @@ impl ServerConfig {
                 "must be at least max_payload_bytes, which must be at least 1",
             );
         }
+        for (name, patch) in &self.queues {
+            let mut c = weir_core::QueueConfig::default();
+            patch.apply(&mut c);
+            weir_core::config::check_queue_name(name)
+                .and_then(|()| c.validate(&weir_core::Limits::default()))
+                .map_err(|e| ConfigError::Invalid {
+                    key: "queues",
+                    reason: format!("{name}: {e}"),
+                })?;
+        }
         for t in &self.tokens {
             if t.token.len() < 16 {
                 return bad("tokens", "every token must be at least 16 characters");
@@ -261,6 +275,23 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9000", "overrides beat the file");
         assert_eq!(c.tokens[0].rights, Rights::Write);
         assert_eq!(c.tokens[0].queues, vec!["ci.".to_string()]);
+        std::fs::write(
+            &f,
+            "[queues.emails]\nconcurrency = 10\nrate_limit = { limit = 50 }\n\n[queues.bad]\nmax_attempts = 0\n",
+        )
+        .unwrap();
+        let bad = ServerConfig::load(Some(&f), Figment::new());
+        assert!(
+            matches!(&bad, Err(ConfigError::Invalid { key: "queues", reason }) if reason.contains("bad")),
+            "{bad:?}"
+        );
+        std::fs::write(
+            &f,
+            "[queues.emails]\nconcurrency = 10\nrate_limit = { limit = 50 }\n",
+        )
+        .unwrap();
+        let c = ServerConfig::load(Some(&f), Figment::new()).unwrap();
+        assert_eq!(c.queues["emails"].concurrency, Some(10));
         let missing = ServerConfig::load(Some(&dir.path().join("nope.toml")), Figment::new());
         assert!(matches!(missing, Err(ConfigError::Load(_))));
         std::fs::write(&f, "max_bach = 7\n").unwrap();

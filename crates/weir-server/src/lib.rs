@@ -173,6 +173,29 @@ fn panic_reply(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     resp
 }
 
+/// Applies the configuration file's `[queues.*]` settings to the store (each patch over the
+/// queue's current configuration). Durable before it returns.
+pub async fn apply_queue_settings(
+    store: &dyn Store,
+    config: &ServerConfig,
+) -> Result<(), weir_core::Error> {
+    for (name, patch) in &config.queues {
+        let mut c = store
+            .queue_stats(name)
+            .await?
+            .map(|s| s.config)
+            .unwrap_or_default();
+        patch.apply(&mut c);
+        store
+            .queue_config_set(weir_store::QueueConfigSetParams {
+                name: name.clone(),
+                config: c,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then shuts down cleanly: stops
 /// accepting, wakes long polls (they return empty lists), lets in-flight requests finish
 /// for up to `shutdown_grace_ms`, and returns. The caller drops the store afterwards, which

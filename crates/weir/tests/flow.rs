@@ -349,3 +349,25 @@ async fn per_key_concurrency_and_rate_hold_across_workers() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_settings_come_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("weir.toml");
+    std::fs::write(
+        &cfg,
+        "[queues.emails]\nconcurrency = 4\nmax_depth = 1000\nrate_limit = { limit = 50, burst = 10 }\n\
+         breaker = { consecutive_failures = 5 }\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+        &[],
+    );
+    let q = server.client().queue("emails").await.unwrap();
+    assert_eq!((q.config.concurrency, q.config.max_depth), (4, 1000));
+    assert_eq!(q.config.rate_limit.unwrap().burst, Some(10));
+    assert_eq!(q.config.breaker.unwrap().consecutive_failures, Some(5));
+    assert_eq!(q.breaker, "closed");
+}

@@ -85,6 +85,9 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         rec.elapsed_ms,
         config.durability,
     );
+    weir_server::apply_queue_settings(&store, &config)
+        .await
+        .map_err(|e| Failure::usage(format!("queue settings: {e}")))?;
     let shared: Arc<dyn Store> = Arc::new(store.clone());
     let state = AppState::new(shared, config);
     let served = weir_server::serve(state, listener, shutdown_signal()).await;
