@@ -260,6 +260,10 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Most tags on one job.
     pub max_tags: usize,
+    /// Memory budget for the jobs the engine holds (payloads plus a fixed estimate per
+    /// job); an enqueue that would go past it is refused as overloaded (HTTP 429) until
+    /// retention or completions make room. 0 is unlimited.
+    pub max_memory_bytes: u64,
 }
 
 impl Default for Limits {
@@ -271,6 +275,7 @@ impl Default for Limits {
             max_attempts: 10_000,
             max_key_bytes: 512,
             max_tags: 32,
+            max_memory_bytes: 0,
         }
     }
 }

@@ -53,9 +53,10 @@ pub enum Error {
         /// The job's state, lower case.
         state: &'static str,
     },
-    /// The queue is at its `max_depth`: the enqueue was refused (load shedding); try again
-    /// after `retry_after_ms`.
-    #[error("queue {queue:?} holds {depth} unfinished jobs, its max_depth is {max_depth}; retry in {retry_after_ms} ms")]
+    /// The queue is at its `max_depth` (or, with `max_depth` 0, the server at its memory
+    /// budget, `depth` then counting every job held): the enqueue was refused (load
+    /// shedding); try again after `retry_after_ms`.
+    #[error("{}", overloaded_message(queue, *depth, *max_depth, *retry_after_ms))]
     Overloaded {
         /// The queue.
         queue: String,
@@ -97,6 +98,19 @@ impl Error {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+fn overloaded_message(queue: &str, depth: u64, max_depth: u64, retry_after_ms: u64) -> String {
+    if max_depth == 0 {
+        format!(
+            "the server is at its memory budget ({depth} jobs held); retry in {retry_after_ms} ms"
+        )
+    } else {
+        format!(
+            "queue {queue:?} holds {depth} unfinished jobs, its max_depth is {max_depth}; \
+             retry in {retry_after_ms} ms"
+        )
     }
 }
 

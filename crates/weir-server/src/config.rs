@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// Longest long-poll wait a fetch may ask for, ms.
     pub max_wait_ms: u64,
+    /// Memory budget for the jobs held, bytes; enqueues past it get 429 (0: unlimited).
+    pub max_memory_bytes: u64,
     /// Replies at least this large are gzipped for clients that accept it.
     pub gzip_min_bytes: u16,
     /// On SIGTERM/SIGINT: how long in-flight requests may take to finish, ms.
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             max_payload_bytes: 1 << 20,
             max_batch: 10_000,
             max_wait_ms: 60_000,
+            max_memory_bytes: 0,
             gzip_min_bytes: 1024,
             shutdown_grace_ms: 10_000,
             log: "info,fjall=warn,lsm_tree=warn".to_string(),

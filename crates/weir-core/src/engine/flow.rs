@@ -616,6 +616,49 @@ mod tests {
         e.check_invariants().unwrap();
     }
 
+    #[test]
+    fn memory_budget_sheds_enqueues_until_retention_makes_room() {
+        use crate::{Ack, Error, Limits, NewJob, Payload, QueueConfig, Retention};
+        let limits = Limits {
+            max_memory_bytes: 10 * (super::super::JOB_OVERHEAD_BYTES + 1),
+            ..Limits::default()
+        };
+        let mut e = Engine::new(limits, 1);
+        let cfg = QueueConfig {
+            retention: Retention {
+                completed_max: 0,
+                ..Retention::default()
+            },
+            ..QueueConfig::default()
+        };
+        e.queue_config_set("q", cfg).unwrap();
+        let one = || NewJob::new("q", "k", Payload::parse("1").unwrap());
+        e.enqueue((0..10).map(|_| one()).collect(), 0).unwrap();
+        let before = e.len();
+        match e.enqueue(vec![one()], 0) {
+            Err(Error::Overloaded { max_depth: 0, .. }) => {}
+            other => panic!("expected the memory budget to refuse, got {other:?}"),
+        }
+        assert_eq!(e.len(), before, "a refused enqueue changes nothing");
+        let got = e.fetch(&["q"], 5, 0);
+        let acks = got
+            .iter()
+            .map(|f| Ack {
+                id: f.id,
+                lease_id: f.lease_id,
+                result: None,
+            })
+            .collect();
+        e.ack(acks, 0).unwrap();
+        assert!(
+            e.enqueue(vec![one()], 0).is_err(),
+            "completed jobs still held"
+        );
+        e.enforce_retention(0, 100);
+        e.enqueue((0..5).map(|_| one()).collect(), 0).unwrap();
+        e.check_invariants().unwrap();
+    }
+
     /// Regression: the rate window kept every call and counted them on each call, which
     /// made each ack O(calls in the window) and cut throughput by 4× under a breaker.
     #[test]

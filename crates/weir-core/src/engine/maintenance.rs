@@ -103,6 +103,9 @@ impl Engine {
         self.unplace(id);
         self.queues[q].counts[state as usize] -= 1;
         if let Some(s) = self.jobs.swap_remove(&id) {
+            self.held_bytes = self
+                .held_bytes
+                .saturating_sub(super::JOB_OVERHEAD_BYTES + s.payload.len() as u64);
             if let Some(k) = s.extra.and_then(|e| e.unique_key) {
                 let key = (q as u32, k);
                 if self.unique.get(&key) == Some(&id) {

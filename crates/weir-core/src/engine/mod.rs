@@ -185,7 +185,13 @@ pub struct Engine {
     pub(crate) throttled: BTreeSet<(u64, u32, Arc<str>)>,
     /// Size of `group_tats` after its last pruning.
     group_tats_pruned: usize,
+    /// Estimated bytes of the jobs held, for [`Limits::max_memory_bytes`].
+    pub(crate) held_bytes: u64,
 }
+
+/// Memory a job costs beyond its payload, for the memory budget: the measured figure of
+/// `BENCHMARKS.md` (≈ 300 B per waiting job) rounded up.
+pub(crate) const JOB_OVERHEAD_BYTES: u64 = 320;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -221,6 +227,7 @@ impl Engine {
             group_tats: FxHashMap::default(),
             throttled: BTreeSet::new(),
             group_tats_pruned: 0,
+            held_bytes: 0,
         }
     }
 
@@ -357,6 +364,21 @@ impl Engine {
         }
         for &(q, n) in &per_queue {
             self.check_depth(q, n, now)?;
+        }
+        let budget = self.limits.max_memory_bytes;
+        if budget > 0 {
+            let adding: u64 = jobs
+                .iter()
+                .map(|j| JOB_OVERHEAD_BYTES + j.payload.len() as u64)
+                .sum();
+            if self.held_bytes + adding > budget {
+                return Err(Error::Overloaded {
+                    queue: jobs.first().map(|j| j.queue.clone()).unwrap_or_default(),
+                    depth: self.jobs.len() as u64,
+                    max_depth: 0,
+                    retry_after_ms: 5_000,
+                });
+            }
         }
         let mut ids = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -513,6 +535,7 @@ impl Engine {
         if let Some(key) = slot.extra.as_ref().and_then(|e| e.unique_key.clone()) {
             self.unique.insert((q, key), id);
         }
+        self.held_bytes += JOB_OVERHEAD_BYTES + slot.payload.len() as u64;
         self.jobs.insert(id, slot);
         self.queues[q as usize].counts[state as usize] += 1;
         if let Some(g) = group {

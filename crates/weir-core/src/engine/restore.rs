@@ -177,6 +177,7 @@ impl Engine {
             extra: (!is_plain).then(|| Box::new(extra)),
         };
         let unique = slot.extra.as_ref().and_then(|e| e.unique_key.clone());
+        self.held_bytes += super::JOB_OVERHEAD_BYTES + slot.payload.len() as u64;
         self.jobs.insert(id.0, slot);
         self.next_id = self.next_id.max(id.0 + 1);
         self.queues[q as usize].counts[state as usize] += 1;

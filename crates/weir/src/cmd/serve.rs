@@ -34,6 +34,7 @@ pub async fn run(a: ServeArgs) -> CmdResult {
     let limits = Limits {
         max_payload_bytes: config.max_payload_bytes,
         max_batch: config.max_batch,
+        max_memory_bytes: config.max_memory_bytes,
         ..Limits::default()
     };
     let addr = config
