@@ -58,6 +58,16 @@ pub struct RateLimitBody {
     pub burst: Option<u32>,
 }
 
+impl From<RateLimit> for RateLimitBody {
+    fn from(r: RateLimit) -> Self {
+        RateLimitBody {
+            limit: r.limit,
+            period_ms: r.period_ms,
+            burst: Some(r.burst),
+        }
+    }
+}
+
 fn second() -> u64 {
     1000
 }
@@ -113,6 +123,21 @@ fn is_true(b: &bool) -> bool {
 }
 
 impl BreakerBody {
+    /// A patch that only switches the breaker on (with the current or default settings)
+    /// or off.
+    pub fn switch(enabled: bool) -> Self {
+        BreakerBody {
+            enabled,
+            failure_rate: None,
+            window_ms: None,
+            min_calls: None,
+            consecutive_failures: None,
+            slow_call_ms: None,
+            cooldown_ms: None,
+            half_open_probes: None,
+        }
+    }
+
     /// Applies the named keys over `base` (the current breaker or the defaults).
     pub fn apply(&self, base: Option<BreakerConfig>) -> Option<BreakerConfig> {
         if !self.enabled {
@@ -179,16 +204,8 @@ impl From<&QueueConfig> for QueueConfigView {
             paused: c.paused,
             concurrency: c.concurrency,
             group_concurrency: c.group_concurrency,
-            rate_limit: c.rate_limit.map(|r| RateLimitBody {
-                limit: r.limit,
-                period_ms: r.period_ms,
-                burst: Some(r.burst),
-            }),
-            group_rate_limit: c.group_rate_limit.map(|r| RateLimitBody {
-                limit: r.limit,
-                period_ms: r.period_ms,
-                burst: Some(r.burst),
-            }),
+            rate_limit: c.rate_limit.map(Into::into),
+            group_rate_limit: c.group_rate_limit.map(Into::into),
             breaker: c.breaker.map(Into::into),
             max_depth: c.max_depth,
             weight: c.weight,
@@ -414,16 +431,7 @@ mod tests {
     /// (`enabled: false`) sent `{}`, which the server read as "enable with defaults".
     #[test]
     fn breaker_removal_survives_the_round_trip() {
-        let off = BreakerBody {
-            enabled: false,
-            failure_rate: None,
-            window_ms: None,
-            min_calls: None,
-            consecutive_failures: None,
-            slow_call_ms: None,
-            cooldown_ms: None,
-            half_open_probes: None,
-        };
+        let off = BreakerBody::switch(false);
         let text = serde_json::to_string(&off).unwrap();
         let back: BreakerBody = serde_json::from_str(&text).unwrap();
         assert!(!back.enabled, "{text}");

@@ -157,14 +157,11 @@ async fn breaker_stops_a_failing_queue_without_burning_attempts() {
     let c = server.client();
     let patch = QueueConfigPatch {
         breaker: Some(BreakerBody {
-            enabled: true,
             failure_rate: Some(0.0),
             consecutive_failures: Some(3),
             cooldown_ms: Some(600_000),
-            window_ms: None,
-            min_calls: None,
-            slow_call_ms: None,
             half_open_probes: Some(1),
+            ..BreakerBody::switch(true)
         }),
         ..Default::default()
     };

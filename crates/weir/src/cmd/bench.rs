@@ -119,16 +119,7 @@ async fn prepare(client: &Client, a: &BenchArgs) -> CmdResult {
             period_ms: 1000,
             burst: None,
         }),
-        breaker: Some(BreakerBody {
-            enabled: a.breaker,
-            failure_rate: None,
-            window_ms: None,
-            min_calls: None,
-            consecutive_failures: None,
-            slow_call_ms: None,
-            cooldown_ms: None,
-            half_open_probes: None,
-        }),
+        breaker: Some(BreakerBody::switch(a.breaker)),
         ..Default::default()
     };
     client.configure(queue, &patch).await?;
