@@ -157,6 +157,10 @@ fn one() -> usize {
 pub struct FetchReply {
     /// The leased jobs; empty when none arrived within `wait_ms`.
     pub jobs: Vec<FetchedJobView>,
+    /// When nothing was handed out because a rate limit or an open breaker holds ready work
+    /// back: in how many ms the next job may be handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token_in_ms: Option<u64>,
 }
 
 /// A job leased to a worker.

@@ -122,6 +122,9 @@ pub trait Store: Send + Sync + 'static {
     async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<JobId>>;
     /// Leases up to `max` ready jobs, waiting up to `wait_ms` for one to arrive.
     async fn job_fetch(&self, p: JobFetchParams) -> Result<Vec<FetchedJob>>;
+    /// When one of `queues`, holding ready work that a rate limit or breaker keeps back, may
+    /// next hand out a job (ms since the epoch), for a fetcher that got nothing.
+    async fn job_fetch_next_token(&self, queues: &[String]) -> Result<Option<u64>>;
     /// Extends a live lease; returns the new deadline.
     async fn job_heartbeat(&self, p: JobHeartbeatParams) -> Result<u64>;
     /// Completes jobs under live leases; durable before it returns.

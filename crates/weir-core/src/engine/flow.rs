@@ -405,6 +405,33 @@ impl Engine {
         })
     }
 
+    /// When one of `queues`, holding ready work that its rate limit or breaker keeps back,
+    /// may next hand out a job (ms since the epoch); `None` when nothing is held back that
+    /// way. What a fetcher that got nothing is told.
+    pub fn next_token_at(&self, queues: &[&str]) -> Option<u64> {
+        queues
+            .iter()
+            .filter_map(|n| self.find_queue(n))
+            .filter_map(|q| {
+                let qs = &self.queues[q as usize];
+                if qs.ready.is_empty() || qs.config.paused {
+                    return None;
+                }
+                let rate = qs
+                    .config
+                    .rate_limit
+                    .as_ref()
+                    .filter(|rl| qs.flow.rate_allowance(rl, self.now) == 0)
+                    .map(|rl| qs.flow.rate_due(rl));
+                let breaker = match qs.flow.breaker {
+                    Breaker::Open { until } => Some(until),
+                    _ => None,
+                };
+                rate.into_iter().chain(breaker).max()
+            })
+            .min()
+    }
+
     /// The earliest time a rate-limited or broken queue with ready work may hand out a job.
     pub(crate) fn flow_wakeup(&self) -> Option<u64> {
         self.queues

@@ -44,6 +44,7 @@ pub async fn fetch(
         ));
     }
     let shutdown = state.shutdown_token();
+    let names = req.queues.clone();
     let params = JobFetchParams {
         queues: req.queues,
         max: req.max,
@@ -57,8 +58,19 @@ pub async fn fetch(
         () = shutdown.cancelled() => Ok(Vec::new()),
     };
     let jobs = jobs?;
+    let next_token_in_ms = if jobs.is_empty() {
+        let now = state.store().clock().now_ms();
+        state
+            .store()
+            .job_fetch_next_token(&names)
+            .await?
+            .map(|at| at.saturating_sub(now))
+    } else {
+        None
+    };
     Ok(Json(FetchReply {
         jobs: jobs.into_iter().map(Into::into).collect(),
+        next_token_in_ms,
     }))
 }
 

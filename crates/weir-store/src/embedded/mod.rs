@@ -524,6 +524,11 @@ impl Store for EmbeddedStore {
         }
     }
 
+    async fn job_fetch_next_token(&self, queues: &[String]) -> Result<Option<u64>> {
+        let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+        Ok(self.read(|e, _| e.next_token_at(&names)))
+    }
+
     async fn job_heartbeat(&self, p: JobHeartbeatParams) -> Result<u64> {
         Ok(self
             .apply(false, |e, now| {
