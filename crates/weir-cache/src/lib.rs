@@ -1,0 +1,762 @@
+//! Weir's tiered cache: L1 memory, L2 local disk, L3 Redis shared by every instance.
+//!
+//! Reads try the tiers fastest first and copy what they find into the faster tiers
+//! (promotion), never extending an entry's expiry. Writes go to every tier. Each tier is
+//! bounded in bytes and caps the time it holds an entry.
+//!
+//! Invalidation comes in three kinds, each reaching every tier and, through Redis, every
+//! instance (see `bus.rs` for how a missed message is bounded):
+//! - **tags**: invalidating a tag removes every entry carrying it;
+//! - **dependencies**: an entry may depend on other keys of its namespace; invalidating a
+//!   key removes its dependents, transitively (each once, so cycles end);
+//! - **versions**: bumping a namespace retires all its entries at once, without a scan:
+//!   an entry remembers the version it was written under and is refused once it differs.
+//!
+//! [`Cache::get_or_compute`] runs one computation per key however many callers miss at
+//! once (single flight); the others wait for its result, or its error.
+//!
+//! A failing tier is never the caller's error: disk I/O errors and Redis outages are
+//! logged, counted and skipped; Redis is reconnected in the background.
+//!
+//! # Layout
+//! - [`config`]: settings and naming rules; [`error`]: refusals.
+//! - [`entry`]: an entry and its byte format.
+//! - `memory`: L1 on moka; [`disk`]: L2 files; `remote`: L3 Redis; `bus`: invalidation
+//!   events across instances and reconnects.
+//! - `index`: local tag and dependency index; [`stats`]: counters.
+
+pub mod config;
+pub mod disk;
+pub mod entry;
+pub mod error;
+pub mod stats;
+
+mod bus;
+mod index;
+mod memory;
+mod remote;
+
+pub use config::CacheConfig;
+pub use disk::{Disk, PruneReport};
+pub use entry::{Entry, Meta};
+pub use error::CacheError;
+pub use stats::{CacheStats, Tier, TierStats};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use index::Index;
+use memory::{full_key, split_key, Memory};
+use parking_lot::{Mutex, RwLock};
+use remote::{Pending, Remote};
+use stats::{add, bump, Counters};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use weir_core::clock::{Clock, SystemClock};
+
+/// How an entry is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// Time to live, ms (None: the configured default).
+    pub ttl_ms: Option<u64>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Keys of the same namespace this entry depends on.
+    pub deps: Vec<String>,
+}
+
+/// A read that found its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The value.
+    pub value: Bytes,
+    /// The tier that had it.
+    pub tier: Tier,
+    /// When it expires, ms since the epoch.
+    pub expires_ms: u64,
+}
+
+type Flight = Shared<BoxFuture<'static, Result<Bytes, CacheError>>>;
+
+/// The cache. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Cache(Arc<Inner>);
+
+pub(crate) struct Inner {
+    config: CacheConfig,
+    clock: Arc<dyn Clock>,
+    memory: Option<Memory>,
+    disk: Option<Disk>,
+    remote: Option<Arc<Remote>>,
+    index: Arc<Mutex<Index>>,
+    versions: RwLock<HashMap<String, u64>>,
+    flights: Mutex<HashMap<String, Flight>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("memory", &self.0.memory.is_some())
+            .field("disk", &self.0.disk.is_some())
+            .field("redis", &self.0.remote.is_some())
+            .finish()
+    }
+}
+
+/// Why the cache could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] CacheError),
+    /// The disk folder could not be opened.
+    #[error("cache folder {path}: {source}")]
+    Disk {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The Redis URL could not be parsed.
+    #[error("{0}")]
+    Redis(String),
+}
+
+impl Cache {
+    /// Opens the cache with the system clock. Must run inside a Tokio runtime when Redis
+    /// is configured (its supervisor is spawned here). Redis being down is not an error:
+    /// the tier joins when it answers.
+    pub async fn open(config: CacheConfig) -> Result<Cache, OpenError> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Opens the cache reading time from `clock` (tests move time by hand).
+    pub async fn open_with_clock(
+        config: CacheConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Cache, OpenError> {
+        config.validate()?;
+        let counters = Arc::new(Counters::default());
+        let index = Arc::new(Mutex::new(Index::default()));
+        let disk = match (config.disk_max_bytes, config.disk_dir()) {
+            (0, _) | (_, None) => None,
+            (max, Some(dir)) => {
+                let (cap, now) = (config.disk_ttl_cap_ms, clock.now_ms());
+                let path = dir.display().to_string();
+                let opened = tokio::task::spawn_blocking(move || Disk::open(&dir, max, cap, now))
+                    .await
+                    .map_err(|e| OpenError::Disk {
+                        path: path.clone(),
+                        source: std::io::Error::other(e),
+                    })?
+                    .map_err(|source| OpenError::Disk { path, source })?;
+                Some(opened)
+            }
+        };
+        let memory = (config.memory_max_bytes > 0).then(|| {
+            let (ix, disk_on) = (Arc::downgrade(&index), disk.is_some());
+            Memory::new(
+                config.memory_max_bytes,
+                config.memory_ttl_cap_ms,
+                counters.clone(),
+                move |full| {
+                    // With a disk tier, the entry is still there and keeps its index entry.
+                    if disk_on {
+                        return;
+                    }
+                    if let (Some(ix), Some((ns, key))) = (ix.upgrade(), split_key(full)) {
+                        ix.lock().remove(ns, key);
+                    }
+                },
+            )
+        });
+        let mut versions = HashMap::new();
+        if let Some(d) = &disk {
+            versions = d.versions();
+            let mut ix = index.lock();
+            for m in d.metas() {
+                ix.insert(&m);
+            }
+        }
+        let remote = match &config.redis_url {
+            None => None,
+            Some(url) => Some(Arc::new(
+                Remote::new(
+                    url,
+                    &config.redis_prefix,
+                    config.redis_ttl_cap_ms,
+                    config.redis_timeout_ms,
+                )
+                .map_err(OpenError::Redis)?,
+            )),
+        };
+        let inner = Arc::new(Inner {
+            config,
+            clock,
+            memory,
+            disk,
+            remote: remote.clone(),
+            index,
+            versions: RwLock::new(versions),
+            flights: Mutex::new(HashMap::new()),
+            counters,
+        });
+        if let Some(r) = remote {
+            tokio::spawn(bus::supervise(Arc::downgrade(&inner), r));
+        }
+        Ok(Cache(inner))
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CacheConfig {
+        &self.0.config
+    }
+
+    fn check_key(&self, ns: &str, key: &str) -> Result<(), CacheError> {
+        self.0.config.check_namespace(ns)?;
+        config::check_key("key", key)
+    }
+
+    /// The entry for `key` in `ns`, from the fastest tier holding it.
+    pub async fn get(&self, ns: &str, key: &str) -> Result<Option<Hit>, CacheError> {
+        self.check_key(ns, key)?;
+        Ok(self.0.lookup(ns, key).await)
+    }
+
+    /// Writes `value` under `key` in every tier.
+    pub async fn set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        opts: &SetOptions,
+    ) -> Result<(), CacheError> {
+        let entry = self.entry(ns, key, value, opts)?;
+        self.0.store(Arc::new(entry)).await;
+        Ok(())
+    }
+
+    /// Checks a write and builds its entry.
+    fn entry(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        opts: &SetOptions,
+    ) -> Result<Entry, CacheError> {
+        let c = &self.0.config;
+        self.check_key(ns, key)?;
+        if value.len() > c.max_value_bytes {
+            return Err(CacheError::TooLarge {
+                size: value.len(),
+                max: c.max_value_bytes,
+            });
+        }
+        check_names("tag", &opts.tags, config::MAX_TAGS)?;
+        check_names("dep", &opts.deps, config::MAX_DEPS)?;
+        let ttl = c.ttl(opts.ttl_ms)?;
+        let now = self.0.clock.now_ms();
+        Ok(Entry {
+            value,
+            meta: Meta {
+                ns: ns.to_string(),
+                key: key.to_string(),
+                created_ms: now,
+                expires_ms: now.saturating_add(ttl),
+                version: self.0.version(ns),
+                tags: dedup(&opts.tags),
+                deps: dedup(&opts.deps),
+            },
+        })
+    }
+
+    /// Removes `key` and, transitively, what depends on it, from every tier and instance.
+    /// Returns how many entries were removed.
+    pub async fn delete(&self, ns: &str, key: &str) -> Result<u64, CacheError> {
+        self.invalidate(ns, &[key.to_string()], &[]).await
+    }
+
+    /// Removes `keys`, every entry carrying one of `tags`, and, transitively, every entry
+    /// depending on a removed key, from every tier and (through Redis) every instance.
+    /// Returns how many entries were removed here and in Redis (each key once).
+    pub async fn invalidate(
+        &self,
+        ns: &str,
+        keys: &[String],
+        tags: &[String],
+    ) -> Result<u64, CacheError> {
+        self.0.config.check_namespace(ns)?;
+        for k in keys {
+            config::check_key("key", k)?;
+        }
+        for t in tags {
+            config::check_key("tag", t)?;
+        }
+        let inner = &self.0;
+        let version = inner.version(ns);
+        let mut removed: HashSet<String> = HashSet::new();
+        let mut reach: Vec<String> = keys.to_vec();
+        if let Some(r) = &inner.remote {
+            let mut done = false;
+            if r.is_up() {
+                match r.invalidate(ns, version, keys, tags).await {
+                    Ok(inv) => {
+                        add(
+                            &inner.counters.tier(Tier::Redis).invalidations,
+                            inv.removed.len() as u64,
+                        );
+                        removed.extend(inv.removed);
+                        reach.extend(inv.closure);
+                        done = true;
+                    }
+                    Err(e) => inner.redis_failed(r, &e),
+                }
+            }
+            if !done {
+                r.defer(Pending::Invalidate {
+                    ns: ns.to_string(),
+                    version,
+                    keys: keys.to_vec(),
+                    tags: tags.to_vec(),
+                });
+            }
+        }
+        let me = self.0.clone();
+        let (ns2, tags2) = (ns.to_string(), tags.to_vec());
+        let local = tokio::task::spawn_blocking(move || me.invalidate_local_sync(&ns2, &reach, &tags2))
+            .await
+            .unwrap_or_default();
+        removed.extend(local);
+        Ok(removed.len() as u64)
+    }
+
+    /// Retires every entry of `ns` in every tier and instance at once; returns the new
+    /// version.
+    pub async fn bump(&self, ns: &str) -> Result<u64, CacheError> {
+        self.0.config.check_namespace(ns)?;
+        let inner = &self.0;
+        let next = inner.version(ns) + 1;
+        let mut v = next;
+        if let Some(r) = &inner.remote {
+            let mut done = false;
+            if r.is_up() {
+                match r.bump(ns, next).await {
+                    Ok(got) => {
+                        v = got;
+                        done = true;
+                    }
+                    Err(e) => inner.redis_failed(r, &e),
+                }
+            }
+            if !done {
+                r.defer(Pending::Bump {
+                    ns: ns.to_string(),
+                    at_least: next,
+                });
+            }
+        }
+        inner.adopt_version(ns, v);
+        Ok(v)
+    }
+
+    /// The namespace's current version.
+    pub fn version(&self, ns: &str) -> u64 {
+        self.0.version(ns)
+    }
+
+    /// The entry for `key`, or the result of `compute` (stored with `opts`). Concurrent
+    /// callers that miss the same key share one computation: one runs it, the others wait
+    /// for its value or its error. A caller that gives up does not cancel it for the rest.
+    pub async fn get_or_compute<F, Fut>(
+        &self,
+        ns: &str,
+        key: &str,
+        opts: SetOptions,
+        compute: F,
+    ) -> Result<Bytes, CacheError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = anyhow::Result<Bytes>> + Send + 'static,
+    {
+        if let Some(hit) = self.get(ns, key).await? {
+            return Ok(hit.value);
+        }
+        // Checked before the computation runs, so a bad option is the caller's error, not
+        // a value that silently never gets cached.
+        self.entry(ns, key, Bytes::new(), &opts)?;
+        let full = full_key(ns, key);
+        let flight = {
+            let mut flights = self.0.flights.lock();
+            if let Some(f) = flights.get(&full) {
+                bump(&self.0.counters.coalesced);
+                f.clone()
+            } else {
+                // A flight that finished just now wrote L1 before leaving the map.
+                if let Some(v) = self.0.memory_value(ns, key) {
+                    return Ok(v);
+                }
+                let fut = compute();
+                let cache = self.clone();
+                let (ns, key, full2) = (ns.to_string(), key.to_string(), full.clone());
+                let f = async move {
+                    bump(&cache.0.counters.computations);
+                    let r = fut.await.map_err(|e| CacheError::Compute(Arc::new(e)));
+                    if let Ok(v) = &r {
+                        if let Err(e) = cache.set(&ns, &key, v.clone(), &opts).await {
+                            tracing::debug!(error = %e, "computed value not cached");
+                        }
+                    }
+                    cache.0.flights.lock().remove(&full2);
+                    r
+                }
+                .boxed()
+                .shared();
+                flights.insert(full, f.clone());
+                f
+            }
+        };
+        flight.await
+    }
+
+    /// Prunes the disk tier: expired and retired files, files unused for `older_than_ms`,
+    /// then least recently used files down to `max_bytes`. None without a disk tier.
+    pub async fn prune(
+        &self,
+        max_bytes: Option<u64>,
+        older_than_ms: Option<u64>,
+    ) -> Option<PruneReport> {
+        let me = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let disk = me.disk.as_ref()?;
+            let (report, gone) = disk.prune(max_bytes, older_than_ms, me.clock.now_ms());
+            me.forget(&gone);
+            add(&me.counters.tier(Tier::Disk).evictions, report.files);
+            Some(report)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The figures of every tier.
+    pub fn stats(&self) -> CacheStats {
+        let inner = &self.0;
+        let c = &inner.counters;
+        let mut memory = TierStats::from_counters(c.tier(Tier::Memory), inner.memory.is_some());
+        if let Some(m) = &inner.memory {
+            let (b, n) = m.usage();
+            memory.bytes = Some(b);
+            memory.entries = Some(n);
+        }
+        let mut disk = TierStats::from_counters(c.tier(Tier::Disk), inner.disk.is_some());
+        if let Some(d) = &inner.disk {
+            let (b, n) = d.usage();
+            disk.bytes = Some(b);
+            disk.entries = Some(n);
+        }
+        let redis = TierStats::from_counters(c.tier(Tier::Redis), inner.remote.is_some());
+        use std::sync::atomic::Ordering::Relaxed;
+        CacheStats {
+            memory,
+            disk,
+            redis,
+            redis_up: inner.remote.as_ref().is_some_and(|r| r.is_up()),
+            redis_outages: inner
+                .remote
+                .as_ref()
+                .map_or(0, |r| r.outages.load(Relaxed)),
+            coalesced: c.coalesced.load(Relaxed),
+            computations: c.computations.load(Relaxed),
+            resyncs: c.resyncs.load(Relaxed),
+        }
+    }
+
+    /// Whether Redis is configured and answering.
+    pub fn redis_up(&self) -> bool {
+        self.0.remote.as_ref().is_some_and(|r| r.is_up())
+    }
+
+    /// What one tier holds for `key`, valid or not, without promoting or counting: for
+    /// inspection (`weir cache get --tier`) and tests.
+    pub async fn peek(&self, tier: Tier, ns: &str, key: &str) -> Option<Entry> {
+        let inner = &self.0;
+        match tier {
+            Tier::Memory => inner
+                .memory
+                .as_ref()?
+                .get(&full_key(ns, key))
+                .map(|i| (*i.entry).clone()),
+            Tier::Disk => {
+                let me = inner.clone();
+                let (ns, key) = (ns.to_string(), key.to_string());
+                tokio::task::spawn_blocking(move || {
+                    let v = me.version(&ns);
+                    me.disk.as_ref()?.get(&ns, &key, v, me.clock.now_ms())
+                })
+                .await
+                .ok()
+                .flatten()
+            }
+            Tier::Redis => {
+                let r = inner.remote.as_ref()?;
+                r.get(ns, inner.version(ns), key).await.ok().flatten()
+            }
+        }
+    }
+}
+
+fn check_names(what: &'static str, names: &[String], max: usize) -> Result<(), CacheError> {
+    if names.len() > max {
+        return Err(CacheError::invalid(
+            what,
+            format!("{} given, at most {max} allowed", names.len()),
+        ));
+    }
+    names.iter().try_for_each(|n| config::check_key(what, n))
+}
+
+fn dedup(names: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    names
+        .iter()
+        .filter(|n| seen.insert(n.as_str()))
+        .cloned()
+        .collect()
+}
+
+impl Inner {
+    fn version(&self, ns: &str) -> u64 {
+        self.versions.read().get(ns).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn versions_snapshot(&self) -> HashMap<String, u64> {
+        self.versions.read().clone()
+    }
+
+    /// Takes `v` as `ns`'s version if it is newer; saved on disk so a restart keeps it.
+    pub(crate) fn adopt_version(&self, ns: &str, v: u64) {
+        {
+            let mut vs = self.versions.write();
+            let cur = vs.entry(ns.to_string()).or_insert(0);
+            if *cur >= v {
+                return;
+            }
+            *cur = v;
+        }
+        if let Some(d) = &self.disk {
+            if let Err(e) = d.set_version(ns, v) {
+                bump(&self.counters.tier(Tier::Disk).errors);
+                tracing::warn!(error = %e, "could not save a namespace version on disk");
+            }
+        }
+    }
+
+    fn redis_failed(&self, r: &Remote, err: &str) {
+        bump(&self.counters.tier(Tier::Redis).errors);
+        r.mark_down(err);
+    }
+
+    fn memory_value(&self, ns: &str, key: &str) -> Option<Bytes> {
+        let item = self.memory.as_ref()?.get(&full_key(ns, key))?;
+        let fresh = item.until_ms > self.clock.now_ms() && item.entry.meta.version == self.version(ns);
+        fresh.then(|| item.entry.value.clone())
+    }
+
+    async fn lookup(self: &Arc<Self>, ns: &str, key: &str) -> Option<Hit> {
+        let now = self.clock.now_ms();
+        let version = self.version(ns);
+        let c = &self.counters;
+        let full = full_key(ns, key);
+        if let Some(m) = &self.memory {
+            if let Some(item) = m.get(&full) {
+                if item.until_ms > now && item.entry.meta.version == version {
+                    bump(&c.tier(Tier::Memory).hits);
+                    return Some(Hit {
+                        value: item.entry.value.clone(),
+                        tier: Tier::Memory,
+                        expires_ms: item.entry.meta.expires_ms,
+                    });
+                }
+                m.remove(&full);
+            }
+            bump(&c.tier(Tier::Memory).misses);
+        }
+        if self.disk.is_some() {
+            let me = self.clone();
+            let (ns2, key2) = (ns.to_string(), key.to_string());
+            let found = tokio::task::spawn_blocking(move || {
+                me.disk.as_ref()?.get(&ns2, &key2, version, now)
+            })
+            .await
+            .ok()
+            .flatten();
+            match found {
+                Some(e) => {
+                    bump(&c.tier(Tier::Disk).hits);
+                    let e = Arc::new(e);
+                    if let Some(m) = &self.memory {
+                        m.insert(full, e.clone(), now);
+                        bump(&c.tier(Tier::Memory).writes);
+                    }
+                    return Some(Hit {
+                        value: e.value.clone(),
+                        tier: Tier::Disk,
+                        expires_ms: e.meta.expires_ms,
+                    });
+                }
+                None => bump(&c.tier(Tier::Disk).misses),
+            }
+        }
+        let r = self.remote.as_ref().filter(|r| r.is_up())?;
+        match r.get(ns, version, key).await {
+            Ok(Some(e))
+                if e.meta.ns == ns
+                    && e.meta.key == key
+                    && e.meta.version == version
+                    && e.meta.expires_ms > now =>
+            {
+                bump(&c.tier(Tier::Redis).hits);
+                let hit = Hit {
+                    value: e.value.clone(),
+                    tier: Tier::Redis,
+                    expires_ms: e.meta.expires_ms,
+                };
+                // Promotion keeps the entry's own expiry: only the tiers' caps shorten it.
+                self.clone().store_local(Arc::new(e), now, false).await;
+                Some(hit)
+            }
+            Ok(_) => {
+                bump(&c.tier(Tier::Redis).misses);
+                None
+            }
+            Err(e) => {
+                self.redis_failed(r, &e);
+                None
+            }
+        }
+    }
+
+    /// Writes `entry` to every tier.
+    async fn store(self: &Arc<Self>, entry: Arc<Entry>) {
+        let now = self.clock.now_ms();
+        self.clone().store_local(entry.clone(), now, true).await;
+        if let Some(r) = self.remote.as_ref().filter(|r| r.is_up()) {
+            match r.set(&entry, now).await {
+                Ok(()) => bump(&self.counters.tier(Tier::Redis).writes),
+                Err(e) => self.redis_failed(r, &e),
+            }
+        }
+    }
+
+    /// Writes `entry` to memory and disk and indexes it. `wait_for_disk`: a caller's own
+    /// write waits for the file (so it survives a restart once acknowledged); a promotion
+    /// does not.
+    async fn store_local(self: Arc<Self>, entry: Arc<Entry>, now: u64, wait_for_disk: bool) {
+        let c = &self.counters;
+        self.index.lock().insert(&entry.meta);
+        if let Some(m) = &self.memory {
+            m.insert(full_key(&entry.meta.ns, &entry.meta.key), entry.clone(), now);
+            bump(&c.tier(Tier::Memory).writes);
+        }
+        if self.disk.is_none() {
+            return;
+        }
+        let me = self.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            let Some(disk) = &me.disk else { return };
+            match disk.put(&entry, now) {
+                Ok(evicted) => {
+                    bump(&me.counters.tier(Tier::Disk).writes);
+                    add(
+                        &me.counters.tier(Tier::Disk).evictions,
+                        evicted.len() as u64,
+                    );
+                    me.forget(&evicted);
+                }
+                Err(e) => {
+                    bump(&me.counters.tier(Tier::Disk).errors);
+                    tracing::warn!(error = %e, "cache disk write failed; entry kept in memory only");
+                }
+            }
+        });
+        if wait_for_disk {
+            let _ = write.await;
+        }
+    }
+
+    /// Drops entries the disk tier let go of from memory and the index, keeping memory a
+    /// subset of disk (so the index, kept for disk entries, covers memory too).
+    fn forget(&self, gone: &[Meta]) {
+        for m in gone {
+            if let Some(mem) = &self.memory {
+                mem.remove(&full_key(&m.ns, &m.key));
+            }
+            self.index.lock().remove(&m.ns, &m.key);
+        }
+    }
+
+    /// Removes from memory and disk every key an invalidation of `keys` and `tags`
+    /// reaches through the local index; returns the keys that were held.
+    pub(crate) fn invalidate_local_sync(
+        &self,
+        ns: &str,
+        keys: &[String],
+        tags: &[String],
+    ) -> Vec<String> {
+        let closure = self.index.lock().closure(ns, keys, tags);
+        let c = &self.counters;
+        let mut removed = Vec::new();
+        for k in closure {
+            let in_memory = self
+                .memory
+                .as_ref()
+                .is_some_and(|m| m.remove(&full_key(ns, &k)));
+            let on_disk = self.disk.as_ref().is_some_and(|d| d.remove(ns, &k));
+            self.index.lock().remove(ns, &k);
+            if in_memory {
+                bump(&c.tier(Tier::Memory).invalidations);
+            }
+            if on_disk {
+                bump(&c.tier(Tier::Disk).invalidations);
+            }
+            if in_memory || on_disk {
+                removed.push(k);
+            }
+        }
+        removed
+    }
+
+    /// Drops every local entry at once (invalidations may have been missed).
+    pub(crate) fn retire_local(&self, why: &str) {
+        tracing::warn!(reason = why, "retiring the local cache tiers");
+        bump(&self.counters.resyncs);
+        if let Some(m) = &self.memory {
+            m.clear();
+        }
+        if let Some(d) = &self.disk {
+            if let Err(e) = d.retire_all() {
+                bump(&self.counters.tier(Tier::Disk).errors);
+                tracing::warn!(error = %e, "could not retire the disk tier");
+            }
+        }
+        self.index.lock().clear();
+    }
+
+    pub(crate) fn has_local_entries(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.usage().1 > 0)
+    }
+
+    pub(crate) fn saved_bus_seq(&self) -> Option<u64> {
+        self.disk.as_ref().and_then(Disk::bus_seq)
+    }
+
+    pub(crate) fn save_bus_seq(&self, seq: u64) {
+        if let Some(d) = &self.disk {
+            if let Err(e) = d.set_bus_seq(seq) {
+                tracing::debug!(error = %e, "could not save the bus position");
+            }
+        }
+    }
+}
