@@ -87,6 +87,7 @@ fn parse(id: String, map: &HashMap<String, Value>) -> Option<Event> {
 
 /// Where this instance is in the stream.
 struct Cursor {
+    dataset: Option<String>,
     id: Option<String>,
     seq: Option<u64>,
     saved_at: Instant,
@@ -95,9 +96,11 @@ struct Cursor {
 /// Runs until the cache is dropped: connects, catches up, reads events; on any failure
 /// marks the tier down and starts over every [`RETRY`].
 pub(crate) async fn supervise(weak: Weak<Inner>, remote: Arc<Remote>) {
+    let saved = weak.upgrade().and_then(|i| i.saved_bus_position());
     let mut cursor = Cursor {
+        dataset: saved.as_ref().map(|s| s.0.clone()),
         id: None,
-        seq: weak.upgrade().and_then(|i| i.saved_bus_seq()),
+        seq: saved.map(|s| s.1),
         saved_at: Instant::now(),
     };
     let mut warned = false;
@@ -134,8 +137,15 @@ async fn connect_and_catch_up(
 ) -> Result<redis::aio::MultiplexedConnection, String> {
     let mut cmd = remote.connect(None).await?;
     let bus = remote.connect(Some(BLOCK)).await?;
-    let complete = remote.replay(&mut cmd).await?;
     let inner = weak.upgrade().ok_or("cache dropped")?;
+    let dataset = remote.dataset(&mut cmd).await?;
+    if cursor.dataset.as_ref().is_some_and(|d| *d != dataset) {
+        inner.retire_local("Redis lost its data (restarted empty or flushed)");
+        cursor.id = None;
+        cursor.seq = None;
+    }
+    cursor.dataset = Some(dataset);
+    let complete = remote.replay(&mut cmd).await?;
     if !complete {
         inner.retire_local("too many invalidations were made while Redis was down");
     }
@@ -169,12 +179,14 @@ async fn connect_and_catch_up(
     match cursor.seq {
         None => {
             if inner.has_local_entries() {
-                inner.retire_local("disk entries from before a start with no record of missed invalidations");
+                inner.retire_local(
+                    "disk entries from before a start with no record of missed invalidations",
+                );
             }
             jump(cursor, &inner, tail_id, cur);
         }
         Some(s) if cur < s => {
-            inner.retire_local("Redis lost its data (the invalidation sequence went backwards)");
+            inner.retire_local("the invalidation sequence went backwards");
             jump(cursor, &inner, tail_id, cur);
         }
         Some(s) if cur == s => {
@@ -184,7 +196,9 @@ async fn connect_and_catch_up(
         }
         Some(s) => {
             if head_seq.is_none_or(|h| h > s + 1) {
-                inner.retire_local("invalidations were trimmed from the stream before this instance read them");
+                inner.retire_local(
+                    "invalidations were trimmed from the stream before this instance read them",
+                );
                 jump(cursor, &inner, tail_id, cur);
             } else if cursor.id.is_none() {
                 cursor.id = Some("0-0".to_string());
@@ -198,7 +212,13 @@ async fn connect_and_catch_up(
 fn jump(cursor: &mut Cursor, inner: &Inner, tail_id: String, seq: u64) {
     cursor.id = Some(tail_id);
     cursor.seq = Some(seq);
-    inner.save_bus_seq(seq);
+    save(cursor, inner);
+}
+
+fn save(cursor: &mut Cursor, inner: &Inner) {
+    if let (Some(d), Some(s)) = (&cursor.dataset, cursor.seq) {
+        inner.save_bus_position(d, s);
+    }
     cursor.saved_at = Instant::now();
 }
 
@@ -219,7 +239,9 @@ impl StreamRange {
         self.0.first().map(|e| e.0.clone())
     }
     fn first_seq(&self) -> Option<u64> {
-        self.0.first().and_then(|e| field(&e.1, "seq")?.parse().ok())
+        self.0
+            .first()
+            .and_then(|e| field(&e.1, "seq")?.parse().ok())
     }
 }
 
@@ -261,10 +283,7 @@ async fn read_events(
             }
         }
         if cursor.saved_at.elapsed() >= Duration::from_secs(1) {
-            if let Some(s) = cursor.seq {
-                inner.save_bus_seq(s);
-            }
-            cursor.saved_at = Instant::now();
+            save(cursor, &inner);
         }
     }
 }

@@ -85,10 +85,7 @@ impl CacheConfig {
             ));
         }
         if self.max_value_bytes == 0 {
-            return Err(CacheError::invalid(
-                "max_value_bytes",
-                "must be at least 1",
-            ));
+            return Err(CacheError::invalid("max_value_bytes", "must be at least 1"));
         }
         if let Some(url) = &self.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {

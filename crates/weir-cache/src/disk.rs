@@ -39,6 +39,9 @@ pub struct DiskState {
     /// resume after a restart, so files kept across it are not stale.
     #[serde(default)]
     pub bus_seq: Option<u64>,
+    /// The Redis dataset that sequence belongs to (see `bus.rs`).
+    #[serde(default)]
+    pub bus_dataset: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -231,19 +234,21 @@ impl Disk {
         self.save_state(&snapshot)
     }
 
-    /// The last bus event applied, as saved.
-    pub fn bus_seq(&self) -> Option<u64> {
-        self.state.lock().bus_seq
+    /// The Redis dataset and the last bus event applied from it, as saved.
+    pub fn bus_position(&self) -> Option<(String, u64)> {
+        let st = self.state.lock();
+        Some((st.bus_dataset.clone()?, st.bus_seq?))
     }
 
-    /// Saves the last bus event applied.
-    pub fn set_bus_seq(&self, seq: u64) -> std::io::Result<()> {
+    /// Saves the last bus event applied, and the dataset it came from.
+    pub fn set_bus_position(&self, dataset: &str, seq: u64) -> std::io::Result<()> {
         let snapshot = {
             let mut st = self.state.lock();
-            if st.bus_seq == Some(seq) {
+            if st.bus_seq == Some(seq) && st.bus_dataset.as_deref() == Some(dataset) {
                 return Ok(());
             }
             st.bus_seq = Some(seq);
+            st.bus_dataset = Some(dataset.to_string());
             st.clone()
         };
         self.save_state(&snapshot)
@@ -287,7 +292,10 @@ impl Disk {
             files.touch(&hash, now_ms);
             self.path_of(&hash)
         };
-        match std::fs::read(&path).ok().and_then(|b| Entry::decode(Bytes::from(b))) {
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|b| Entry::decode(Bytes::from(b)))
+        {
             Some(e) if e.meta.ns == ns && e.meta.key == key && e.meta.version == version => Some(e),
             _ => {
                 self.files.lock().take(&hash);

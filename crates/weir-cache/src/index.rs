@@ -131,7 +131,10 @@ mod tests {
         got.sort();
         assert_eq!(got, vec!["a", "b", "c"]);
         assert_eq!(ix.closure("n", &["x".into()], &[]), vec!["x"]);
-        assert_eq!(ix.closure("other", &[], &["t".into()]), Vec::<String>::new());
+        assert_eq!(
+            ix.closure("other", &[], &["t".into()]),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -325,9 +325,10 @@ impl Cache {
         }
         let me = self.0.clone();
         let (ns2, tags2) = (ns.to_string(), tags.to_vec());
-        let local = tokio::task::spawn_blocking(move || me.invalidate_local_sync(&ns2, &reach, &tags2))
-            .await
-            .unwrap_or_default();
+        let local =
+            tokio::task::spawn_blocking(move || me.invalidate_local_sync(&ns2, &reach, &tags2))
+                .await
+                .unwrap_or_default();
         removed.extend(local);
         Ok(removed.len() as u64)
     }
@@ -463,10 +464,7 @@ impl Cache {
             disk,
             redis,
             redis_up: inner.remote.as_ref().is_some_and(|r| r.is_up()),
-            redis_outages: inner
-                .remote
-                .as_ref()
-                .map_or(0, |r| r.outages.load(Relaxed)),
+            redis_outages: inner.remote.as_ref().map_or(0, |r| r.outages.load(Relaxed)),
             coalesced: c.coalesced.load(Relaxed),
             computations: c.computations.load(Relaxed),
             resyncs: c.resyncs.load(Relaxed),
@@ -560,7 +558,8 @@ impl Inner {
 
     fn memory_value(&self, ns: &str, key: &str) -> Option<Bytes> {
         let item = self.memory.as_ref()?.get(&full_key(ns, key))?;
-        let fresh = item.until_ms > self.clock.now_ms() && item.entry.meta.version == self.version(ns);
+        let fresh =
+            item.until_ms > self.clock.now_ms() && item.entry.meta.version == self.version(ns);
         fresh.then(|| item.entry.value.clone())
     }
 
@@ -624,7 +623,7 @@ impl Inner {
                     expires_ms: e.meta.expires_ms,
                 };
                 // Promotion keeps the entry's own expiry: only the tiers' caps shorten it.
-                self.clone().store_local(Arc::new(e), now, false).await;
+                self.clone().store_local(Arc::new(e), now, true).await;
                 Some(hit)
             }
             Ok(_) => {
@@ -650,14 +649,17 @@ impl Inner {
         }
     }
 
-    /// Writes `entry` to memory and disk and indexes it. `wait_for_disk`: a caller's own
-    /// write waits for the file (so it survives a restart once acknowledged); a promotion
-    /// does not.
+    /// Writes `entry` to memory and disk and indexes it. `wait_for_disk`: whether to wait
+    /// for the file (a caller's write does, so it survives a restart once acknowledged).
     async fn store_local(self: Arc<Self>, entry: Arc<Entry>, now: u64, wait_for_disk: bool) {
         let c = &self.counters;
         self.index.lock().insert(&entry.meta);
         if let Some(m) = &self.memory {
-            m.insert(full_key(&entry.meta.ns, &entry.meta.key), entry.clone(), now);
+            m.insert(
+                full_key(&entry.meta.ns, &entry.meta.key),
+                entry.clone(),
+                now,
+            );
             bump(&c.tier(Tier::Memory).writes);
         }
         if self.disk.is_none() {
@@ -748,13 +750,13 @@ impl Inner {
         self.disk.as_ref().is_some_and(|d| d.usage().1 > 0)
     }
 
-    pub(crate) fn saved_bus_seq(&self) -> Option<u64> {
-        self.disk.as_ref().and_then(Disk::bus_seq)
+    pub(crate) fn saved_bus_position(&self) -> Option<(String, u64)> {
+        self.disk.as_ref().and_then(Disk::bus_position)
     }
 
-    pub(crate) fn save_bus_seq(&self, seq: u64) {
+    pub(crate) fn save_bus_position(&self, dataset: &str, seq: u64) {
         if let Some(d) = &self.disk {
-            if let Err(e) = d.set_bus_seq(seq) {
+            if let Err(e) = d.set_bus_position(dataset, seq) {
                 tracing::debug!(error = %e, "could not save the bus position");
             }
         }

@@ -87,7 +87,10 @@ impl Memory {
 
     /// Holds `entry` until min(its expiry, now + the cap).
     pub fn insert(&self, full: String, entry: Arc<Entry>, now_ms: u64) {
-        let until_ms = entry.meta.expires_ms.min(now_ms.saturating_add(self.cap_ms));
+        let until_ms = entry
+            .meta
+            .expires_ms
+            .min(now_ms.saturating_add(self.cap_ms));
         if until_ms <= now_ms {
             return;
         }

@@ -178,7 +178,10 @@ impl Remote {
         let was_up = self.up.swap(false, Ordering::AcqRel);
         if was_up {
             self.outages.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = err, "redis cache tier down; serving from memory and disk");
+            tracing::warn!(
+                error = err,
+                "redis cache tier down; serving from memory and disk"
+            );
             self.wake.notify_one();
         }
         was_up
@@ -186,7 +189,10 @@ impl Remote {
 
     /// A fresh connection: `block` for one that runs blocking reads (no response deadline
     /// shorter than the block).
-    pub async fn connect(&self, block: Option<Duration>) -> Result<MultiplexedConnection, RedisFail> {
+    pub async fn connect(
+        &self,
+        block: Option<Duration>,
+    ) -> Result<MultiplexedConnection, RedisFail> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(match block {
@@ -378,6 +384,31 @@ impl Remote {
             }
             self.pending.lock().pop_front();
         }
+    }
+
+    /// The identity of the data Redis holds: a random name this deployment's first
+    /// instance stores and every later one reads. A different name than last time means
+    /// Redis lost its data (restarted without persistence, flushed, failed over to an
+    /// empty replica) and with it any record of invalidations.
+    pub async fn dataset(&self, c: &mut MultiplexedConnection) -> Result<String, RedisFail> {
+        let key = format!("{}dataset", self.prefix);
+        let mine = format!("{:016x}", fastrand::u64(..));
+        let (_, id): ((), String) = self
+            .run(
+                redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(&mine)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("GET")
+                    .arg(&key)
+                    .query_async::<(String,)>(c),
+            )
+            .await
+            .map(|(id,)| ((), id))?;
+        Ok(id)
     }
 
     /// Namespace versions as Redis has them, after raising any of `local` it holds lower.

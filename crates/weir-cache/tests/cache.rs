@@ -1,6 +1,8 @@
 //! The cache's rules, against real Redis on 127.0.0.1:6379 (each test under its own key
 //! prefix) and, for outages, a Redis of the test's own that it kills and restarts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -91,7 +93,9 @@ async fn in_tiers(c: &Cache, ns: &str, key: &str) -> Vec<Tier> {
 async fn ttl_expires_on_the_injected_clock_in_every_tier() {
     let s = Setup::new();
     let c = s.open(s.config(true)).await;
-    c.set("n", "k", b("v"), &opts(1_000, &[], &[])).await.unwrap();
+    c.set("n", "k", b("v"), &opts(1_000, &[], &[]))
+        .await
+        .unwrap();
     assert_eq!(in_tiers(&c, "n", "k").await, Tier::ALL.to_vec());
     s.clock.advance(999);
     let hit = c.get("n", "k").await.unwrap().expect("alive at 999 ms");
@@ -113,11 +117,21 @@ async fn tier_caps_shorten_and_promotion_never_extends() {
         ..s.config(true)
     };
     let c = s.open(config.clone()).await;
-    c.set("n", "k", b("v"), &opts(10_000, &[], &[])).await.unwrap();
+    c.set("n", "k", b("v"), &opts(10_000, &[], &[]))
+        .await
+        .unwrap();
     s.clock.advance(150);
     let hit = c.get("n", "k").await.unwrap().unwrap();
-    assert_eq!(hit.tier, Tier::Disk, "memory's 100 ms cap passed; disk still has it");
-    assert_eq!(hit.expires_ms, T0 + 10_000, "promotion keeps the entry's expiry");
+    assert_eq!(
+        hit.tier,
+        Tier::Disk,
+        "memory's 100 ms cap passed; disk still has it"
+    );
+    assert_eq!(
+        hit.expires_ms,
+        T0 + 10_000,
+        "promotion keeps the entry's expiry"
+    );
     let again = c.get("n", "k").await.unwrap().unwrap();
     assert_eq!(again.tier, Tier::Memory, "promoted");
     // From Redis into a fresh instance: promoted into its memory and disk, same expiry.
@@ -125,7 +139,10 @@ async fn tier_caps_shorten_and_promotion_never_extends() {
     let c2 = s.open(s.config_other(&other_dir)).await;
     let hit = c2.get("n", "k").await.unwrap().unwrap();
     assert_eq!((hit.tier, hit.expires_ms), (Tier::Redis, T0 + 10_000));
-    let e = c2.peek(Tier::Disk, "n", "k").await.expect("promoted to disk");
+    let e = c2
+        .peek(Tier::Disk, "n", "k")
+        .await
+        .expect("promoted to disk");
     assert_eq!(e.meta.expires_ms, T0 + 10_000);
     s.clock.advance(10_000);
     assert_eq!(c2.get("n", "k").await.unwrap(), None);
@@ -137,7 +154,9 @@ async fn a_tag_removes_every_entry_carrying_it_in_every_tier() {
     let s = Setup::new();
     let c = s.open(s.config(true)).await;
     let o = |tags: &[&str]| opts(60_000, tags, &[]);
-    c.set("n", "a", b("1"), &o(&["user:1", "feed"])).await.unwrap();
+    c.set("n", "a", b("1"), &o(&["user:1", "feed"]))
+        .await
+        .unwrap();
     c.set("n", "b", b("2"), &o(&["user:1"])).await.unwrap();
     c.set("n", "c", b("3"), &o(&["user:2"])).await.unwrap();
     c.set("other", "a", b("4"), &o(&["user:1"])).await.unwrap();
@@ -148,11 +167,19 @@ async fn a_tag_removes_every_entry_carrying_it_in_every_tier() {
         assert_eq!(c.get("n", k).await.unwrap(), None);
     }
     assert_eq!(in_tiers(&c, "n", "c").await, Tier::ALL.to_vec());
-    assert_eq!(in_tiers(&c, "other", "a").await, Tier::ALL.to_vec(), "namespaces apart");
+    assert_eq!(
+        in_tiers(&c, "other", "a").await,
+        Tier::ALL.to_vec(),
+        "namespaces apart"
+    );
     assert_eq!(c.invalidate("n", &[], &["user:1".into()]).await.unwrap(), 0);
     let st = c.stats();
     assert_eq!(
-        (st.memory.invalidations, st.disk.invalidations, st.redis.invalidations),
+        (
+            st.memory.invalidations,
+            st.disk.invalidations,
+            st.redis.invalidations
+        ),
         (2, 2, 2)
     );
 }
@@ -166,8 +193,12 @@ async fn invalidating_a_key_cascades_to_dependents_through_cycles() {
     c.set("n", "file", b("f"), &o(&[])).await.unwrap();
     c.set("n", "ast", b("a"), &o(&["file"])).await.unwrap();
     c.set("n", "index", b("i"), &o(&["ast"])).await.unwrap();
-    c.set("n", "report", b("r"), &o(&["index", "summary"])).await.unwrap();
-    c.set("n", "summary", b("s"), &o(&["report"])).await.unwrap();
+    c.set("n", "report", b("r"), &o(&["index", "summary"]))
+        .await
+        .unwrap();
+    c.set("n", "summary", b("s"), &o(&["report"]))
+        .await
+        .unwrap();
     c.set("n", "other", b("o"), &o(&[])).await.unwrap();
     let removed = c.delete("n", "ast").await.unwrap();
     assert_eq!(removed, 4, "ast, index, report, summary");
@@ -186,9 +217,11 @@ async fn invalidating_a_key_cascades_to_dependents_through_cycles() {
         assert_eq!(c2.get("n", k).await.unwrap().unwrap().tier, Tier::Redis);
     }
     assert_eq!(c.delete("n", "file").await.unwrap(), 3);
-    wait_until("dependents gone on the other instance", Duration::from_millis(500), || {
-        futures::executor::block_on(c2.peek(Tier::Memory, "n", "index")).is_none()
-    })
+    wait_until(
+        "dependents gone on the other instance",
+        Duration::from_millis(500),
+        || futures::executor::block_on(c2.peek(Tier::Memory, "n", "index")).is_none(),
+    )
     .await;
     for k in ["file", "ast", "index"] {
         assert_eq!(c2.get("n", k).await.unwrap(), None, "{k}");
@@ -202,14 +235,18 @@ async fn a_version_bump_retires_the_namespace_and_survives_restart() {
     for k in ["a", "b", "c"] {
         c.set("n", k, b(k), &opts(60_000, &[], &[])).await.unwrap();
     }
-    c.set("keep", "a", b("x"), &opts(60_000, &[], &[])).await.unwrap();
+    c.set("keep", "a", b("x"), &opts(60_000, &[], &[]))
+        .await
+        .unwrap();
     let v = c.bump("n").await.unwrap();
     assert!(v >= 1);
     for k in ["a", "b", "c"] {
         assert_eq!(c.get("n", k).await.unwrap(), None, "{k} retired");
     }
     assert!(c.get("keep", "a").await.unwrap().is_some());
-    c.set("n", "a", b("new"), &opts(60_000, &[], &[])).await.unwrap();
+    c.set("n", "a", b("new"), &opts(60_000, &[], &[]))
+        .await
+        .unwrap();
     drop(c);
     // Restart without Redis: the disk alone must still know the bump.
     let c = s.open(s.config(false)).await;
@@ -232,9 +269,14 @@ async fn the_disk_tier_survives_a_restart_and_prunes_to_size() {
     let c = s.open(config.clone()).await;
     let value = Bytes::from(vec![7u8; 1000]);
     for i in 0..40 {
-        c.set("n", &format!("k{i}"), value.clone(), &opts(60_000, &["t"], &[]))
-            .await
-            .unwrap();
+        c.set(
+            "n",
+            &format!("k{i}"),
+            value.clone(),
+            &opts(60_000, &["t"], &[]),
+        )
+        .await
+        .unwrap();
     }
     drop(c);
     let c = s.open(config.clone()).await;
@@ -250,16 +292,26 @@ async fn the_disk_tier_survives_a_restart_and_prunes_to_size() {
     assert!(report.bytes_left <= 12_000, "{report:?}");
     assert_eq!(report.files + report.files_left, 40);
     for i in 30..40 {
-        assert!(c.peek(Tier::Disk, "n", &format!("k{i}")).await.is_some(), "k{i} kept");
+        assert!(
+            c.peek(Tier::Disk, "n", &format!("k{i}")).await.is_some(),
+            "k{i} kept"
+        );
     }
-    assert!(c.peek(Tier::Disk, "n", "k0").await.is_none(), "least recently used went");
+    assert!(
+        c.peek(Tier::Disk, "n", "k0").await.is_none(),
+        "least recently used went"
+    );
     // The tag index was rebuilt from the files: a tag reaches restarted entries.
     let removed = c.invalidate("n", &[], &["t".into()]).await.unwrap();
     assert_eq!(removed, report.files_left);
     // Pruned by age.
-    c.set("n", "old", value.clone(), &opts(600_000, &[], &[])).await.unwrap();
+    c.set("n", "old", value.clone(), &opts(600_000, &[], &[]))
+        .await
+        .unwrap();
     s.clock.advance(120_000);
-    c.set("n", "new", value, &opts(600_000, &[], &[])).await.unwrap();
+    c.set("n", "new", value, &opts(600_000, &[], &[]))
+        .await
+        .unwrap();
     let report = c.prune(None, Some(60_000)).await.unwrap();
     assert_eq!((report.files, report.files_left), (1, 1));
 }
@@ -274,9 +326,14 @@ async fn the_disk_tier_stays_within_its_budget() {
     };
     let c = s.open(config).await;
     for i in 0..100 {
-        c.set("n", &format!("k{i}"), Bytes::from(vec![1u8; 1000]), &opts(60_000, &["t"], &[]))
-            .await
-            .unwrap();
+        c.set(
+            "n",
+            &format!("k{i}"),
+            Bytes::from(vec![1u8; 1000]),
+            &opts(60_000, &["t"], &[]),
+        )
+        .await
+        .unwrap();
     }
     let st = c.stats();
     assert!(st.disk.bytes.unwrap() <= 20_000, "{st:?}");
@@ -286,7 +343,10 @@ async fn the_disk_tier_stays_within_its_budget() {
     let n = st.disk.entries.unwrap();
     assert_eq!(c.invalidate("n", &[], &["t".into()]).await.unwrap(), n);
     let files = walk(s.dir.path());
-    assert!(files.iter().all(|p| !p.contains("/tmp/")), "no temp files left: {files:?}");
+    assert!(
+        files.iter().all(|p| !p.contains("/tmp/")),
+        "no temp files left: {files:?}"
+    );
 }
 
 fn walk(p: &std::path::Path) -> Vec<String> {
@@ -347,7 +407,10 @@ async fn a_stampede_of_100_callers_runs_one_computation() {
             .await
         }));
     }
-    wait_until("coalesced", Duration::from_secs(10), || c.stats().coalesced == 198).await;
+    wait_until("coalesced", Duration::from_secs(10), || {
+        c.stats().coalesced == 198
+    })
+    .await;
     release.send(true).unwrap();
     for t in tasks {
         let err = t.await.unwrap().unwrap_err();
@@ -390,7 +453,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert!(c.invalidate("scores", &["".into()], &[]).await.is_err());
     assert!(c.bump("other").await.is_err());
     let st = c.stats();
-    assert_eq!((st.memory.writes, st.disk.writes, st.redis.writes), (0, 0, 0));
+    assert_eq!(
+        (st.memory.writes, st.disk.writes, st.redis.writes),
+        (0, 0, 0)
+    );
     assert_eq!(c.version("other"), 0);
 }
 
@@ -422,7 +488,10 @@ impl OwnRedis {
         self.child = Some(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "redis did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis did not start"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -455,13 +524,17 @@ async fn a_redis_outage_degrades_to_memory_and_disk_and_recovers() {
         ..s.config(true)
     };
     let c = s.open(config).await;
-    c.set("n", "before", b("v"), &opts(60_000, &[], &[])).await.unwrap();
+    c.set("n", "before", b("v"), &opts(60_000, &[], &[]))
+        .await
+        .unwrap();
     assert_eq!(in_tiers(&c, "n", "before").await, Tier::ALL.to_vec());
     redis.kill();
     // Every call goes on working while Redis is gone, from memory and disk.
     for i in 0..50 {
         let k = format!("during{i}");
-        c.set("n", &k, b("w"), &opts(60_000, &["t"], &[])).await.unwrap();
+        c.set("n", &k, b("w"), &opts(60_000, &["t"], &[]))
+            .await
+            .unwrap();
         assert_eq!(c.get("n", &k).await.unwrap().unwrap().value, b("w"));
         assert!(c.get("n", "missing").await.unwrap().is_none());
     }
@@ -469,14 +542,19 @@ async fn a_redis_outage_degrades_to_memory_and_disk_and_recovers() {
     assert_eq!(c.invalidate("n", &[], &["t".into()]).await.unwrap(), 50);
     c.bump("elsewhere").await.unwrap();
     let st = c.stats();
-    assert_eq!(st.redis_outages, 1, "one outage, counted (and logged) once: {st:?}");
+    assert_eq!(
+        st.redis_outages, 1,
+        "one outage, counted (and logged) once: {st:?}"
+    );
     redis.restart();
     wait_until("redis tier back", Duration::from_secs(10), || c.redis_up()).await;
     // Redis came back empty: the instance cannot know what it missed, so it retired its
     // local tiers, and it wrote its pending bump back.
     assert!(c.stats().resyncs >= 1);
     assert_eq!(c.get("n", "before").await.unwrap(), None);
-    c.set("n", "after", b("x"), &opts(60_000, &[], &[])).await.unwrap();
+    c.set("n", "after", b("x"), &opts(60_000, &[], &[]))
+        .await
+        .unwrap();
     assert_eq!(in_tiers(&c, "n", "after").await, Tier::ALL.to_vec());
     let mut con = redis::Client::open(redis.url())
         .unwrap()
@@ -502,7 +580,9 @@ async fn invalidations_made_while_redis_stalls_are_replayed() {
         ..s.config(true)
     };
     let c = s.open(config.clone()).await;
-    c.set("n", "k", b("v"), &opts(60_000, &["t"], &[])).await.unwrap();
+    c.set("n", "k", b("v"), &opts(60_000, &["t"], &[]))
+        .await
+        .unwrap();
     let mut con = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
