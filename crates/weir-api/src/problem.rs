@@ -33,6 +33,10 @@ pub enum ProblemType {
     JobNotFound,
     /// 404: no queue has this name.
     QueueNotFound,
+    /// 404: the cache holds no live entry under this key.
+    CacheMiss,
+    /// 404: the namespace is not among the declared cache namespaces.
+    NamespaceNotFound,
     /// 409: the lease id is not the job's current lease.
     LeaseMismatch,
     /// 409: the lease passed its deadline.
@@ -51,7 +55,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every type, for documentation and tests.
-    pub const ALL: [ProblemType; 17] = [
+    pub const ALL: [ProblemType; 19] = [
         ProblemType::MalformedJson,
         ProblemType::InvalidInput,
         ProblemType::PayloadTooLarge,
@@ -62,6 +66,8 @@ impl ProblemType {
         ProblemType::MethodNotAllowed,
         ProblemType::JobNotFound,
         ProblemType::QueueNotFound,
+        ProblemType::CacheMiss,
+        ProblemType::NamespaceNotFound,
         ProblemType::LeaseMismatch,
         ProblemType::LeaseExpired,
         ProblemType::InvalidState,
@@ -84,6 +90,8 @@ impl ProblemType {
             ProblemType::MethodNotAllowed => "method-not-allowed",
             ProblemType::JobNotFound => "job-not-found",
             ProblemType::QueueNotFound => "queue-not-found",
+            ProblemType::CacheMiss => "cache-miss",
+            ProblemType::NamespaceNotFound => "namespace-not-found",
             ProblemType::LeaseMismatch => "lease-mismatch",
             ProblemType::LeaseExpired => "lease-expired",
             ProblemType::InvalidState => "invalid-state",
@@ -108,7 +116,11 @@ impl ProblemType {
             ProblemType::UnsupportedMediaType => 415,
             ProblemType::Unauthorized => 401,
             ProblemType::Forbidden => 403,
-            ProblemType::NotFound | ProblemType::JobNotFound | ProblemType::QueueNotFound => 404,
+            ProblemType::NotFound
+            | ProblemType::JobNotFound
+            | ProblemType::QueueNotFound
+            | ProblemType::CacheMiss
+            | ProblemType::NamespaceNotFound => 404,
             ProblemType::MethodNotAllowed => 405,
             ProblemType::LeaseMismatch | ProblemType::LeaseExpired | ProblemType::InvalidState => {
                 409
@@ -133,6 +145,8 @@ impl ProblemType {
             ProblemType::MethodNotAllowed => "Method not allowed on this route",
             ProblemType::JobNotFound => "No such job",
             ProblemType::QueueNotFound => "No such queue",
+            ProblemType::CacheMiss => "No live cache entry under this key",
+            ProblemType::NamespaceNotFound => "No such cache namespace",
             ProblemType::LeaseMismatch => "The lease is not the job's current lease",
             ProblemType::LeaseExpired => "The lease has expired",
             ProblemType::InvalidState => "The job's state does not allow this",

@@ -333,6 +333,158 @@ impl Client {
         Ok(r.deleted)
     }
 
+    /// The value under `key` in namespace `ns` and the tier that had it (`memory`, `disk`
+    /// or `redis`); `None` on a miss.
+    pub async fn cache_get(
+        &self,
+        ns: &str,
+        key: &str,
+    ) -> ClientResult<Option<(bytes::Bytes, String)>> {
+        let resp = self
+            .raw(Method::GET, &cache_path(ns, key), None, &[])
+            .await?;
+        match resp {
+            Raw::Ok(headers, body) => {
+                let tier = headers
+                    .get("weir-cache-tier")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(Some((body, tier)))
+            }
+            Raw::Problem(p) if p.kind() == Some(ProblemType::CacheMiss) => Ok(None),
+            Raw::Problem(p) => Err(ClientError::Problem(p)),
+        }
+    }
+
+    /// Stores `value` under `key` with a TTL (None: the server's default), tags and the
+    /// keys it depends on.
+    pub async fn cache_set(
+        &self,
+        ns: &str,
+        key: &str,
+        value: impl Into<bytes::Bytes>,
+        ttl_ms: Option<u64>,
+        tags: &[String],
+        deps: &[String],
+    ) -> ClientResult<()> {
+        let mut query = Vec::new();
+        if let Some(t) = ttl_ms {
+            query.push(format!("ttl_ms={t}"));
+        }
+        if !tags.is_empty() {
+            query.push(format!("tags={}", encode(&tags.join(","))));
+        }
+        if !deps.is_empty() {
+            query.push(format!("deps={}", encode(&deps.join(","))));
+        }
+        let mut path = cache_path(ns, key);
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
+        }
+        match self
+            .raw(Method::PUT, &path, Some(value.into()), &[])
+            .await?
+        {
+            Raw::Ok(..) => Ok(()),
+            Raw::Problem(p) => Err(ClientError::Problem(p)),
+        }
+    }
+
+    /// Removes `key` and what depends on it; returns how many entries went.
+    pub async fn cache_delete(&self, ns: &str, key: &str) -> ClientResult<u64> {
+        let r: CacheRemovedReply = self
+            .call::<(), _>(Method::DELETE, &cache_path(ns, key), None, None)
+            .await?;
+        Ok(r.removed)
+    }
+
+    /// Removes `keys`, entries tagged with any of `tags`, and their dependents.
+    pub async fn cache_invalidate(
+        &self,
+        ns: &str,
+        keys: Vec<String>,
+        tags: Vec<String>,
+    ) -> ClientResult<u64> {
+        let r: CacheRemovedReply = self
+            .call(
+                Method::POST,
+                &format!("/v1/cache/{}/invalidate", encode(ns)),
+                Some(&CacheInvalidateBody { tags, keys }),
+                None,
+            )
+            .await?;
+        Ok(r.removed)
+    }
+
+    /// Retires every entry of `ns`; returns its new version.
+    pub async fn cache_bump(&self, ns: &str) -> ClientResult<u64> {
+        let r: CacheBumpReply = self
+            .call::<(), _>(
+                Method::POST,
+                &format!("/v1/cache/{}/bump", encode(ns)),
+                None,
+                None,
+            )
+            .await?;
+        Ok(r.version)
+    }
+
+    /// Prunes the server's disk tier.
+    pub async fn cache_prune(&self, body: &CachePruneBody) -> ClientResult<CachePruneReply> {
+        self.call(Method::POST, "/v1/cache/prune", Some(body), None)
+            .await
+    }
+
+    /// Every cache tier's figures.
+    pub async fn cache_stats(&self) -> ClientResult<CacheStatsView> {
+        self.call::<(), _>(Method::GET, "/v1/cache", None, None)
+            .await
+    }
+
+    /// A request with a raw body and a raw reply (the cache's values are bytes).
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<bytes::Bytes>,
+        headers: &[(&str, &str)],
+    ) -> ClientResult<Raw> {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/octet-stream")
+                .body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status();
+        let h = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if status.is_success() {
+            return Ok(Raw::Ok(h, bytes));
+        }
+        serde_json::from_slice::<Problem>(&bytes)
+            .map(Raw::Problem)
+            .map_err(|_| {
+                ClientError::Decode(format!(
+                    "{status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ))
+            })
+    }
+
     /// True when `/ready` answers 200.
     pub async fn ready(&self) -> bool {
         match self.http.get(format!("{}/ready", self.base)).send().await {
@@ -360,6 +512,15 @@ pub fn overloaded_wait(e: &ClientError, refusals: u32) -> Option<Duration> {
 
 /// Percent-encodes a path segment or query value. Queue names are restricted to
 /// `A-Z a-z 0-9 _ - . :`, but states and user input pass through here too.
+enum Raw {
+    Ok(reqwest::header::HeaderMap, bytes::Bytes),
+    Problem(Problem),
+}
+
+fn cache_path(ns: &str, key: &str) -> String {
+    format!("/v1/cache/{}/{}", encode(ns), encode(key))
+}
+
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     /// Queue settings applied at start, by queue name, in the shape `PUT /v1/queues/{q}`
     /// takes (`[queues.emails] concurrency = 10`); only the keys named change.
     pub queues: std::collections::BTreeMap<String, weir_api::QueueConfigPatch>,
+    /// The tiered cache (`[cache]`; `WEIR_CACHE_REDIS_URL`, `WEIR_CACHE_DIR`, ...).
+    pub cache: weir_cache::CacheConfig,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             log_format: "text".to_string(),
             tokens: Vec::new(),
             queues: std::collections::BTreeMap::new(),
+            cache: weir_cache::CacheConfig::default(),
         }
     }
 }
@@ -134,7 +137,14 @@ impl ServerConfig {
             fig = fig.merge(Toml::file(f));
         }
         let cfg: ServerConfig = fig
-            .merge(Env::prefixed("WEIR_"))
+            .merge(Env::prefixed("WEIR_").map(|k| {
+                // WEIR_CACHE_REDIS_URL names cache.redis_url: the cache's keys are nested.
+                let k = k.as_str().to_ascii_lowercase();
+                match k.strip_prefix("cache_") {
+                    Some(rest) => format!("cache.{rest}").into(),
+                    None => k.into(),
+                }
+            }))
             .merge(overrides)
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -183,6 +193,10 @@ impl ServerConfig {
                     reason: format!("{name}: {e}"),
                 })?;
         }
+        self.cache.validate().map_err(|e| ConfigError::Invalid {
+            key: "cache",
+            reason: e.to_string(),
+        })?;
         for t in &self.tokens {
             if t.token.len() < 16 {
                 return bad("tokens", "every token must be at least 16 characters");
@@ -297,6 +311,31 @@ mod tests {
         assert_eq!(c.queues["emails"].concurrency, Some(10));
         let missing = ServerConfig::load(Some(&dir.path().join("nope.toml")), Figment::new());
         assert!(matches!(missing, Err(ConfigError::Load(_))));
+        std::fs::write(
+            &f,
+            "[cache]\nmemory_max_bytes = 1000\nnamespaces = [\"scores\"]\n",
+        )
+        .unwrap();
+        let c = ServerConfig::load(
+            Some(&f),
+            Figment::new().merge(Serialized::default(
+                "cache.redis_url",
+                "redis://127.0.0.1:6379/0",
+            )),
+        )
+        .unwrap();
+        assert_eq!(c.cache.memory_max_bytes, 1000);
+        assert_eq!(c.cache.namespaces, vec!["scores".to_string()]);
+        assert_eq!(
+            c.cache.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379/0")
+        );
+        std::fs::write(&f, "[cache]\nredis_url = \"http://nope\"\n").unwrap();
+        let bad = ServerConfig::load(Some(&f), Figment::new());
+        assert!(
+            matches!(&bad, Err(ConfigError::Invalid { key: "cache", .. })),
+            "{bad:?}"
+        );
         std::fs::write(&f, "max_bach = 7\n").unwrap();
         let typo = ServerConfig::load(Some(&f), Figment::new());
         assert!(

@@ -84,5 +84,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<weir_cache::CacheError> for ApiError {
+    fn from(e: weir_cache::CacheError) -> Self {
+        use weir_cache::CacheError as C;
+        match &e {
+            C::Invalid { what, .. } => ApiError::invalid(what, e.to_string()),
+            C::UnknownNamespace(_) => ApiError::new(ProblemType::NamespaceNotFound, e.to_string()),
+            C::TooLarge { .. } => {
+                let mut p = Problem::new(ProblemType::PayloadTooLarge, e.to_string());
+                p.field = Some("value".into());
+                ApiError(p)
+            }
+            _ => {
+                tracing::error!(error = %e, "unexpected cache error");
+                ApiError::new(ProblemType::Internal, "internal error (see server log)")
+            }
+        }
+    }
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -49,6 +49,7 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     store: Arc<dyn Store>,
+    cache: weir_cache::Cache,
     config: ServerConfig,
     tokens: Vec<Arc<TokenConfig>>,
     http: HttpMetrics,
@@ -56,11 +57,12 @@ struct Inner {
 }
 
 impl AppState {
-    /// State for a server over `store` with `config`.
-    pub fn new(store: Arc<dyn Store>, config: ServerConfig) -> Self {
+    /// State for a server over `store` and `cache` with `config`.
+    pub fn new(store: Arc<dyn Store>, cache: weir_cache::Cache, config: ServerConfig) -> Self {
         let tokens = config.tokens.iter().cloned().map(Arc::new).collect();
         AppState(Arc::new(Inner {
             store,
+            cache,
             config,
             tokens,
             http: HttpMetrics::new(),
@@ -71,6 +73,11 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &dyn Store {
         &*self.0.store
+    }
+
+    /// The tiered cache.
+    pub fn cache(&self) -> &weir_cache::Cache {
+        &self.0.cache
     }
 
     /// The settings.
@@ -121,6 +128,37 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues/{name}/pause", post(routes::queues::pause))
         .route("/v1/queues/{name}/resume", post(routes::queues::resume))
         .route("/v1/queues/{name}/purge", post(routes::queues::purge))
+        .route("/v1/cache", get(routes::cache::stats))
+        .route("/v1/cache/prune", post(routes::cache::prune))
+        .route(
+            "/v1/cache/{ns}/",
+            get(routes::cache::empty_key)
+                .put(routes::cache::empty_key)
+                .delete(routes::cache::empty_key),
+        )
+        .route(
+            "/v1/cache/{ns}/{key}",
+            get(routes::cache::get)
+                .put(routes::cache::put)
+                .delete(routes::cache::delete),
+        )
+        // These two paths are also keys: without their GET/PUT/DELETE here, a key named
+        // `invalidate` or `bump` could not be read (the router matches paths before
+        // methods).
+        .route(
+            "/v1/cache/{ns}/invalidate",
+            post(routes::cache::invalidate)
+                .get(routes::cache::get_invalidate)
+                .put(routes::cache::put_invalidate)
+                .delete(routes::cache::delete_invalidate),
+        )
+        .route(
+            "/v1/cache/{ns}/bump",
+            post(routes::cache::bump)
+                .get(routes::cache::get_bump)
+                .put(routes::cache::put_bump)
+                .delete(routes::cache::delete_bump),
+        )
         .route("/v1/openapi.json", get(routes::system::openapi))
         .route("/metrics", get(routes::system::metrics))
         .route("/health", get(routes::system::health))

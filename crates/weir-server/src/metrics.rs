@@ -6,7 +6,8 @@
 //! age, job counters, wait and run histograms) are the *store's* state: they are read from it
 //! at scrape time and written in the text format directly, because a snapshot of counters
 //! the store keeps cannot be expressed as increments of a client-side counter. Job counters
-//! come from the store's hourly aggregates, so they survive restarts.
+//! come from the store's hourly aggregates, so they survive restarts. Cache series are read
+//! from the cache's counters the same way.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -19,6 +20,7 @@ use weir_core::histogram::BUCKET_BOUNDS_MS;
 use weir_core::{Aggregate, LatencyHistogram, QueueStats};
 
 use crate::AppState;
+use weir_cache::{CacheStats, TierStats};
 
 /// The process's own metrics.
 pub struct HttpMetrics {
@@ -235,6 +237,117 @@ pub fn render(
     );
     http.render(&mut out);
     out
+}
+
+/// A cache tier series: its name, kind, help, and how to read it.
+type TierSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TierStats) -> Option<f64>,
+);
+
+/// Appends the cache's series: per tier, then cache-wide.
+pub fn render_cache(out: &mut String, s: &CacheStats) {
+    let tiers = [
+        ("memory", &s.memory),
+        ("disk", &s.disk),
+        ("redis", &s.redis),
+    ];
+    let series: [TierSeries; 9] = [
+        (
+            "weir_cache_hits_total",
+            "counter",
+            "Reads a tier answered",
+            |t| Some(t.hits as f64),
+        ),
+        (
+            "weir_cache_misses_total",
+            "counter",
+            "Reads a tier could not answer",
+            |t| Some(t.misses as f64),
+        ),
+        (
+            "weir_cache_hit_ratio",
+            "gauge",
+            "Hits over reads per tier",
+            |t| Some(t.hit_ratio()),
+        ),
+        (
+            "weir_cache_evictions_total",
+            "counter",
+            "Entries dropped for space",
+            |t| Some(t.evictions as f64),
+        ),
+        (
+            "weir_cache_invalidations_total",
+            "counter",
+            "Entries removed by delete, tag, dependency or flush",
+            |t| Some(t.invalidations as f64),
+        ),
+        (
+            "weir_cache_writes_total",
+            "counter",
+            "Entries written (sets and promotions)",
+            |t| Some(t.writes as f64),
+        ),
+        (
+            "weir_cache_errors_total",
+            "counter",
+            "Failed tier operations",
+            |t| Some(t.errors as f64),
+        ),
+        ("weir_cache_bytes", "gauge", "Bytes a tier holds", |t| {
+            t.bytes.map(|b| b as f64)
+        }),
+        ("weir_cache_entries", "gauge", "Entries a tier holds", |t| {
+            t.entries.map(|n| n as f64)
+        }),
+    ];
+    for (name, kind, help, get) in series {
+        header(out, name, kind, help);
+        for (tier, t) in tiers {
+            if let Some(v) = get(t).filter(|_| t.enabled) {
+                let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {v}");
+            }
+        }
+    }
+    let wide: [(&str, &str, &str, f64); 5] = [
+        (
+            "weir_cache_redis_up",
+            "gauge",
+            "1 while Redis answers",
+            f64::from(u8::from(s.redis_up)),
+        ),
+        (
+            "weir_cache_redis_outages_total",
+            "counter",
+            "Times Redis stopped answering",
+            s.redis_outages as f64,
+        ),
+        (
+            "weir_cache_coalesced_total",
+            "counter",
+            "Callers that shared another's computation (stampedes coalesced)",
+            s.coalesced as f64,
+        ),
+        (
+            "weir_cache_computations_total",
+            "counter",
+            "Computations run by get-or-compute",
+            s.computations as f64,
+        ),
+        (
+            "weir_cache_resyncs_total",
+            "counter",
+            "Times local tiers were retired because invalidations may have been missed",
+            s.resyncs as f64,
+        ),
+    ];
+    for (name, kind, help, v) in wide {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

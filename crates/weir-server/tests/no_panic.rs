@@ -148,7 +148,13 @@ fn random_requests_never_get_a_5xx() {
         ..Default::default()
     };
     let shared: Arc<dyn Store> = Arc::new(store);
-    let router = app(AppState::new(shared, config));
+    let cache = rt
+        .block_on(weir_cache::Cache::open(weir_cache::CacheConfig {
+            dir: Some(dir.path().join("cache")),
+            ..Default::default()
+        }))
+        .unwrap();
+    let router = app(AppState::new(shared, cache, config));
     // Some real jobs, so ids sometimes match something.
     rt.block_on(async {
         let body = json!({"jobs":[{"queue":"q","kind":"k","payload":{}},{"queue":"q","kind":"k","payload":1}]});

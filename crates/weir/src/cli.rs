@@ -45,6 +45,9 @@ pub enum Command {
     /// List, show, configure, pause, resume and purge queues.
     #[command(subcommand)]
     Queues(QueuesCmd),
+    /// Read, write and invalidate the tiered cache; prune its disk folder.
+    #[command(subcommand)]
+    Cache(CacheCmd),
     /// A live table of every queue.
     Stats(StatsArgs),
     /// Drive a running server end to end and report throughput and latency.
@@ -152,6 +155,66 @@ pub enum QueuesCmd {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCmd {
+    /// Print the value under KEY (raw bytes to stdout; exit 1 on a miss).
+    Get {
+        ns: String,
+        key: String,
+        /// Also say which tier answered, on stderr.
+        #[arg(long)]
+        tier: bool,
+    },
+    /// Store VALUE (or stdin when VALUE is absent or `-`) under KEY.
+    Set {
+        ns: String,
+        key: String,
+        value: Option<String>,
+        /// Time to live: `500ms`, `30s`, `15m`, `24h`, `7d` or plain ms (default: the server's).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// A tag (repeat for more).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// A key this entry depends on (repeat for more).
+        #[arg(long = "dep")]
+        deps: Vec<String>,
+    },
+    /// Remove KEY and what depends on it.
+    Del { ns: String, key: String },
+    /// Remove keys, every entry with a tag, and their dependents, on every instance.
+    Invalidate {
+        ns: String,
+        /// A tag (repeat for more).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// A key (repeat for more).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+    },
+    /// Retire every entry of a namespace at once.
+    Bump { ns: String },
+    /// Remove expired files, files unused for --older-than, then the least recently used
+    /// down to --max-size.
+    Prune {
+        /// Largest size to keep: `500MiB`, `2GiB`, or bytes.
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Remove files unused for this long: `7d`, `12h`, ... or ms.
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Prune this cache folder directly, without a server (`~/.cache/weir` is the
+        /// default folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// With --dir: prune the default folder.
+        #[arg(long, conflicts_with = "dir")]
+        default_dir: bool,
+    },
+    /// Hits, misses, bytes and entries per tier.
+    Stats,
 }
 
 #[derive(Debug, Args)]

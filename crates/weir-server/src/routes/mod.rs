@@ -1,6 +1,7 @@
 //! The API's handlers, one module per area, and the OpenAPI document built from their
 //! annotations.
 
+pub mod cache;
 pub mod jobs;
 pub mod queues;
 pub mod system;
@@ -39,6 +40,13 @@ use weir_core::JobId;
         queues::pause,
         queues::resume,
         queues::purge,
+        cache::get,
+        cache::put,
+        cache::delete,
+        cache::invalidate,
+        cache::bump,
+        cache::stats,
+        cache::prune,
         system::health,
         system::ready,
         system::metrics,

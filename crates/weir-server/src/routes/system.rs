@@ -71,7 +71,8 @@ pub async fn metrics(State(state): State<AppState>, who: Principal) -> ApiResult
     {
         totals.entry(rec.queue).or_default().merge(&rec.counts);
     }
-    let text = crate::metrics::render(state.http_metrics(), &queues, &totals);
+    let mut text = crate::metrics::render(state.http_metrics(), &queues, &totals);
+    crate::metrics::render_cache(&mut text, &state.cache().stats());
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! One module per command, each with `run(args) -> CmdResult`.
 
 mod bench;
+mod cache;
 mod jobs;
 mod push;
 mod queues;
@@ -30,12 +31,13 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Push(a) => push::run(&client(g)?, a, g.json).await,
         Command::Jobs(c) => jobs::run(&client(g)?, c, g.json).await,
         Command::Queues(c) => queues::run(&client(g)?, c, g.json).await,
+        Command::Cache(c) => cache::run(g, c).await,
         Command::Stats(a) => stats::run(&client(g)?, a, g.json).await,
         Command::Bench(a) => bench::run(&client(g)?, a, g.json).await,
     }
 }
 
-fn client(g: &crate::cli::Global) -> Result<Client, Failure> {
+pub(crate) fn client(g: &crate::cli::Global) -> Result<Client, Failure> {
     if !(g.server.starts_with("http://") || g.server.starts_with("https://")) {
         return Err(Failure::usage(format!(
             "--server {:?} must start with http:// or https://",

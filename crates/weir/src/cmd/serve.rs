@@ -69,6 +69,10 @@ pub async fn run(a: ServeArgs) -> CmdResult {
             ))
         })?
     };
+    let cache = weir_cache::Cache::open(config.cache.clone())
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot open the cache: {e}")))?;
+    let cache_line = describe_cache(&config.cache);
     let rec = store.recovery();
     let auth = if config.tokens.is_empty() {
         "open (loopback only; configure tokens to require auth)".to_string()
@@ -78,7 +82,7 @@ pub async fn run(a: ServeArgs) -> CmdResult {
     println!(
         "weir {} serving\n  API:        http://{local}/v1  (OpenAPI: http://{local}/v1/openapi.json)\n  \
          dashboard:  http://{local}/\n  metrics:    http://{local}/metrics\n  data:       {} \
-         ({} jobs recovered in {} ms, durability {})\n  auth:       {auth}\n\
+         ({} jobs recovered in {} ms, durability {})\n  cache:      {cache_line}\n  auth:       {auth}\n\
          Stop with Ctrl-C or SIGTERM.",
         env!("CARGO_PKG_VERSION"),
         data_dir.display(),
@@ -90,7 +94,7 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         .await
         .map_err(|e| Failure::usage(format!("queue settings: {e}")))?;
     let shared: Arc<dyn Store> = Arc::new(store.clone());
-    let state = AppState::new(shared, config);
+    let state = AppState::new(shared, cache, config);
     let served = weir_server::serve(state, listener, shutdown_signal()).await;
     // Dropping the last handles closes the store: the committer writes what is pending.
     let flush = tokio::task::spawn_blocking(move || drop(store));
@@ -112,6 +116,29 @@ fn init_logs(config: &ServerConfig) {
     } else {
         builder.try_init()
     };
+}
+
+fn describe_cache(c: &weir_cache::CacheConfig) -> String {
+    let mib = |b: u64| format!("{} MiB", b >> 20);
+    let disk = match c.disk_dir() {
+        Some(d) if c.disk_max_bytes > 0 => {
+            format!("disk {} ({})", d.display(), mib(c.disk_max_bytes))
+        }
+        _ => "disk off".to_string(),
+    };
+    let redis = match &c.redis_url {
+        Some(u) => format!("redis {}", redact(u)),
+        None => "redis off".to_string(),
+    };
+    format!("memory {}, {disk}, {redis}", mib(c.memory_max_bytes))
+}
+
+/// `redis://user:secret@host` without the secret.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
 }
 
 async fn shutdown_signal() {

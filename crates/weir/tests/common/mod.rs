@@ -26,6 +26,7 @@ impl Server {
             .arg(dir)
             .args(args)
             .env("RUST_LOG", "warn")
+            .env("WEIR_CACHE_DIR", dir.join("cache"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
