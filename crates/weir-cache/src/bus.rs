@@ -95,7 +95,12 @@ struct Cursor {
 
 /// Runs until the cache is dropped: connects, catches up, reads events; on any failure
 /// marks the tier down and starts over every [`RETRY`].
-pub(crate) async fn supervise(weak: Weak<Inner>, remote: Arc<Remote>) {
+pub(crate) async fn supervise(
+    weak: Weak<Inner>,
+    remote: Arc<Remote>,
+    first_attempt: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut first_attempt = Some(first_attempt);
     let saved = weak.upgrade().and_then(|i| i.saved_bus_position());
     let mut cursor = Cursor {
         dataset: saved.as_ref().map(|s| s.0.clone()),
@@ -108,7 +113,11 @@ pub(crate) async fn supervise(weak: Weak<Inner>, remote: Arc<Remote>) {
         if weak.strong_count() == 0 {
             return;
         }
-        match connect_and_catch_up(&weak, &remote, &mut cursor).await {
+        let attempt = connect_and_catch_up(&weak, &remote, &mut cursor).await;
+        if let Some(tx) = first_attempt.take() {
+            let _ = tx.send(());
+        }
+        match attempt {
             Ok(bus) => {
                 if warned {
                     tracing::info!("redis cache tier is back");

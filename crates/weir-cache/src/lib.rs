@@ -204,7 +204,17 @@ impl Cache {
             counters,
         });
         if let Some(r) = remote {
-            tokio::spawn(bus::supervise(Arc::downgrade(&inner), r));
+            if inner.saved_bus_position().is_none() && inner.has_local_entries() {
+                inner.retire_local(
+                    "disk entries kept from a run that never read the invalidation stream",
+                );
+            }
+            // Wait (briefly) for the first connection, so a server that starts while Redis
+            // is up serves with all three tiers from its first request.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(bus::supervise(Arc::downgrade(&inner), r, tx));
+            let wait = std::time::Duration::from_millis(inner.config.redis_timeout_ms * 4 + 1000);
+            let _ = tokio::time::timeout(wait, rx).await;
         }
         Ok(Cache(inner))
     }
