@@ -149,7 +149,10 @@ pub fn check_key(what: &'static str, key: &str) -> Result<(), CacheError> {
             format!("{} bytes is over the limit of {MAX_KEY_BYTES}", key.len()),
         ));
     }
-    if key.chars().any(char::is_control) {
+    // Control characters are C0 (< 0x20), DEL and C1 (U+0080..U+009F, lead byte 0xC2):
+    // a byte scan finds every candidate; only a 0xC2 needs the character check.
+    let suspect = key.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2);
+    if suspect && key.chars().any(char::is_control) {
         return Err(CacheError::invalid(
             what,
             "must not hold control characters",

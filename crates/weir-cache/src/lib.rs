@@ -48,6 +48,7 @@ use index::Index;
 use memory::{full_key, split_key, Memory};
 use parking_lot::{Mutex, RwLock};
 use remote::{Pending, Remote};
+use rustc_hash::FxHashMap;
 use stats::{add, bump, Counters};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -89,7 +90,7 @@ pub(crate) struct Inner {
     disk: Option<Disk>,
     remote: Option<Arc<Remote>>,
     index: Arc<Mutex<Index>>,
-    versions: RwLock<HashMap<String, u64>>,
+    versions: RwLock<FxHashMap<String, u64>>,
     flights: Mutex<HashMap<String, Flight>>,
     counters: Arc<Counters>,
 }
@@ -172,9 +173,9 @@ impl Cache {
                 },
             )
         });
-        let mut versions = HashMap::new();
+        let mut versions = FxHashMap::default();
         if let Some(d) = &disk {
-            versions = d.versions();
+            versions = d.versions().into_iter().collect();
             let mut ix = index.lock();
             for m in d.metas() {
                 ix.insert(&m);
@@ -232,7 +233,12 @@ impl Cache {
     /// The entry for `key` in `ns`, from the fastest tier holding it.
     pub async fn get(&self, ns: &str, key: &str) -> Result<Option<Hit>, CacheError> {
         self.check_key(ns, key)?;
-        Ok(self.0.lookup(ns, key).await)
+        // The memory tier answers without entering the slower path's state machine.
+        let (now, version) = (self.0.clock.now_ms(), self.0.version(ns));
+        if let Some(hit) = self.0.memory_hit(ns, key, now, version) {
+            return Ok(Some(hit));
+        }
+        Ok(self.0.lookup_below_memory(ns, key, now, version).await)
     }
 
     /// Writes `value` under `key` in every tier.
@@ -491,11 +497,23 @@ impl Cache {
     pub async fn peek(&self, tier: Tier, ns: &str, key: &str) -> Option<Entry> {
         let inner = &self.0;
         match tier {
+            // Memory keeps values and deadlines only: tags and dependencies come back empty.
             Tier::Memory => inner
                 .memory
                 .as_ref()?
                 .get(&full_key(ns, key))
-                .map(|i| (*i.entry).clone()),
+                .map(|i| Entry {
+                    value: i.value,
+                    meta: Meta {
+                        ns: ns.to_string(),
+                        key: key.to_string(),
+                        created_ms: 0,
+                        expires_ms: i.expires_ms,
+                        version: i.version,
+                        tags: Vec::new(),
+                        deps: Vec::new(),
+                    },
+                }),
             Tier::Disk => {
                 let me = inner.clone();
                 let (ns, key) = (ns.to_string(), key.to_string());
@@ -540,7 +558,11 @@ impl Inner {
     }
 
     pub(crate) fn versions_snapshot(&self) -> HashMap<String, u64> {
-        self.versions.read().clone()
+        self.versions
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// Takes `v` as `ns`'s version if it is newer; saved on disk so a restart keeps it.
@@ -568,30 +590,40 @@ impl Inner {
 
     fn memory_value(&self, ns: &str, key: &str) -> Option<Bytes> {
         let item = self.memory.as_ref()?.get(&full_key(ns, key))?;
-        let fresh =
-            item.until_ms > self.clock.now_ms() && item.entry.meta.version == self.version(ns);
-        fresh.then(|| item.entry.value.clone())
+        let fresh = item.until_ms > self.clock.now_ms() && item.version == self.version(ns);
+        fresh.then_some(item.value)
     }
 
-    async fn lookup(self: &Arc<Self>, ns: &str, key: &str) -> Option<Hit> {
-        let now = self.clock.now_ms();
-        let version = self.version(ns);
+    /// A read of the memory tier alone, counted (a miss counts when the tier is on).
+    fn memory_hit(&self, ns: &str, key: &str, now: u64, version: u64) -> Option<Hit> {
+        let m = self.memory.as_ref()?;
+        let c = self.counters.tier(Tier::Memory);
+        match m.get_fresh(ns, key, now, version) {
+            Some(item) => {
+                bump(&c.hits);
+                Some(Hit {
+                    value: item.value,
+                    tier: Tier::Memory,
+                    expires_ms: item.expires_ms,
+                })
+            }
+            None => {
+                bump(&c.misses);
+                None
+            }
+        }
+    }
+
+    /// The rest of a read after memory missed: disk, then Redis, promoting what it finds.
+    async fn lookup_below_memory(
+        self: &Arc<Self>,
+        ns: &str,
+        key: &str,
+        now: u64,
+        version: u64,
+    ) -> Option<Hit> {
         let c = &self.counters;
         let full = full_key(ns, key);
-        if let Some(m) = &self.memory {
-            if let Some(item) = m.get(&full) {
-                if item.until_ms > now && item.entry.meta.version == version {
-                    bump(&c.tier(Tier::Memory).hits);
-                    return Some(Hit {
-                        value: item.entry.value.clone(),
-                        tier: Tier::Memory,
-                        expires_ms: item.entry.meta.expires_ms,
-                    });
-                }
-                m.remove(&full);
-            }
-            bump(&c.tier(Tier::Memory).misses);
-        }
         if self.disk.is_some() {
             let me = self.clone();
             let (ns2, key2) = (ns.to_string(), key.to_string());
@@ -604,9 +636,8 @@ impl Inner {
             match found {
                 Some(e) => {
                     bump(&c.tier(Tier::Disk).hits);
-                    let e = Arc::new(e);
                     if let Some(m) = &self.memory {
-                        m.insert(full, e.clone(), now);
+                        m.insert(full, &e, now);
                         bump(&c.tier(Tier::Memory).writes);
                     }
                     return Some(Hit {
@@ -665,11 +696,7 @@ impl Inner {
         let c = &self.counters;
         self.index.lock().insert(&entry.meta);
         if let Some(m) = &self.memory {
-            m.insert(
-                full_key(&entry.meta.ns, &entry.meta.key),
-                entry.clone(),
-                now,
-            );
+            m.insert(full_key(&entry.meta.ns, &entry.meta.key), &entry, now);
             bump(&c.tier(Tier::Memory).writes);
         }
         if self.disk.is_none() {

@@ -1,39 +1,27 @@
 //! L1: entries in process memory, bounded by bytes, on [moka](https://docs.rs/moka)
-//! (TinyLFU admission, LRU eviction, per-entry expiry). We add only what moka does not
-//! know: the tier's TTL cap and our own clock, checked on every read, so an entry is never
-//! served past its deadline even before moka's housekeeping drops it.
+//! (TinyLFU admission, LRU eviction, a time-to-live for the tier). We add only what moka
+//! does not know: each entry's own deadline on our clock, checked on every read, so an
+//! entry is never served past it even before moka's housekeeping drops it.
 
 use crate::entry::Entry;
 use crate::stats::{bump, Counters, Tier};
+use bytes::Bytes;
 use moka::notification::RemovalCause;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-/// What L1 holds per key: the entry and the tier's own deadline.
+/// What L1 holds per key: the value and what a read checks, nothing else. Tags and
+/// dependencies live in the index; keeping them here too would make every hit touch
+/// (and reference-count) a second allocation, which cost more than moka's own lookup.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
-    pub entry: Arc<Entry>,
+    pub value: Bytes,
     /// min(entry's expiry, time of insert + the tier's cap), ms since the epoch.
     pub until_ms: u64,
-    /// The same deadline for moka's timer wheel, which runs on `Instant`.
-    ttl: Duration,
-}
-
-struct ItemExpiry;
-
-impl moka::Expiry<String, Item> for ItemExpiry {
-    fn expire_after_create(&self, _: &String, item: &Item, _: Instant) -> Option<Duration> {
-        Some(item.ttl)
-    }
-    fn expire_after_update(
-        &self,
-        _: &String,
-        item: &Item,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(item.ttl)
-    }
+    /// The entry's own expiry (reported to the caller).
+    pub expires_ms: u64,
+    /// The namespace version it was written under.
+    pub version: u64,
+    weight: u32,
 }
 
 /// The memory tier.
@@ -66,8 +54,11 @@ impl Memory {
     ) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_k: &String, v: &Item| v.entry.weight())
-            .expire_after(ItemExpiry)
+            .weigher(|_k: &String, v: &Item| v.weight)
+            // No moka expiry at all (neither per entry nor for the tier): its timers cost a
+            // clock read and queue work on every hit, doubling the cost of a read
+            // (BENCHMARKS.md). An entry past its deadline is refused and dropped when read,
+            // and one never read again leaves by size like any cold entry.
             .eviction_listener(move |k: Arc<String>, _v, cause| {
                 if matches!(cause, RemovalCause::Size) {
                     bump(&counters.tier(Tier::Memory).evictions);
@@ -85,8 +76,30 @@ impl Memory {
         self.cache.get(full)
     }
 
+    /// The item for `key` in `ns` if it is before its deadline at `now_ms` and of
+    /// `version`; a stale one is dropped. The hot path of every read: the lookup key is
+    /// built in a reused thread-local buffer, not a fresh allocation.
+    pub fn get_fresh(&self, ns: &str, key: &str, now_ms: u64, version: u64) -> Option<Item> {
+        thread_local! {
+            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        BUF.with(|buf| {
+            let mut full = buf.borrow_mut();
+            full.clear();
+            full.push_str(ns);
+            full.push('\u{1}');
+            full.push_str(key);
+            let item = self.cache.get(full.as_str())?;
+            if item.until_ms > now_ms && item.version == version {
+                return Some(item);
+            }
+            self.cache.invalidate(full.as_str());
+            None
+        })
+    }
+
     /// Holds `entry` until min(its expiry, now + the cap).
-    pub fn insert(&self, full: String, entry: Arc<Entry>, now_ms: u64) {
+    pub fn insert(&self, full: String, entry: &Entry, now_ms: u64) {
         let until_ms = entry
             .meta
             .expires_ms
@@ -94,15 +107,14 @@ impl Memory {
         if until_ms <= now_ms {
             return;
         }
-        let ttl = Duration::from_millis(until_ms - now_ms);
-        self.cache.insert(
-            full,
-            Item {
-                entry,
-                until_ms,
-                ttl,
-            },
-        );
+        let item = Item {
+            value: entry.value.clone(),
+            until_ms,
+            expires_ms: entry.meta.expires_ms,
+            version: entry.meta.version,
+            weight: entry.weight(),
+        };
+        self.cache.insert(full, item);
     }
 
     /// Drops `full`; true when it was there.
