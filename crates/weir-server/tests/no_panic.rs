@@ -17,6 +17,9 @@ use weir_store::{Durability, EmbeddedOptions, EmbeddedStore, Store};
 
 const FIELDS: &[&str] = &[
     "jobs",
+    "keys",
+    "max_bytes",
+    "older_than_ms",
     "queue",
     "queues",
     "kind",
@@ -128,6 +131,37 @@ fn route() -> impl Strategy<Value = (Method, String)> {
             .prop_map(|n| (Method::POST, format!("/v1/queues/{n}/purge"))),
         q.prop_map(|n| (Method::GET, format!("/v1/queues/{n}"))),
         "[a-z=&%0-9]{0,20}".prop_map(|s| (Method::GET, format!("/v1/jobs?{s}"))),
+        cache_route(),
+    ]
+}
+
+/// Cache routes with odd namespaces, keys (percent-escapes, control bytes, 2,000
+/// characters) and PUT options.
+fn cache_route() -> impl Strategy<Value = (Method, String)> {
+    let ns = prop_oneof![
+        Just("ns".to_string()),
+        Just("no%20pe".into()),
+        Just("%FF".into()),
+        Just("n".repeat(70))
+    ];
+    let key = prop_oneof![
+        Just("k".to_string()),
+        Just("a%2Fb".into()),
+        Just("%00%0A".into()),
+        Just("%FF%FE".into()),
+        Just("k".repeat(2000)),
+        Just("invalidate".into()),
+    ];
+    let opts = "[a-z_=&,%0-9]{0,24}";
+    let method = prop::sample::select(vec![Method::GET, Method::PUT, Method::DELETE]);
+    prop_oneof![
+        (method, ns.clone(), key, opts)
+            .prop_map(|(m, n, k, o)| (m, format!("/v1/cache/{n}/{k}?{o}"))),
+        ns.clone()
+            .prop_map(|n| (Method::POST, format!("/v1/cache/{n}/invalidate"))),
+        ns.prop_map(|n| (Method::POST, format!("/v1/cache/{n}/bump"))),
+        Just((Method::POST, "/v1/cache/prune".to_string())),
+        Just((Method::GET, "/v1/cache".to_string())),
     ]
 }
 
