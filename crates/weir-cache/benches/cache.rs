@@ -2,7 +2,7 @@
 //! crate under it (moka), and hit ratios on a Zipf(0.9) trace against a plain LRU of the
 //! same byte budget. Prints tables; BENCHMARKS.md records them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, non_snake_case)]
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -21,8 +21,8 @@ fn memory_only(max_bytes: u64) -> CacheConfig {
     }
 }
 
-fn l1_overhead(rt: &tokio::runtime::Runtime) {
-    const KEYS: usize = 10_000;
+fn l1_overhead(rt: &tokio::runtime::Runtime, keys_n: usize) {
+    let KEYS = keys_n;
     const GETS: usize = 4_000_000;
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}:profile")).collect();
     let value = Bytes::from(vec![7u8; 100]);
@@ -161,7 +161,8 @@ fn main() {
     // `cargo bench -p weir-cache --bench cache -- l1` (or `zipf`) runs one part.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     if only.as_deref().is_none_or(|o| o == "l1") {
-        l1_overhead(&rt);
+        l1_overhead(&rt, 1_000);
+        l1_overhead(&rt, 100_000);
     }
     if only.as_deref().is_none_or(|o| o == "zipf") {
         zipf_hit_ratio(&rt);

@@ -91,6 +91,8 @@ pub(crate) struct Inner {
     remote: Option<Arc<Remote>>,
     index: Arc<Mutex<Index>>,
     versions: RwLock<FxHashMap<String, u64>>,
+    /// False until some namespace has a version above 0.
+    any_version: std::sync::atomic::AtomicBool,
     flights: Mutex<HashMap<String, Flight>>,
     counters: Arc<Counters>,
 }
@@ -200,6 +202,7 @@ impl Cache {
             disk,
             remote: remote.clone(),
             index,
+            any_version: std::sync::atomic::AtomicBool::new(!versions.is_empty()),
             versions: RwLock::new(versions),
             flights: Mutex::new(HashMap::new()),
             counters,
@@ -554,6 +557,10 @@ fn dedup(names: &[String]) -> Vec<String> {
 
 impl Inner {
     fn version(&self, ns: &str) -> u64 {
+        // Most deployments never bump: skip the lock and the hash until one does.
+        if !self.any_version.load(std::sync::atomic::Ordering::Acquire) {
+            return 0;
+        }
         self.versions.read().get(ns).copied().unwrap_or(0)
     }
 
@@ -574,6 +581,8 @@ impl Inner {
                 return;
             }
             *cur = v;
+            self.any_version
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         if let Some(d) = &self.disk {
             if let Err(e) = d.set_version(ns, v) {

@@ -311,7 +311,12 @@ async fn the_whole_contract() {
     }
     let (s, _, page) = h.raw(Method::GET, "/", None, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(String::from_utf8_lossy(&page).contains("<title>Weir</title>"));
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.contains("<title>Weir</title>"));
+    assert!(
+        page.contains("fetch(\"/v1/cache\""),
+        "the dashboard shows the cache tiers"
+    );
 
     // Large replies are gzipped for clients that ask.
     let gz = reqwest::Client::builder().gzip(false).build().unwrap();
