@@ -273,6 +273,17 @@ impl Remote {
         tags: &[String],
     ) -> Result<Invalidated, RedisFail> {
         let mut c = self.conn().ok_or("down")?;
+        self.invalidate_on(&mut c, ns, version, keys, tags).await
+    }
+
+    async fn invalidate_on(
+        &self,
+        c: &mut MultiplexedConnection,
+        ns: &str,
+        version: u64,
+        keys: &[String],
+        tags: &[String],
+    ) -> Result<Invalidated, RedisFail> {
         let keys_json = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
         let tags_json = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
         let mut inv = self.invalidate.prepare_invoke();
@@ -283,8 +294,7 @@ impl Remote {
             .arg(keys_json)
             .arg(tags_json)
             .arg(STREAM_MAXLEN);
-        let (removed, closure): (Vec<String>, Vec<String>) =
-            self.run(inv.invoke_async(&mut c)).await?;
+        let (removed, closure): (Vec<String>, Vec<String>) = self.run(inv.invoke_async(c)).await?;
         Ok(Invalidated { removed, closure })
     }
 
@@ -292,13 +302,22 @@ impl Remote {
     /// it, and returns it.
     pub async fn bump(&self, ns: &str, at_least: u64) -> Result<u64, RedisFail> {
         let mut c = self.conn().ok_or("down")?;
+        self.bump_on(&mut c, ns, at_least).await
+    }
+
+    async fn bump_on(
+        &self,
+        c: &mut MultiplexedConnection,
+        ns: &str,
+        at_least: u64,
+    ) -> Result<u64, RedisFail> {
         let mut inv = self.bump.prepare_invoke();
         inv.arg(&self.prefix)
             .arg(ns)
             .arg(at_least)
             .arg(&self.origin)
             .arg(STREAM_MAXLEN);
-        self.run(inv.invoke_async(&mut c)).await
+        self.run(inv.invoke_async(c)).await
     }
 
     /// Keeps `op` for replay once Redis is back.
@@ -359,27 +378,10 @@ impl Remote {
                     keys,
                     tags,
                 } => {
-                    let keys_json = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
-                    let tags_json = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
-                    let mut inv = self.invalidate.prepare_invoke();
-                    inv.arg(&self.prefix)
-                        .arg(ns)
-                        .arg(*version)
-                        .arg(&self.origin)
-                        .arg(keys_json)
-                        .arg(tags_json)
-                        .arg(STREAM_MAXLEN);
-                    self.run(inv.invoke_async::<(Vec<String>, Vec<String>)>(c))
-                        .await?;
+                    self.invalidate_on(c, ns, *version, keys, tags).await?;
                 }
                 Pending::Bump { ns, at_least } => {
-                    let mut inv = self.bump.prepare_invoke();
-                    inv.arg(&self.prefix)
-                        .arg(ns)
-                        .arg(*at_least)
-                        .arg(&self.origin)
-                        .arg(STREAM_MAXLEN);
-                    self.run(inv.invoke_async::<u64>(c)).await?;
+                    self.bump_on(c, ns, *at_least).await?;
                 }
             }
             self.pending.lock().pop_front();

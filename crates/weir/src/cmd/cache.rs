@@ -231,46 +231,40 @@ fn human_bytes(b: u64) -> String {
 
 /// `500ms`, `30s`, `15m`, `24h`, `7d`, or plain ms.
 pub fn parse_duration_ms(s: &str) -> Result<u64, Failure> {
-    let s = s.trim();
-    let (num, mult) = [
+    const UNITS: &[(&str, u64)] = &[
         ("ms", 1),
         ("s", 1000),
         ("m", 60_000),
         ("h", 3_600_000),
         ("d", 86_400_000),
-    ]
-    .iter()
-    .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
-    .unwrap_or((s, 1));
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| {
-            Failure::usage(format!(
-                "{s:?} is not a duration (500ms, 30s, 15m, 24h, 7d)"
-            ))
-        })
+    ];
+    with_unit(s, UNITS, "a duration (500ms, 30s, 15m, 24h, 7d)")
 }
 
 /// `500MiB`, `2GiB`, `10KiB`, `1000` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, Failure> {
-    let s = s.trim();
-    let (num, mult) = [
-        ("KiB", 1u64 << 10),
+    const UNITS: &[(&str, u64)] = &[
+        ("KiB", 1 << 10),
         ("MiB", 1 << 20),
         ("GiB", 1 << 30),
         ("TiB", 1 << 40),
         ("B", 1),
-    ]
-    .iter()
-    .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
-    .unwrap_or((s, 1));
+    ];
+    with_unit(s, UNITS, "a size (500MiB, 2GiB, or bytes)")
+}
+
+/// A whole number with an optional unit suffix (the first in `units` that matches).
+fn with_unit(s: &str, units: &[(&str, u64)], what: &str) -> Result<u64, Failure> {
+    let s = s.trim();
+    let (num, mult) = units
+        .iter()
+        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+        .unwrap_or((s, 1));
     num.trim()
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| Failure::usage(format!("{s:?} is not a size (500MiB, 2GiB, or bytes)")))
+        .ok_or_else(|| Failure::usage(format!("{s:?} is not {what}")))
 }
 
 #[cfg(test)]
