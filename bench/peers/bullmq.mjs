@@ -41,7 +41,7 @@ if (role === "produce") {
     }
     await Promise.all(inflight);
   }
-  console.log(JSON.stringify({ start: t0, enqueued_at: now() }));
+  console.log(JSON.stringify({ start: t0, enqueued_at: now(), sent: RATE > 0 ? RATE * SECONDS : N }));
   await q.close();
 } else if (role === "work") {
   const expect = RATE > 0 ? RATE * SECONDS : N;

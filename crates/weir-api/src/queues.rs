@@ -173,9 +173,10 @@ impl From<BreakerConfig> for BreakerBody {
 /// Retention of finished jobs.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 pub struct RetentionView {
-    /// Completed jobs are deleted this long after they finished.
+    /// Completed jobs are deleted this long after they finished; 0 deletes a job as it is
+    /// acknowledged.
     pub completed_ms: u64,
-    /// At most this many completed jobs are kept.
+    /// At most this many completed jobs are kept; 0 deletes a job as it is acknowledged.
     pub completed_max: u64,
     /// Dead and cancelled jobs are deleted this long after they finished.
     pub dead_ms: u64,

@@ -19,9 +19,11 @@ pub enum Order {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Retention {
-    /// Completed jobs older than this (since they finished) are deleted.
+    /// Completed jobs older than this (since they finished) are deleted; 0 deletes a job as
+    /// it is acknowledged.
     pub completed_ms: u64,
-    /// At most this many completed jobs are kept per queue; the oldest go first.
+    /// At most this many completed jobs are kept per queue; the oldest go first. 0 deletes a
+    /// job as it is acknowledged (like BullMQ's `removeOnComplete`).
     pub completed_max: u64,
     /// Dead and cancelled jobs older than this are deleted.
     pub dead_ms: u64,

@@ -203,7 +203,9 @@ async fn ids_are_never_reused_after_retention_deletes_the_newest() {
         s.job_ack_many(JobAckManyParams { acks })
             .await
             .expect("ack");
-        assert_eq!(s.maintenance_run().await.expect("maintain").deleted, 3);
+        // A queue that keeps no completed jobs deletes them at the ack: nothing left to sweep.
+        assert_eq!(s.maintenance_run().await.expect("maintain").deleted, 0);
+        assert!(s.job_get(ids[2]).await.expect("get").is_none());
         ids[2]
     };
     let s = fx.open();
@@ -216,6 +218,99 @@ async fn ids_are_never_reused_after_retention_deletes_the_newest() {
         .expect("enqueue");
     assert!(new[0] > last, "id {} reused (last was {last})", new[0]);
     assert!(s.job_get(JobId(last.0)).await.expect("get").is_none());
+}
+
+/// Keys left in one keyspace of a closed store's directory.
+fn records_in(dir: &std::path::Path, keyspace: &str) -> usize {
+    let db = fjall::Database::builder(dir).open().expect("open fjall");
+    let ks = db
+        .keyspace(keyspace, fjall::KeyspaceCreateOptions::default)
+        .expect("keyspace");
+    ks.iter().count()
+}
+
+#[tokio::test]
+async fn a_queue_that_keeps_no_completed_jobs_leaves_no_record_behind() {
+    let fx = setup();
+    {
+        let s = fx.open();
+        s.queue_config_set(QueueConfigSetParams {
+            name: "q".into(),
+            config: QueueConfig {
+                retention: Retention {
+                    completed_max: 0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        })
+        .await
+        .expect("config");
+        s.job_insert_many(JobInsertManyParams {
+            jobs: (0..4).map(|n| job("q", n)).collect(),
+        })
+        .await
+        .expect("enqueue");
+        let got = fetch(&s, "q", 4).await;
+        // Two fail once first, so a status record is written for them before their ack.
+        s.job_fail_many(JobFailManyParams {
+            fails: got[..2]
+                .iter()
+                .map(|f| Fail {
+                    id: f.id,
+                    lease_id: f.lease_id,
+                    error: "once".into(),
+                    retry: true,
+                })
+                .collect(),
+        })
+        .await
+        .expect("fail");
+        let ack = |f: &weir_core::FetchedJob| Ack {
+            id: f.id,
+            lease_id: f.lease_id,
+            result: None,
+        };
+        let out = s
+            .job_ack_many(JobAckManyParams {
+                acks: got[2..].iter().map(ack).collect(),
+            })
+            .await
+            .expect("ack");
+        assert_eq!(out.applied, 2);
+        fx.clock.advance(3_600_000);
+        let again = fetch(&s, "q", 4).await;
+        assert_eq!(
+            again.len(),
+            2,
+            "the two failed jobs come back after their backoff"
+        );
+        let out = s
+            .job_ack_many(JobAckManyParams {
+                acks: again.iter().map(ack).collect(),
+            })
+            .await
+            .expect("ack");
+        assert_eq!(out.applied, 2);
+        let aggs = s
+            .aggregate_list(AggregateListParams {
+                queue: Some("q".into()),
+                from_ms: 0,
+                to_ms: u64::MAX,
+            })
+            .await
+            .expect("aggs");
+        let done: u64 = aggs.iter().map(|a| a.counts.completed).sum();
+        assert_eq!(done, 4, "deleted at the ack, still counted as completed");
+    }
+    assert_eq!(records_in(fx.dir.path(), "job_specs"), 0);
+    assert_eq!(
+        records_in(fx.dir.path(), "job_statuses"),
+        0,
+        "no status orphaned"
+    );
+    let s = fx.open();
+    assert_eq!(s.recovery().jobs, 0);
 }
 
 #[tokio::test]

@@ -653,7 +653,7 @@ mod tests {
         let mut e = Engine::new(limits, 1);
         let cfg = QueueConfig {
             retention: Retention {
-                completed_max: 0,
+                completed_max: 1,
                 ..Retention::default()
             },
             ..QueueConfig::default()
@@ -682,7 +682,37 @@ mod tests {
             "completed jobs still held"
         );
         e.enforce_retention(0, 100);
-        e.enqueue((0..5).map(|_| one()).collect(), 0).unwrap();
+        // Retention kept one of the five completed jobs: room for four.
+        e.enqueue((0..4).map(|_| one()).collect(), 0).unwrap();
+        assert!(
+            e.enqueue(vec![one()], 0).is_err(),
+            "the budget is full again"
+        );
+        e.check_invariants().unwrap();
+
+        // A queue that keeps no completed jobs frees their room at the ack itself.
+        e.queue_config_set(
+            "q",
+            QueueConfig {
+                retention: Retention {
+                    completed_max: 0,
+                    ..Retention::default()
+                },
+                ..QueueConfig::default()
+            },
+        )
+        .unwrap();
+        let got = e.fetch(&["q"], 3, 0);
+        let acks = got
+            .iter()
+            .map(|f| Ack {
+                id: f.id,
+                lease_id: f.lease_id,
+                result: None,
+            })
+            .collect();
+        e.ack(acks, 0).unwrap();
+        e.enqueue((0..3).map(|_| one()).collect(), 0).unwrap();
         e.check_invariants().unwrap();
     }
 

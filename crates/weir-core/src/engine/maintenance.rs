@@ -102,7 +102,9 @@ impl Engine {
         let state = s.state;
         self.unplace(id);
         self.queues[q].counts[state as usize] -= 1;
+        let mut status = false;
         if let Some(s) = self.jobs.swap_remove(&id) {
+            status = s.status_stored;
             self.held_bytes = self
                 .held_bytes
                 .saturating_sub(super::JOB_OVERHEAD_BYTES + s.payload.len() as u64);
@@ -113,6 +115,9 @@ impl Engine {
                 }
             }
         }
-        self.changes.push(Change::Delete(JobId(id)));
+        self.changes.push(Change::Delete {
+            id: JobId(id),
+            status,
+        });
     }
 }

@@ -58,8 +58,14 @@ pub enum Change {
     Insert(JobId),
     /// A job's status changed: write its status record.
     Update(JobId),
-    /// A job was deleted by retention: delete both records.
-    Delete(JobId),
+    /// A job was deleted (by retention, or at its ack when its queue keeps no completed
+    /// jobs): delete its spec, and its status record when one was ever written.
+    Delete {
+        /// The job.
+        id: JobId,
+        /// Whether a status record was written for it (else only the spec is removed).
+        status: bool,
+    },
     /// A queue's configuration changed.
     Queue(u32),
     /// An hourly aggregate changed: `(queue index, hour start)`.
@@ -88,6 +94,9 @@ pub(crate) struct Slot {
     pub(crate) finished_at: u64,
     pub(crate) payload: Box<str>,
     pub(crate) extra: Option<Box<Extra>>,
+    /// Whether a status record was ever written (or recovered) for this job: deleting a job
+    /// that never had one removes its spec alone — one tombstone instead of two.
+    pub(crate) status_stored: bool,
 }
 
 /// The fields most jobs leave empty.
@@ -531,6 +540,7 @@ impl Engine {
             finished_at: 0,
             payload: job.payload.into_inner(),
             extra,
+            status_stored: false,
         };
         if let Some(key) = slot.extra.as_ref().and_then(|e| e.unique_key.clone()) {
             self.unique.insert((q, key), id);
@@ -950,7 +960,7 @@ impl Engine {
             s.deadline = new;
             if let Some(p) = progress {
                 s.extra_mut().progress = Some(p.into_inner());
-                self.changes.push(Change::Update(id));
+                self.updated(id.0);
             }
         }
         Ok(new)
@@ -985,10 +995,26 @@ impl Engine {
                 agg.run_ms_sum += run;
                 agg.run_ms_max = agg.run_ms_max.max(run);
             });
-            self.changes.push(Change::Update(a.id));
+            // A queue that keeps no completed jobs drops this one now, as BullMQ's
+            // `removeOnComplete` does: one spec tombstone instead of a status write now and
+            // two tombstones at the next retention sweep.
+            let keep = self.queues[q as usize].config.retention;
+            if keep.completed_max == 0 || keep.completed_ms == 0 {
+                self.delete(id);
+            } else {
+                self.updated(id);
+            }
             out.applied += 1;
         }
         Ok(out)
+    }
+
+    /// Notes that job `id`'s status record must be written.
+    fn updated(&mut self, id: u64) {
+        if let Some(s) = self.jobs.get_mut(&id) {
+            s.status_stored = true;
+        }
+        self.changes.push(Change::Update(JobId(id)));
     }
 
     /// Records failed attempts under their live leases: a retryable failure with attempts
@@ -1074,7 +1100,7 @@ impl Engine {
                 a.dead += 1;
             });
         }
-        self.changes.push(Change::Update(JobId(id)));
+        self.updated(id);
     }
 
     fn check_batch(&self, field: &'static str, n: usize) -> Result<()> {
@@ -1115,7 +1141,7 @@ impl Engine {
             s.attempt = s.attempt.saturating_sub(1);
             s.run_at = now;
         });
-        self.changes.push(Change::Update(id));
+        self.updated(id.0);
         Ok(())
     }
 
@@ -1136,7 +1162,7 @@ impl Engine {
         self.transition(id.0, JobState::Cancelled, |s| s.finished_at = now);
         self.release_unique(id.0);
         self.bump(q, now, |a| a.cancelled += 1);
-        self.changes.push(Change::Update(id));
+        self.updated(id.0);
         Ok(())
     }
 
@@ -1207,7 +1233,7 @@ impl Engine {
                 })
             }
         }
-        self.changes.push(Change::Update(id));
+        self.updated(id.0);
         Ok(())
     }
 }

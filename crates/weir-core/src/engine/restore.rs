@@ -104,6 +104,7 @@ impl Engine {
         }
         let q = self.queue_idx(&spec.queue);
         let kind = self.kind_idx(&spec.kind);
+        let status_stored = status.is_some();
         let (mut state, attempt, run_at, started_at, finished_at, result, progress, errors) =
             match status {
                 Some(st) => (
@@ -175,6 +176,7 @@ impl Engine {
             finished_at,
             payload: spec.payload.into_owned().into_boxed_str(),
             extra: (!is_plain).then(|| Box::new(extra)),
+            status_stored,
         };
         let unique = slot.extra.as_ref().and_then(|e| e.unique_key.clone());
         self.held_bytes += super::JOB_OVERHEAD_BYTES + slot.payload.len() as u64;

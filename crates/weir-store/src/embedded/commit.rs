@@ -20,7 +20,11 @@ pub(crate) const NEXT_ID_KEY: &str = "next_id";
 pub(crate) enum Op {
     Spec(u64, Vec<u8>),
     Status(u64, Vec<u8>),
-    Delete(u64),
+    /// Remove a job's spec, and its status record when `status`.
+    Delete {
+        id: u64,
+        status: bool,
+    },
     Queue(String, Vec<u8>),
     Aggregate(Vec<u8>, Vec<u8>),
 }
@@ -54,7 +58,10 @@ pub(crate) fn encode_change(engine: &Engine, change: Change, pending: &mut Pendi
                 pending.ops.push(Op::Status(id.0, encode(&r)));
             }
         }
-        Change::Delete(JobId(id)) => pending.ops.push(Op::Delete(id)),
+        Change::Delete {
+            id: JobId(id),
+            status,
+        } => pending.ops.push(Op::Delete { id, status }),
         Change::Queue(q) => {
             if let Some(r) = engine.queue_record(q) {
                 let name = r.name.clone();
@@ -125,9 +132,11 @@ fn write(shared: &Shared, ops: Vec<Op>, next_id: u64) -> Result<(), String> {
         match op {
             Op::Spec(id, v) => batch.insert(&ks.specs, job_key(id), v),
             Op::Status(id, v) => batch.insert(&ks.statuses, job_key(id), v),
-            Op::Delete(id) => {
+            Op::Delete { id, status } => {
                 batch.remove(&ks.specs, job_key(id));
-                batch.remove(&ks.statuses, job_key(id));
+                if status {
+                    batch.remove(&ks.statuses, job_key(id));
+                }
             }
             Op::Queue(name, v) => batch.insert(&ks.queues, name, v),
             Op::Aggregate(k, v) => batch.insert(&ks.aggregates, k, v),

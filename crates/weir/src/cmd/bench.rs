@@ -68,8 +68,8 @@ pub async fn run(client: &Client, a: BenchArgs, json: bool) -> CmdResult {
         "payload_bytes": a.payload_bytes,
         "enqueue_jobs_per_s": through.0,
         "end_to_end_jobs_per_s": through.1,
-        "latency": latency.as_ref().map(|l| serde_json::json!({
-            "rate": a.rate, "seconds": a.seconds, "jobs": l.len(),
+        "latency": latency.as_ref().map(|(l, held)| serde_json::json!({
+            "rate": a.rate, "held_jobs_per_s": held, "seconds": a.seconds, "jobs": l.len(),
             "p50_ms": l.value_at_quantile(0.50) as f64 / 1000.0,
             "p99_ms": l.value_at_quantile(0.99) as f64 / 1000.0,
             "p999_ms": l.value_at_quantile(0.999) as f64 / 1000.0,
@@ -85,9 +85,9 @@ pub async fn run(client: &Client, a: BenchArgs, json: bool) -> CmdResult {
     );
     println!("  enqueue      {:>10.0} jobs/s", through.0);
     println!("  end to end   {:>10.0} jobs/s", through.1);
-    if let Some(l) = latency {
+    if let Some((l, held)) = latency {
         println!(
-            "enqueue-to-start latency at {} jobs/s for {} s ({} jobs):",
+            "enqueue-to-start latency at {} jobs/s for {} s ({} jobs, {held:.0} jobs/s held):",
             a.rate,
             a.seconds,
             l.len()
@@ -280,8 +280,15 @@ async fn throughput(client: &Client, a: &BenchArgs, quiet: bool) -> Result<(f64,
     ))
 }
 
-async fn latency(client: &Client, a: &BenchArgs, quiet: bool) -> Result<Histogram<u64>, Failure> {
+/// The enqueue-to-start latencies at a steady rate, and the rate the producers really held
+/// (jobs/s from the first send to the last).
+async fn latency(
+    client: &Client,
+    a: &BenchArgs,
+    quiet: bool,
+) -> Result<(Histogram<u64>, f64), Failure> {
     let total = a.rate * a.seconds;
+    let sending = Instant::now();
     let progress = bar(total, quiet, "latency   ");
     let hist = Arc::new(Mutex::new(
         Histogram::<u64>::new(3).map_err(|e| Failure::Runtime(e.to_string()))?,
@@ -335,6 +342,7 @@ async fn latency(client: &Client, a: &BenchArgs, quiet: bool) -> Result<Histogra
             stop.store(true, Ordering::Relaxed);
         }
     }
+    let held = total as f64 / sending.elapsed().as_secs_f64().max(1e-9);
     for c in consumers {
         if let Ok(Err(e)) = c.await {
             result = Err(e);
@@ -343,5 +351,5 @@ async fn latency(client: &Client, a: &BenchArgs, quiet: bool) -> Result<Histogra
     result?;
     progress.finish_and_clear();
     let h = hist.lock().await.clone();
-    Ok(h)
+    Ok((h, held))
 }
