@@ -2,7 +2,7 @@
 # Side-by-side: Weir against the job queues people would pick instead — BullMQ, Celery and
 # graphile-worker — on this machine, in one run (issue 6). Not run in CI.
 #
-#   bash bench/peers/run.sh                 # N=200000 RATE=5000 STEADY_SECONDS=10, ~6 min
+#   bash bench/peers/run.sh                 # N=200000 RATE=5000 STEADY_SECONDS=10, ~7 min
 #   N=50000 WRITE=0 bash bench/peers/run.sh # a quick look; leaves BENCHMARKS.md alone
 #
 # The same workload for each system: N jobs of a ~100-byte JSON payload, a no-op handler,
@@ -17,8 +17,10 @@
 # Peers install from their registries into bench/peers/.work/ (git-ignored). Each Redis is one
 # of the benchmark's own, so its memory is the peer's alone; graphile-worker uses the local
 # PostgreSQL (PG_URL) in a schema of its own that is dropped at the end. Results go to
-# .work/results.jsonl; the table is printed and, with WRITE=1 (the default), written into
-# BENCHMARKS.md between the `peers:begin`/`peers:end` markers with the machine and the date.
+# .work/results.jsonl and .work/run.json; report.py prints the table and, with WRITE=1 (the
+# default), writes it into BENCHMARKS.md between the `peers:begin`/`peers:end` markers with the
+# machine and the date (`python3 bench/peers/report.py .work/results.jsonl .work/run.json
+# --write BENCHMARKS.md` renders a finished run again). Celery takes most of the ~7 minutes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -56,19 +58,20 @@ cleanup() {
 trap cleanup EXIT
 stage() { echo "== [$(($(date +%s) - started)) s] $*"; }
 peak_rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-# record SYSTEM VERSION THROUGHPUT_JSON LATENCY_JSON RSS_KIB RSS_HOW DURABILITY: one result
-# line from the producer/worker reports ({start, enqueued_at, sent} and {last, p50_ms, p99_ms}).
+# record SYSTEM VERSION THROUGHPUT_JSON LATENCY_JSON RSS_KIB RSS_HOW DURABILITY SETTINGS: one
+# result line from the producer/worker reports ({start, enqueued_at, sent} and {last, p50_ms,
+# p99_ms}).
 record() {
   python3 - "$@" >>"$results" <<'PY'
 import json, sys
-system, version, through, steady, rss, how, durability = sys.argv[1:]
+system, version, through, steady, rss, how, durability, settings = sys.argv[1:]
 (p, w), (sp, sw) = [[json.load(open(f)) for f in x.split(",")] for x in (through, steady)]
 print(json.dumps({"system": system, "version": version,
   "enqueue": p["sent"] / ((p["enqueued_at"] - p["start"]) / 1000),
   "e2e": p["sent"] / ((w["last"] - p["start"]) / 1000),
   "held": sp["sent"] / ((sp["enqueued_at"] - sp["start"]) / 1000),
   "p50": sw["p50_ms"], "p99": sw["p99_ms"], "rss_mib": int(rss) / 1024, "rss_how": how,
-  "durability": durability}))
+  "durability": durability, "settings": settings}))
 PY
 }
 start_redis() {
@@ -132,7 +135,8 @@ json.dump({"start": 0, "enqueued_at": l["jobs"] / l["held_jobs_per_s"] * 1000, "
 json.dump({"p50_ms": l["p50_ms"], "p99_ms": l["p99_ms"]}, open(f"{d}/sw.json", "w"))
 PY
   record "Weir ($1)" "$weir_version" "$d/p.json,$d/w.json" "$d/sp.json,$d/sw.json" \
-    "$(peak_rss_kib "$pid")" "VmHWM of weir serve" "$2"
+    "$(peak_rss_kib "$pid")" "VmHWM of weir serve" "$2" \
+    "\`weir bench\` defaults: batches of 100, 4 producers and 4 consumers over HTTP/1.1, queue retention.completed_max=0 (deleted at the ack)"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }
@@ -155,7 +159,8 @@ run_bullmq() { # RATE (0: as fast as it goes) OUT_PREFIX
 run_bullmq 0 "$run/b"
 run_bullmq "$RATE" "$run/bs"
 record "BullMQ" "$bullmq_version" "$run/bp.json,$run/bw.json" "$run/bsp.json,$run/bsw.json" \
-  "$(peak_rss_kib "$redis_pid")" "VmHWM of its redis-server" "$redis_durability"
+  "$(peak_rss_kib "$redis_pid")" "VmHWM of its redis-server" "$redis_durability" \
+  "addBulk of 1,000 (4 in flight), one Worker process with concurrency 100, removeOnComplete"
 
 stage "celery $celery_version (prefork, 2 processes) on redis-server $redis_version :$REDIS_PORT"
 redis_pid=$(start_redis)
@@ -181,7 +186,8 @@ run_celery 0 "$run/c"
 run_celery "$RATE" "$run/cs"
 record "Celery" "$celery_version" "$run/cp.json,$run/cw.json" "$run/csp.json,$run/csw.json" \
   "$(peak_rss_kib "$redis_pid")" "VmHWM of its redis-server" \
-  "$redis_durability; the worker acknowledges a message as it starts the task (Celery's default), so a worker crash loses it too"
+  "$redis_durability; the worker acknowledges a message as it starts the task (Celery's default), so a worker crash loses it too" \
+  "one message per job (Celery has no bulk enqueue) through one pooled producer; worker --pool prefork --concurrency $(nproc) --without-gossip --without-mingle --without-heartbeat, prefetch multiplier 4, task_ignore_result"
 redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 
 pg_version=$(psql "$PG_URL" -Atqc 'show server_version' | awk '{print $1}')
@@ -207,60 +213,22 @@ kill -TERM "$sampler"
 wait "$sampler" || true
 record "graphile-worker" "$graphile_version" "$run/gp.json,$run/gw.json" "$run/gsp.json,$run/gsw.json" \
   "$(cat "$run/pg_pss")" "sampled peak of the summed Pss of all postgres processes" \
-  "PostgreSQL $pg_version, synchronous_commit=$pg_sync, fsync=$pg_fsync: every addJobs is on disk before it returns; completions are batched, so a crash reruns the jobs of the last batch"
+  "PostgreSQL $pg_version, synchronous_commit=$pg_sync, fsync=$pg_fsync: every addJobs is on disk before it returns; completions are batched, so a crash reruns the jobs of the last batch" \
+  "addJobs of 1,000 (4 in flight); run() with concurrency 24, pool 25, localQueue 5,000 (the fastest of 500/1,000/2,000/5,000 here; its docs' 500 gives ~6,700 jobs/s end to end), completeJobBatchDelay 0"
 gw clean
 
 stage "done"
-table="$run/table.md"
-python3 - "$results" "$N" "$RATE" "$STEADY_SECONDS" "$(($(date +%s) - started))" >"$table" <<'PY'
-import json, os, platform, subprocess, sys, datetime
-rows = [json.loads(l) for l in open(sys.argv[1])]
-n, rate, secs, took = (int(x) for x in sys.argv[2:])
-weir = rows[0]
+python3 - "$work/run.json" "$N" "$RATE" "$STEADY_SECONDS" "$(($(date +%s) - started))" <<'PY'
+import datetime, json, os, platform, subprocess, sys
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")) / 2**20
 node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-print(f"Run of `bash bench/peers/run.sh` on {datetime.date.today()}: {os.cpu_count()} vCPU {cpu}, "
-      f"{mem:.0f} GiB RAM, Linux {platform.release()}, Node {node}, Python {platform.python_version()}; "
-      f"every system and its load generator on the same cores. N = {n:,} jobs of a 100-byte JSON "
-      f"payload, no-op handler; latency while a producer sends a steady {rate:,} jobs/s for {secs} s. "
-      f"The whole run took {took // 60} min {took % 60} s.\n")
-print("| system | version | enqueue jobs/s | end-to-end jobs/s | Weir fsync's ratio (e2e) | "
-      "p50 / p99 enqueue-to-start | rate held | peak RSS, server side |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
-for r in rows:
-    ratio = "—" if r is weir else f"**{weir['e2e'] / r['e2e']:.1f}×**"
-    held = f"{r['held']:,.0f}/s" + ("" if r["held"] >= rate * 0.97 else " ⚠")
-    print(f"| {r['system']} | {r['version']} | {r['enqueue']:,.0f} | {r['e2e']:,.0f} | {ratio} | "
-          f"{r['p50']:.2f} / {r['p99']:.2f} ms | {held} | {r['rss_mib']:.0f} MiB |")
-print()
-targets = {"BullMQ": 10, "Celery": 10, "graphile-worker": 5}
-for r in rows:
-    if r["system"] in targets:
-        got, want = weir["e2e"] / r["e2e"], targets[r["system"]]
-        verdict = "met" if got >= want else f"**not met**: {got / want:.0%} of it"
-        print(f"- Against {r['system']}: target ≥ {want}× end-to-end, measured {got:.1f}× — {verdict}.")
-print(f"- ⚠ marks a system whose producer could not hold {rate:,} jobs/s; its latency is then "
-      "that of a growing backlog.")
-print("\nDurability of each, as run:\n")
-for r in rows:
-    print(f"- {r['system']}: {r['durability']}.")
-print("\nMemory: " + "; ".join(f"{r['system']}: {r['rss_how']}" for r in rows) + ".")
+n, rate, secs, took = (int(x) for x in sys.argv[2:])
+json.dump({"date": str(datetime.date.today()), "n": n, "rate": rate, "seconds": secs, "took_s": took,
+  "machine": f"{os.cpu_count()} vCPU {cpu}, {mem:.0f} GiB RAM, Linux {platform.release()}, "
+             f"Node {node}, Python {platform.python_version()}"}, open(sys.argv[1], "w"))
 PY
 echo
-cat "$table"
-if [ "$WRITE" = 1 ]; then
-  python3 - "$root/BENCHMARKS.md" "$table" <<'PY'
-import sys
-path, table = sys.argv[1], open(sys.argv[2]).read().rstrip() + "\n"
-text = open(path).read()
-begin, end = "<!-- peers:begin (written by bench/peers/run.sh) -->\n", "<!-- peers:end -->\n"
-if begin in text and end in text:
-    head, rest = text.split(begin, 1)
-    text = head + begin + table + end + rest.split(end, 1)[1]
-else:
-    text = text.rstrip() + "\n\n## Against BullMQ, Celery and graphile-worker (issue 6)\n\n" + begin + table + end
-open(path, "w").write(text)
-PY
-  echo "(written into BENCHMARKS.md)"
-fi
+write=()
+[ "$WRITE" = 1 ] && write=(--write "$root/BENCHMARKS.md")
+python3 "$here/report.py" "$results" "$work/run.json" "${write[@]}"

@@ -153,3 +153,53 @@ fn push_jobs_queues_and_exit_codes() {
     let o = weir("http://127.0.0.1:9", &["queues", "ls"], None);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
 }
+
+/// `weir bench --json` runs every job through the real server and reports what
+/// bench/peers/run.sh reads; with the queue keeping no completed jobs nothing is left behind.
+#[test]
+fn bench_reports_rates_latency_and_the_rate_it_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let s = server.base.as_str();
+    let o = weir(
+        s,
+        &["queues", "set", "bench", "retention.completed_max=0"],
+        None,
+    );
+    assert!(o.status.success(), "{o:?}");
+    let o = weir(
+        s,
+        &[
+            "--json",
+            "bench",
+            "--jobs",
+            "2000",
+            "--payload-bytes",
+            "100",
+            "--rate",
+            "400",
+            "--seconds",
+            "1",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{o:?}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["jobs"], 2000);
+    let enqueue = r["enqueue_jobs_per_s"].as_f64().unwrap();
+    let e2e = r["end_to_end_jobs_per_s"].as_f64().unwrap();
+    assert!(enqueue > 0.0 && e2e > 0.0 && e2e <= enqueue * 1.0001, "{r}");
+    let l = &r["latency"];
+    assert_eq!(l["jobs"], 400, "every job of the steady run measured: {l}");
+    let held = l["held_jobs_per_s"].as_f64().unwrap();
+    assert!(held > 0.0 && held <= 400.0 * 1.05, "held {held}");
+    let (p50, p99) = (l["p50_ms"].as_f64().unwrap(), l["p99_ms"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99, "{l}");
+
+    let o = weir(s, &["--json", "queues", "show", "bench"], None);
+    assert!(o.status.success(), "{o:?}");
+    let q: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for state in ["waiting", "active", "completed"] {
+        assert_eq!(q["counts"][state].as_u64(), Some(0), "{state}: {q}");
+    }
+}

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::value::RawValue;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 use weir_api::{AckItem, BreakerBody, NewJobBody, QueueConfigPatch, RateLimitBody};
@@ -162,6 +162,9 @@ struct Consumers {
     batch: usize,
     acked: Arc<AtomicU64>,
     target: u64,
+    /// When the ack that reached `target` returned: the run's end. (The other consumers may
+    /// still sit in a long poll for up to its wait; that idle time is not the server's.)
+    finished: Arc<OnceLock<Instant>>,
     stop: Arc<AtomicBool>,
     hist: Option<Arc<Mutex<Histogram<u64>>>>,
     progress: ProgressBar,
@@ -175,6 +178,7 @@ async fn consume(c: Consumers) -> Result<(), Failure> {
         batch,
         acked,
         target,
+        finished,
         stop,
         hist,
         progress,
@@ -203,7 +207,9 @@ async fn consume(c: Consumers) -> Result<(), Failure> {
             })
             .collect();
         let r = client.ack(acks).await?;
-        acked.fetch_add(r.acked as u64, Ordering::Relaxed);
+        if acked.fetch_add(r.acked as u64, Ordering::Relaxed) + r.acked as u64 >= target {
+            let _ = finished.set(Instant::now());
+        }
         progress.inc(r.acked as u64);
     }
     if let Some(h) = hist {
@@ -217,6 +223,7 @@ async fn throughput(client: &Client, a: &BenchArgs, quiet: bool) -> Result<(f64,
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(OnceLock::new());
     let started = Instant::now();
     let shared = Consumers {
         client: client.clone(),
@@ -224,6 +231,7 @@ async fn throughput(client: &Client, a: &BenchArgs, quiet: bool) -> Result<(f64,
         batch: a.batch,
         acked: acked.clone(),
         target: a.jobs,
+        finished: finished.clone(),
         stop: stop.clone(),
         hist: None,
         progress: progress.clone(),
@@ -272,7 +280,10 @@ async fn throughput(client: &Client, a: &BenchArgs, quiet: bool) -> Result<(f64,
         }
     }
     result?;
-    let total_secs = started.elapsed().as_secs_f64();
+    let total_secs = finished
+        .get()
+        .map_or_else(|| started.elapsed(), |end| end.duration_since(started))
+        .as_secs_f64();
     progress.finish_and_clear();
     Ok((
         a.jobs as f64 / enqueue_secs.max(1e-9),
@@ -301,6 +312,7 @@ async fn latency(
         batch: a.batch,
         acked: acked.clone(),
         target: total,
+        finished: Arc::new(OnceLock::new()),
         stop: stop.clone(),
         hist: Some(hist.clone()),
         progress: progress.clone(),
