@@ -45,6 +45,16 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// Appends a record, as [`encode`] would write it, to `out`; returns where it lies.
+pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> std::ops::Range<usize> {
+    let start = out.len();
+    out.push(VERSION);
+    if let Err(e) = postcard::to_io(value, &mut *out) {
+        tracing::error!("encoding a record failed: {e}");
+    }
+    start..out.len()
+}
+
 /// Encodes a record as JSON (see [`VERSION_JSON`]).
 pub(crate) fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![VERSION_JSON];
