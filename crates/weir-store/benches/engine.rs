@@ -5,7 +5,9 @@
 //! job, none of which fits criterion's one-closure-many-iterations model.
 //!
 //! 1. End-to-end throughput (enqueue → fetch → ack, every step acknowledged by the store) for
-//!    batch sizes 1 and 100, in both durability modes.
+//!    batch sizes 1 and 100, in both durability modes; and once more durable at batch 100
+//!    with completed jobs deleted at the ack (`retention.completed_max = 0`, as the peer
+//!    comparison runs every system) instead of kept (retention never runs here).
 //! 2. Recovery: a store holding `WEIR_BENCH_RECOVER_JOBS` (default 1,000,000) waiting jobs is
 //!    reopened in a fresh process, which reports the time to open and the resident memory the
 //!    open added, per job, beyond the payload's bytes.
@@ -17,10 +19,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_core::{Ack, NewJob, Payload};
+use weir_core::{Ack, NewJob, Payload, QueueConfig};
 use weir_store::{
     Durability, EmbeddedOptions, EmbeddedStore, JobAckManyParams, JobFetchParams,
-    JobInsertManyParams, Store,
+    JobInsertManyParams, QueueConfigSetParams, Store,
 };
 
 const QUEUE: &str = "bench";
@@ -68,9 +70,10 @@ fn main() {
         .build()
         .unwrap();
     println!("## end-to-end: enqueue -> fetch -> ack, in process");
-    println!("| durability | batch | jobs | producers | consumers | jobs/s | commits | records per commit |");
-    println!("|---|---|---|---|---|---|---|---|");
-    // `WEIR_BENCH_ONLY=fsync-100` (durability-batch) runs one end-to-end case and stops;
+    println!("| durability | batch | completed jobs | jobs | producers | consumers | jobs/s | commits | records per commit | records cancelled out |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    // `WEIR_BENCH_ONLY=fsync-100` (durability-batch, or `fsync-100-delete`) runs one
+    // end-to-end case and stops;
     // `WEIR_BENCH_ONLY=recovery` runs only the recovery measurement.
     let only = std::env::var("WEIR_BENCH_ONLY").ok();
     for durability in [Durability::Fsync, Durability::Os] {
@@ -91,8 +94,11 @@ fn main() {
             } else {
                 scale(2_000_000)
             };
-            rt.block_on(e2e(durability, batch, jobs));
+            rt.block_on(e2e(durability, batch, jobs, true));
         }
+    }
+    if only.as_ref().is_none_or(|o| o == "fsync-100-delete") {
+        rt.block_on(e2e(Durability::Fsync, 100, scale(2_000_000), false));
     }
     if only.as_ref().is_some_and(|o| o != "recovery") {
         return;
@@ -101,7 +107,7 @@ fn main() {
     rt.block_on(recovery());
 }
 
-async fn e2e(durability: Durability, batch: usize, total: u64) {
+async fn e2e(durability: Durability, batch: usize, total: u64, keep_completed: bool) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(
         dir.path(),
@@ -112,6 +118,17 @@ async fn e2e(durability: Durability, batch: usize, total: u64) {
         },
     )
     .unwrap();
+    if !keep_completed {
+        let mut config = QueueConfig::default();
+        config.retention.completed_max = 0;
+        store
+            .queue_config_set(QueueConfigSetParams {
+                name: QUEUE.into(),
+                config,
+            })
+            .await
+            .unwrap();
+    }
     // Enough concurrent writers that group commit has something to group: with batch 1 each
     // task has one write in flight, so the tasks are the batch.
     let (producers, consumers) = if batch == 1 { (64u64, 64u64) } else { (4, 4) };
@@ -174,10 +191,16 @@ async fn e2e(durability: Durability, batch: usize, total: u64) {
     let secs = started.elapsed().as_secs_f64();
     let stats = store.commit_stats();
     println!(
-        "| {durability:?} | {batch} | {total} | {producers} | {consumers} | {:.0} | {} | {:.1} |",
+        "| {durability:?} | {batch} | {} | {total} | {producers} | {consumers} | {:.0} | {} | {:.1} | {} |",
+        if keep_completed {
+            "kept"
+        } else {
+            "deleted at the ack"
+        },
         total as f64 / secs,
         stats.commits,
-        stats.records as f64 / stats.commits.max(1) as f64
+        stats.records as f64 / stats.commits.max(1) as f64,
+        stats.cancelled
     );
 }
 

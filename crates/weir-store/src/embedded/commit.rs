@@ -11,6 +11,14 @@
 //! `Vec` each, and the committer hands the emptied arena and op list back for the next batch:
 //! allocating and growing them per record on a request thread, then freeing them on this one,
 //! cost 8 % of the server's CPU per job at batches of 100 (A/B runs in BENCHMARKS.md).
+//!
+//! A job inserted by a batch and deleted before that batch is written (enqueued, fetched and
+//! acked while the previous batch was syncing, in a queue that keeps no completed jobs)
+//! needs no write at all: its spec and its tombstone cancel out, and only the id high-water
+//! mark, written with every batch, must remember it. Recovery then finds what it would have
+//! found had both been written: no such job. Under load this is where the commit thread's
+//! time goes (fjall's memtable inserts), and the slower the commit, the more jobs finish
+//! inside one batch.
 
 use super::codec::{aggregate_key, encode, encode_into, encode_json, job_key};
 use super::{Durability, Shared};
@@ -33,6 +41,8 @@ pub(crate) enum Op {
     },
     Queue(String, Vec<u8>),
     Aggregate(Vec<u8>, Vec<u8>),
+    /// A write cancelled before it was made (see the module's documentation).
+    Cancelled,
 }
 
 /// Writes waiting for the committer.
@@ -41,6 +51,13 @@ pub(crate) struct Pending {
     pub(crate) ops: Vec<Op>,
     /// The encoded job records the ops point into.
     pub(crate) bytes: Vec<u8>,
+    /// `(job id, index in ops)` of every spec this batch inserts. Ids ascend: the engine
+    /// hands out ids in order and changes arrive here in the order it made them.
+    inserted: Vec<(u64, usize)>,
+    /// Ops turned into [`Op::Cancelled`].
+    cancelled_ops: usize,
+    /// Deletes never pushed because their job's insert was cancelled.
+    cancelled_deletes: usize,
     /// Aggregates touched, `(queue, hour)`; encoded when the batch is taken.
     pub(crate) aggregates: Vec<(u32, u64)>,
     /// Callers waiting for this batch to be durable.
@@ -58,6 +75,9 @@ impl Pending {
         const KEEP_OPS: usize = KEEP_BYTES / 64;
         self.ops.clear();
         self.bytes.clear();
+        self.inserted.clear();
+        self.cancelled_ops = 0;
+        self.cancelled_deletes = 0;
         self.aggregates.clear();
         self.waiters.clear();
         if self.bytes.capacity() > KEEP_BYTES {
@@ -65,7 +85,41 @@ impl Pending {
         }
         if self.ops.capacity() > KEEP_OPS {
             self.ops = Vec::new();
+            self.inserted = Vec::new();
         }
+    }
+
+    /// Cancels the writes of job `id` if this batch inserts it, so that its delete needs no
+    /// write either; false when the job was written by an earlier batch.
+    fn cancel_insert(&mut self, id: u64, status: bool) -> bool {
+        let Ok(i) = self.inserted.binary_search_by_key(&id, |&(id, _)| id) else {
+            return false;
+        };
+        let at = self.inserted[i].1;
+        debug_assert!(matches!(self.ops[at], Op::Spec(s, _) if s == id));
+        self.ops[at] = Op::Cancelled;
+        self.cancelled_ops += 1;
+        self.cancelled_deletes += 1;
+        if status {
+            // Status records of a job this batch inserts are all in this batch, after it.
+            for op in &mut self.ops[at + 1..] {
+                if matches!(op, Op::Status(s, _) if *s == id) {
+                    *op = Op::Cancelled;
+                    self.cancelled_ops += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// Records this batch writes.
+    pub(crate) fn records(&self) -> u64 {
+        (self.ops.len() - self.cancelled_ops) as u64
+    }
+
+    /// Records this batch does not write because they cancelled out.
+    pub(crate) fn cancelled(&self) -> u64 {
+        (self.cancelled_ops + self.cancelled_deletes) as u64
     }
 }
 
@@ -78,6 +132,8 @@ pub(crate) fn encode_change(engine: &Engine, change: Change, pending: &mut Pendi
         Change::Insert(id) => {
             if let Some(r) = engine.spec_record(id) {
                 let at = encode_into(&r, &mut pending.bytes);
+                debug_assert!(pending.inserted.last().is_none_or(|&(last, _)| last < id.0));
+                pending.inserted.push((id.0, pending.ops.len()));
                 pending.ops.push(Op::Spec(id.0, at));
             }
         }
@@ -90,7 +146,11 @@ pub(crate) fn encode_change(engine: &Engine, change: Change, pending: &mut Pendi
         Change::Delete {
             id: JobId(id),
             status,
-        } => pending.ops.push(Op::Delete { id, status }),
+        } => {
+            if !pending.cancel_insert(id, status) {
+                pending.ops.push(Op::Delete { id, status });
+            }
+        }
         Change::Queue(q) => {
             if let Some(r) = engine.queue_record(q) {
                 let name = r.name.clone();
@@ -133,18 +193,21 @@ pub(crate) fn run(shared: &Shared) {
             let next_id = st.engine.next_id();
             (batch, next_id)
         };
-        let records = batch.ops.len() as u64;
-        let result = if batch.ops.is_empty() {
-            Ok(())
-        } else {
+        // A batch whose ops all cancelled out is still written: it carries the id high-water
+        // mark past the ids it handed out.
+        let wrote = !batch.ops.is_empty();
+        let result = if wrote {
             write(shared, &batch, next_id)
+        } else {
+            Ok(())
         };
         {
             let mut st = shared.state.lock();
             st.in_flight = false;
-            if records > 0 {
+            if wrote {
                 st.stats.commits += 1;
-                st.stats.records += records;
+                st.stats.records += batch.records();
+                st.stats.cancelled += batch.cancelled();
             }
             if let Err(e) = &result {
                 tracing::error!(error = %e, "commit failed; the store refuses writes until reopened");
@@ -175,6 +238,7 @@ fn write(shared: &Shared, pending: &Pending, next_id: u64) -> Result<(), String>
             }
             Op::Queue(name, v) => batch.insert(&ks.queues, name.as_str(), v.as_slice()),
             Op::Aggregate(k, v) => batch.insert(&ks.aggregates, k.as_slice(), v.as_slice()),
+            Op::Cancelled => {}
         }
     }
     batch.insert(&ks.meta, NEXT_ID_KEY, next_id.to_be_bytes());
@@ -189,6 +253,128 @@ fn write(shared: &Shared, pending: &Pending, next_id: u64) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_core::{Ack, Fail, Limits, NewJob, Payload, QueueConfig};
+
+    /// An engine whose queue `q` deletes jobs at their ack, and a pending batch.
+    fn setup() -> (Engine, Pending) {
+        let mut engine = Engine::new(Limits::default(), 7);
+        let mut config = QueueConfig::default();
+        config.retention.completed_max = 0;
+        engine.queue_config_set("q", config).unwrap();
+        let mut pending = Pending::default();
+        absorb(&mut engine, &mut pending);
+        (engine, pending)
+    }
+
+    fn absorb(engine: &mut Engine, pending: &mut Pending) {
+        let mut changes = Vec::new();
+        engine.drain_changes_into(&mut changes);
+        for c in changes {
+            encode_change(engine, c, pending);
+        }
+    }
+
+    fn enqueue(engine: &mut Engine, now: u64) -> JobId {
+        let job = NewJob::new(
+            "q",
+            "k",
+            Payload::json(&serde_json::json!({"n": 1})).unwrap(),
+        );
+        engine.enqueue(vec![job], now).unwrap()[0]
+    }
+
+    fn run_to_ack(engine: &mut Engine, now: u64) {
+        let got = engine.fetch(&["q"], 1, now);
+        let out = engine
+            .ack(
+                vec![Ack {
+                    id: got[0].id,
+                    lease_id: got[0].lease_id,
+                    result: None,
+                }],
+                now,
+            )
+            .unwrap();
+        assert_eq!(out.applied, 1);
+    }
+
+    fn job_ops(p: &Pending) -> Vec<&'static str> {
+        p.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Spec(..) => Some("spec"),
+                Op::Status(..) => Some("status"),
+                Op::Delete { .. } => Some("delete"),
+                Op::Cancelled => Some("cancelled"),
+                Op::Queue(..) | Op::Aggregate(..) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_job_inserted_and_deleted_in_one_batch_writes_nothing() {
+        let (mut engine, mut p) = setup();
+        p.recycle();
+        // As the store does: changes are absorbed after each operation.
+        enqueue(&mut engine, 1);
+        absorb(&mut engine, &mut p);
+        assert_eq!(job_ops(&p), ["spec"]);
+        run_to_ack(&mut engine, 2);
+        absorb(&mut engine, &mut p);
+        assert_eq!(job_ops(&p), ["cancelled"]);
+        assert_eq!((p.records(), p.cancelled()), (0, 2));
+    }
+
+    #[test]
+    fn a_job_written_by_an_earlier_batch_gets_its_tombstone() {
+        let (mut engine, mut p) = setup();
+        enqueue(&mut engine, 1);
+        absorb(&mut engine, &mut p);
+        p.recycle(); // the committer took and wrote that batch
+        run_to_ack(&mut engine, 2);
+        absorb(&mut engine, &mut p);
+        assert_eq!(job_ops(&p), ["delete"]);
+        assert_eq!(p.cancelled(), 0);
+    }
+
+    #[test]
+    fn status_records_of_a_cancelled_job_are_cancelled_too() {
+        let (mut engine, mut p) = setup();
+        p.recycle();
+        let keep = enqueue(&mut engine, 1); // written, not deleted
+        absorb(&mut engine, &mut p);
+        let id = enqueue(&mut engine, 1);
+        absorb(&mut engine, &mut p);
+        let got = engine.fetch(&["q"], 2, 2);
+        let mine = got.iter().find(|f| f.id == id).unwrap();
+        let fail = Fail {
+            id,
+            lease_id: mine.lease_id,
+            error: "boom".into(),
+            retry: true,
+        };
+        engine.fail(vec![fail], 3).unwrap();
+        absorb(&mut engine, &mut p);
+        assert_eq!(job_ops(&p), ["spec", "spec", "status"]);
+        // A day later both are waiting again: `id` after its backoff, `keep` after its lease.
+        let again = engine.fetch(&["q"], 2, 86_400_000);
+        let mine = again.iter().find(|f| f.id == id).unwrap();
+        let out = engine.ack(
+            vec![Ack {
+                id,
+                lease_id: mine.lease_id,
+                result: None,
+            }],
+            86_400_000,
+        );
+        assert_eq!(out.unwrap().applied, 1);
+        absorb(&mut engine, &mut p);
+        // `keep`'s spec stays, and so does the status its expired lease wrote.
+        assert_eq!(job_ops(&p), ["spec", "cancelled", "cancelled", "status"]);
+        assert_eq!((p.records(), p.cancelled()), (2, 3));
+        assert!(matches!(p.ops[0], Op::Spec(k, _) if k == keep.0));
+        assert!(matches!(p.ops.last(), Some(Op::Status(k, _)) if *k == keep.0));
+    }
 
     #[test]
     fn records_in_the_arena_are_what_encode_writes() {

@@ -137,6 +137,9 @@ pub struct CommitStats {
     pub commits: u64,
     /// Records written.
     pub records: u64,
+    /// Records not written because they cancelled out: a job inserted and deleted within one
+    /// batch (its spec, any status records and its tombstone).
+    pub cancelled: u64,
 }
 
 pub(crate) struct Keyspaces {
