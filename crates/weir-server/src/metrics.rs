@@ -239,6 +239,32 @@ pub fn render(
     out
 }
 
+/// Appends the store's group-commit counters (nothing for a backend without a committer).
+pub fn render_store(out: &mut String, stats: Option<weir_store::CommitStats>) {
+    let Some(s) = stats else { return };
+    let series: [(&str, &str, u64); 3] = [
+        (
+            "weir_store_commits_total",
+            "Batches the store wrote (one journal write and, durable, one sync each)",
+            s.commits,
+        ),
+        (
+            "weir_store_records_written_total",
+            "Records the store wrote; divided by commits, how many callers one sync served",
+            s.records,
+        ),
+        (
+            "weir_store_records_cancelled_total",
+            "Records never written because a job was enqueued and deleted within one batch",
+            s.cancelled,
+        ),
+    ];
+    for (name, help, value) in series {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 /// A cache tier series: its name, kind, help, and how to read it.
 type TierSeries = (
     &'static str,

@@ -17,7 +17,6 @@ pub mod store;
 pub mod conformance;
 
 pub use embedded::{
-    CommitStats, DiskUsage, Durability, EmbeddedOptions, EmbeddedStore, RecoveryReport,
-    MAX_JOURNAL_BYTES,
+    DiskUsage, Durability, EmbeddedOptions, EmbeddedStore, RecoveryReport, MAX_JOURNAL_BYTES,
 };
 pub use store::*;

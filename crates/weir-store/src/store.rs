@@ -158,4 +158,20 @@ pub trait Store: Send + Sync + 'static {
     async fn maintenance_run(&self) -> Result<MaintenanceReport>;
     /// The clock this store reads.
     fn clock(&self) -> Arc<dyn Clock>;
+    /// The group committer's counters, for metrics; `None` from a backend without one.
+    fn commit_stats(&self) -> Option<CommitStats> {
+        None
+    }
+}
+
+/// Counters of a backend's group committer, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Batches written (each one journal write and, durable, one sync).
+    pub commits: u64,
+    /// Records written.
+    pub records: u64,
+    /// Records not written because they cancelled out: a job inserted and deleted within one
+    /// batch (its spec, any status records and its tombstone).
+    pub cancelled: u64,
 }

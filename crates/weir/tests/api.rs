@@ -309,6 +309,19 @@ async fn the_whole_contract() {
     ] {
         assert!(text.contains(needle), "metrics lack {needle}");
     }
+    // The store's group commit: every durable call above went through at least one commit,
+    // and each commit wrote at least one record.
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    let commits = counter("weir_store_commits_total").expect("commits in /metrics");
+    let written = counter("weir_store_records_written_total").expect("records in /metrics");
+    assert!(
+        commits > 0 && written >= commits,
+        "{commits} commits, {written} records"
+    );
+    assert!(counter("weir_store_records_cancelled_total").is_some());
     let (s, _, page) = h.raw(Method::GET, "/", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let page = String::from_utf8_lossy(&page);

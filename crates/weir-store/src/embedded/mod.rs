@@ -130,18 +130,6 @@ pub const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
 /// fjall's block cache: small, see [`EmbeddedStore::open`].
 const BLOCK_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Counters of the committer, for metrics and benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CommitStats {
-    /// Batches written.
-    pub commits: u64,
-    /// Records written.
-    pub records: u64,
-    /// Records not written because they cancelled out: a job inserted and deleted within one
-    /// batch (its spec, any status records and its tombstone).
-    pub cancelled: u64,
-}
-
 pub(crate) struct Keyspaces {
     pub(crate) specs: Keyspace,
     pub(crate) statuses: Keyspace,
@@ -619,6 +607,10 @@ impl Store for EmbeddedStore {
 
     fn clock(&self) -> Arc<dyn Clock> {
         self.inner.shared.clock.clone()
+    }
+
+    fn commit_stats(&self) -> Option<CommitStats> {
+        Some(EmbeddedStore::commit_stats(self))
     }
 }
 
