@@ -32,7 +32,7 @@ pub use aggregate::{Aggregate, AggregateRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BreakerConfig, Limits, Order, QueueConfig, RateLimit, Retention};
 pub use engine::maintenance::RetentionReport;
-pub use engine::{Change, Engine, FlowEvent, JobFilter, JobPage, QueueStats};
+pub use engine::{Change, Engine, FlowEvent, JobFilter, JobPage, QueueStats, Restore};
 pub use error::{Error, Result};
 pub use histogram::LatencyHistogram;
 pub use job::{

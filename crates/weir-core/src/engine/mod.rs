@@ -3,7 +3,7 @@
 //! Pure and deterministic: no I/O, no threads, no system clock. Each operation takes `now`
 //! (ms since the epoch) and randomness comes from a seeded generator, so a sequence of calls
 //! always gives the same result. A store wraps the engine, persists what it reports in
-//! [`Engine::take_changes`], and rebuilds it on open with [`Engine::restore_job`].
+//! [`Engine::take_changes`], and rebuilds it on open with [`Engine::restore`].
 //!
 //! # Invariants (checked by [`Engine::check_invariants`])
 //! 1. Every job is in exactly one state, and in exactly the index of that state: `Scheduled`
@@ -28,6 +28,7 @@ mod invariants;
 pub mod maintenance;
 mod read;
 mod restore;
+pub use restore::Restore;
 
 use crate::aggregate::{Aggregate, HOUR_MS};
 use crate::config::{check_attempts, check_backoff, check_queue_name, check_timeout};

@@ -30,7 +30,7 @@ pub(crate) fn recover(ks: &Keyspaces, engine: &mut Engine, now: u64) -> Result<u
         engine.restore_aggregate(decode::<AggregateRecord>(&v)?);
     }
     // Size the job table once: growing it by doubling costs time and leaves freed tables behind.
-    engine.reserve_jobs(ks.specs.approximate_len());
+    let mut restore = engine.restore(ks.specs.approximate_len());
     // Specs and statuses are both in id order: merge them.
     let mut statuses = ks.statuses.iter();
     let mut next_status = || -> Result<Option<(u64, UserValue)>> {
@@ -63,9 +63,10 @@ pub(crate) fn recover(ks: &Keyspaces, engine: &mut Engine, now: u64) -> Result<u
         }
         let spec: SpecRecord<'_> = decode(&v)?;
         let st: Option<StatusRecord<'_>> = mine.as_deref().map(decode).transpose()?;
-        engine.restore_job(JobId(id), spec, st, now)?;
+        restore.job(JobId(id), spec, st, now)?;
         n += 1;
     }
+    drop(restore); // builds the ordered indexes
     engine.take_changes();
     Ok(n)
 }
