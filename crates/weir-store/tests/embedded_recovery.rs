@@ -55,6 +55,22 @@ async fn fetch(s: &EmbeddedStore, q: &str, max: usize) -> Vec<weir_core::Fetched
     .expect("fetch")
 }
 
+/// Makes queue `q` delete its jobs at their ack (`retention.completed_max = 0`).
+async fn keep_no_completed_jobs(s: &EmbeddedStore, q: &str) {
+    s.queue_config_set(QueueConfigSetParams {
+        name: q.into(),
+        config: QueueConfig {
+            retention: Retention {
+                completed_max: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    })
+    .await
+    .expect("config");
+}
+
 #[tokio::test]
 async fn every_durable_state_survives_reopen() {
     let fx = setup();
@@ -173,18 +189,7 @@ async fn ids_are_never_reused_after_retention_deletes_the_newest() {
     let fx = setup();
     let last = {
         let s = fx.open();
-        s.queue_config_set(QueueConfigSetParams {
-            name: "q".into(),
-            config: QueueConfig {
-                retention: Retention {
-                    completed_max: 0,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        })
-        .await
-        .expect("config");
+        keep_no_completed_jobs(&s, "q").await;
         let ids = s
             .job_insert_many(JobInsertManyParams {
                 jobs: (0..3).map(|n| job("q", n)).collect(),
@@ -234,18 +239,7 @@ async fn a_queue_that_keeps_no_completed_jobs_leaves_no_record_behind() {
     let fx = setup();
     {
         let s = fx.open();
-        s.queue_config_set(QueueConfigSetParams {
-            name: "q".into(),
-            config: QueueConfig {
-                retention: Retention {
-                    completed_max: 0,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        })
-        .await
-        .expect("config");
+        keep_no_completed_jobs(&s, "q").await;
         s.job_insert_many(JobInsertManyParams {
             jobs: (0..4).map(|n| job("q", n)).collect(),
         })
@@ -385,18 +379,7 @@ async fn jobs_finished_within_one_commit_leave_nothing_and_reuse_no_id() {
     let fx = setup();
     let max_id = {
         let s = fx.open();
-        s.queue_config_set(QueueConfigSetParams {
-            name: "q".into(),
-            config: QueueConfig {
-                retention: Retention {
-                    completed_max: 0,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        })
-        .await
-        .expect("config");
+        keep_no_completed_jobs(&s, "q").await;
         let before = s.commit_stats();
         let mut tasks = Vec::new();
         for p in 0..PRODUCERS {
