@@ -4,7 +4,7 @@
 #
 #   bash bench/peers/run.sh                 # N=200000 RATE=5000 STEADY_SECONDS=10, ~7 min
 #   N=50000 WRITE=0 bash bench/peers/run.sh # a quick look; leaves BENCHMARKS.md alone
-#   WEIR_BATCH=100 bash bench/peers/run.sh  # Weir at `weir bench`'s default batch instead
+#   BATCH=100 bash bench/peers/run.sh  # Weir at `weir bench`'s default batch instead
 #
 # The same workload for each system: N jobs of a ~100-byte JSON payload, a no-op handler,
 # producer and workers running at the same time, completed jobs not retained, each system at
@@ -30,12 +30,13 @@ N=${N:-200000}
 RATE=${RATE:-5000}
 STEADY_SECONDS=${STEADY_SECONDS:-10} # (not $SECONDS: bash keeps its own)
 REDIS_PORT=${REDIS_PORT:-16379}
-WEIR_PORT=${WEIR_PORT:-7441}
+PORT=${PORT:-7441}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 WRITE=${WRITE:-1}
+# (No WEIR_* names here: `weir serve` refuses WEIR_* variables it does not know.)
 # Weir's enqueue batch and fetch maximum: the bulk size the peers get (addBulk and addJobs of
 # 1,000), so every system moves the same number of jobs per round trip where it can.
-WEIR_BATCH=${WEIR_BATCH:-1000}
+BATCH=${BATCH:-1000}
 started=$(date +%s)
 
 fail() { echo "bench/peers: $*" >&2; exit 2; }
@@ -43,11 +44,11 @@ for tool in node npm python3 redis-server redis-cli psql curl cargo; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (needed to run the peers)"
 done
 [[ $N =~ ^[1-9][0-9]*$ && $RATE =~ ^[1-9][0-9]*$ && $STEADY_SECONDS =~ ^[1-9][0-9]*$ &&
-  $WEIR_BATCH =~ ^[1-9][0-9]*$ ]] ||
-  fail "N, RATE, STEADY_SECONDS and WEIR_BATCH must be positive integers"
+  $BATCH =~ ^[1-9][0-9]*$ ]] ||
+  fail "N, RATE, STEADY_SECONDS and BATCH must be positive integers"
 psql "$PG_URL" -Atqc 'select 1' >/dev/null 2>&1 || fail "no PostgreSQL at $PG_URL (set PG_URL)"
 redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && fail "port $REDIS_PORT is taken (set REDIS_PORT)"
-curl -s "http://127.0.0.1:$WEIR_PORT/" >/dev/null 2>&1 && fail "port $WEIR_PORT is taken (set WEIR_PORT)"
+curl -s "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && fail "port $PORT is taken (set PORT)"
 
 mkdir -p "$work"
 results="$work/results.jsonl"
@@ -119,14 +120,14 @@ weir_version="$("$weir" --version | awk '{print $2}') ($(git -C "$root" rev-pars
 run_weir() { # MODE DURABILITY_TEXT
   local d="$run/weir-$1"
   mkdir -p "$d"
-  WEIR_CACHE_DIR="$d/cache" "$weir" serve --listen "127.0.0.1:$WEIR_PORT" --data-dir "$d/data" \
+  WEIR_CACHE_DIR="$d/cache" "$weir" serve --listen "127.0.0.1:$PORT" --data-dir "$d/data" \
     --durability "$1" >"$d/serve.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$WEIR_PORT/ready" >/dev/null && break; sleep 0.1; done
-  local w=("$weir" --server "http://127.0.0.1:$WEIR_PORT")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
+  local w=("$weir" --server "http://127.0.0.1:$PORT")
   "${w[@]}" queues set bench retention.completed_max=0 >/dev/null
-  "${w[@]}" --json bench --jobs "$N" --payload-bytes 100 --batch "$WEIR_BATCH" --rate "$RATE" \
+  "${w[@]}" --json bench --jobs "$N" --payload-bytes 100 --batch "$BATCH" --rate "$RATE" \
     --seconds "$STEADY_SECONDS" >"$d/bench.json"
   python3 - "$d" <<'PY'
 import json, sys
@@ -141,7 +142,7 @@ json.dump({"p50_ms": l["p50_ms"], "p99_ms": l["p99_ms"]}, open(f"{d}/sw.json", "
 PY
   record "Weir ($1)" "$weir_version" "$d/p.json,$d/w.json" "$d/sp.json,$d/sw.json" \
     "$(peak_rss_kib "$pid")" "VmHWM of weir serve" "$2" \
-    "\`weir bench --batch $WEIR_BATCH\`: enqueue batches and fetches of up to $WEIR_BATCH, 4 producers and 4 consumers over HTTP/1.1 (the defaults), queue retention.completed_max=0 (deleted at the ack)"
+    "\`weir bench --batch $BATCH\`: enqueue batches and fetches of up to $BATCH, 4 producers and 4 consumers over HTTP/1.1 (the defaults), queue retention.completed_max=0 (deleted at the ack)"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }

@@ -2,9 +2,11 @@
 //! the page's JavaScript against the API, and the rendered DOM must show each queue's counts,
 //! its pause and the cache tiers, with no refresh error.
 //!
-//! Needs Chromium (`chromium`, or the path in `WEIR_CHROMIUM`). Without one the test says so
+//! Needs Chromium (`chromium`, or the path in `CHROMIUM_BIN`). Without one the test says so
 //! and passes, so that `cargo test` works on a machine with only a Rust toolchain; CI installs
-//! Chromium and sets `WEIR_REQUIRE_BROWSER=1`, which turns a missing browser into a failure.
+//! Chromium and sets `REQUIRE_BROWSER_TEST=1`, which turns a missing browser into a failure.
+//! (Not `WEIR_*` names: the server refuses `WEIR_*` variables it does not know, and it
+//! inherits the test's environment.)
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use weir_api::{AckItem, FailItem, NewJobBody};
 
 fn chromium() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("WEIR_CHROMIUM") {
+    if let Ok(p) = std::env::var("CHROMIUM_BIN") {
         return Some(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH")?;
@@ -85,10 +87,10 @@ fn rendered_dom(browser: &PathBuf, url: &str, budget_ms: u64) -> String {
 async fn the_dashboard_renders_queues_and_cache_in_a_browser() {
     let Some(browser) = chromium() else {
         assert!(
-            std::env::var("WEIR_REQUIRE_BROWSER").is_err(),
-            "WEIR_REQUIRE_BROWSER is set but no Chromium was found (set WEIR_CHROMIUM)"
+            std::env::var("REQUIRE_BROWSER_TEST").is_err(),
+            "REQUIRE_BROWSER_TEST is set but no Chromium was found (set CHROMIUM_BIN)"
         );
-        eprintln!("skipped: no Chromium on PATH (install chromium or set WEIR_CHROMIUM)");
+        eprintln!("skipped: no Chromium on PATH (install chromium or set CHROMIUM_BIN)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
