@@ -127,6 +127,9 @@ impl DiskUsage {
 /// It also bounds how much journal an open has to replay.
 pub const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
 
+/// Most bytes of one keyspace's memtable before fjall flushes it to a table.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// fjall's block cache: small, see [`EmbeddedStore::open`].
 const BLOCK_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -226,9 +229,15 @@ impl EmbeddedStore {
             .cache_size(BLOCK_CACHE_BYTES)
             .open()
             .map_err(storage)?;
+        // fjall's memtables default to 64 MiB a keyspace, which its skiplist roughly doubles
+        // in memory; the job keyspaces take the write load, and at 64 MiB they were most of
+        // the server's RSS under a steady load (bench/soak.sh, BENCHMARKS.md). Smaller
+        // memtables flush more often, in smaller tables.
         let open = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(storage)
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+            .map_err(storage)
         };
         let ks = Keyspaces {
             specs: open("job_specs")?,
