@@ -49,13 +49,16 @@ pub enum ProblemType {
     Unsupported,
     /// 503: the store failed; the operation may not have been applied.
     StorageUnavailable,
+    /// 503: the request did not complete within the server's `request_timeout_ms` (a body
+    /// sent too slowly, or a store that did not answer); it may have been applied.
+    Timeout,
     /// 500: a bug in Weir (it is logged).
     Internal,
 }
 
 impl ProblemType {
     /// Every type, for documentation and tests.
-    pub const ALL: [ProblemType; 19] = [
+    pub const ALL: [ProblemType; 20] = [
         ProblemType::MalformedJson,
         ProblemType::InvalidInput,
         ProblemType::PayloadTooLarge,
@@ -74,6 +77,7 @@ impl ProblemType {
         ProblemType::Overloaded,
         ProblemType::Unsupported,
         ProblemType::StorageUnavailable,
+        ProblemType::Timeout,
         ProblemType::Internal,
     ];
 
@@ -98,6 +102,7 @@ impl ProblemType {
             ProblemType::Overloaded => "overloaded",
             ProblemType::Unsupported => "unsupported",
             ProblemType::StorageUnavailable => "storage-unavailable",
+            ProblemType::Timeout => "timeout",
             ProblemType::Internal => "internal",
         }
     }
@@ -127,7 +132,7 @@ impl ProblemType {
             }
             ProblemType::Overloaded => 429,
             ProblemType::Unsupported => 501,
-            ProblemType::StorageUnavailable => 503,
+            ProblemType::StorageUnavailable | ProblemType::Timeout => 503,
             ProblemType::Internal => 500,
         }
     }
@@ -153,6 +158,7 @@ impl ProblemType {
             ProblemType::Overloaded => "The queue is full; retry later",
             ProblemType::Unsupported => "Not supported by this backend",
             ProblemType::StorageUnavailable => "The store is unavailable",
+            ProblemType::Timeout => "The request took too long",
             ProblemType::Internal => "Internal error",
         }
     }

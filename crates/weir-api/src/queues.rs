@@ -289,6 +289,12 @@ pub struct RetentionPatch {
     pub dead_max: Option<u64>,
 }
 
+impl weir_core::ConfigPatch for QueueConfigPatch {
+    fn apply_to(&self, config: &mut QueueConfig) {
+        self.apply(config);
+    }
+}
+
 impl QueueConfigPatch {
     /// Applies the named keys to `config`. The engine validates the result.
     pub fn apply(&self, config: &mut QueueConfig) {

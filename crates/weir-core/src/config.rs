@@ -266,6 +266,9 @@ pub struct Limits {
     /// job); an enqueue that would go past it is refused as overloaded (HTTP 429) until
     /// retention or completions make room. 0 is unlimited.
     pub max_memory_bytes: u64,
+    /// Deepest nesting of arrays and objects in a payload, result or progress document
+    /// (default 128, as serde_json's own parser allows). 0 is unlimited.
+    pub max_payload_depth: usize,
 }
 
 impl Default for Limits {
@@ -278,8 +281,18 @@ impl Default for Limits {
             max_key_bytes: 512,
             max_tags: 32,
             max_memory_bytes: 0,
+            max_payload_depth: 128,
         }
     }
+}
+
+/// A change to a queue's configuration that a store applies atomically, over whatever the
+/// configuration is at that moment (the HTTP API's `PUT /v1/queues/{q}` body implements it).
+/// Reading the configuration, changing it and writing it back as two steps would let two
+/// concurrent changes lose one of them.
+pub trait ConfigPatch: std::fmt::Debug + Send + Sync {
+    /// Applies the change to `config`; the store validates the result.
+    fn apply_to(&self, config: &mut QueueConfig);
 }
 
 pub(crate) fn check_attempts(n: u32, limits: &Limits) -> Result<()> {

@@ -5,6 +5,7 @@
 //! the HTTP layer renders, see [`Error::kind`].
 
 use crate::job::JobId;
+use std::sync::Arc;
 
 /// Why a job or queue operation was refused or failed.
 ///
@@ -71,8 +72,14 @@ pub enum Error {
     #[error("unsupported by this backend: {0}")]
     Unsupported(&'static str),
     /// The storage engine failed (I/O, corruption). The operation may not have been applied.
-    #[error("storage failure: {0}")]
-    Storage(String),
+    #[error("storage failure: {message}")]
+    Storage {
+        /// What failed, for a person.
+        message: String,
+        /// The underlying error, when there is one (kept for logs and `source()` chains).
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl Error {
@@ -88,7 +95,23 @@ impl Error {
             Error::InvalidState { .. } => "invalid-state",
             Error::Overloaded { .. } => "overloaded",
             Error::Unsupported(_) => "unsupported",
-            Error::Storage(_) => "storage",
+            Error::Storage { .. } => "storage",
+        }
+    }
+
+    /// A storage failure described by `message` alone.
+    pub fn storage(message: impl Into<String>) -> Self {
+        Error::Storage {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A storage failure caused by `source`, which it keeps.
+    pub fn storage_from(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Storage {
+            message: source.to_string(),
+            source: Some(Arc::new(source)),
         }
     }
 

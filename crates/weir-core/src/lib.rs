@@ -30,7 +30,7 @@ pub mod record;
 pub use advisor::{advise, Advice, AdvisorInput};
 pub use aggregate::{Aggregate, AggregateRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{BreakerConfig, Limits, Order, QueueConfig, RateLimit, Retention};
+pub use config::{BreakerConfig, ConfigPatch, Limits, Order, QueueConfig, RateLimit, Retention};
 pub use engine::maintenance::RetentionReport;
 pub use engine::{Change, Engine, FlowEvent, JobFilter, JobPage, QueueStats, Restore};
 pub use error::{Error, Result};

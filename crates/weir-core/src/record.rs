@@ -3,7 +3,9 @@
 //! The engine defines *what* is persisted; each store chooses the encoding. A job is two
 //! records: its [`SpecRecord`] (written once, at enqueue: everything the client submitted)
 //! and its [`StatusRecord`] (rewritten on each durable state change; absent until the first
-//! one). Splitting them keeps an ack from rewriting the payload. Fields borrow from the engine
+//! one). Splitting them keeps an ack from rewriting the payload. A lease grant and each
+//! heartbeat rewrite the status too, without being waited for: a store writes them with
+//! its next commit, so a restart finds the lease where it was and counts its attempt. Fields borrow from the engine
 //! when writing and own their data when read back.
 
 use crate::job::{AttemptError, Backoff};
@@ -63,6 +65,13 @@ pub struct StatusRecord<'a> {
     pub progress: Option<Cow<'a, str>>,
     /// Failed attempts.
     pub errors: Cow<'a, [AttemptError]>,
+    /// While `Active`: the live lease's id (0: none recorded, as in records written before
+    /// leases were persisted; such a job is delivered again).
+    #[serde(default)]
+    pub lease_id: u64,
+    /// While `Active`: the lease's deadline, ms.
+    #[serde(default)]
+    pub deadline: u64,
 }
 
 /// A queue's persisted configuration.

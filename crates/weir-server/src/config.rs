@@ -35,6 +35,11 @@ pub struct ServerConfig {
     pub max_wait_ms: u64,
     /// Memory budget for the jobs held, bytes; enqueues past it get 429 (0: unlimited).
     pub max_memory_bytes: u64,
+    /// Deepest nesting of arrays and objects in a payload, result or progress (0: unlimited).
+    pub max_payload_depth: usize,
+    /// Longest an ordinary request may take, body included, before it is answered with a
+    /// 503 `timeout` problem, ms. A long-polling fetch may take its `wait_ms` on top.
+    pub request_timeout_ms: u64,
     /// Replies at least this large are gzipped for clients that accept it.
     pub gzip_min_bytes: u16,
     /// On SIGTERM/SIGINT: how long in-flight requests may take to finish, ms.
@@ -63,6 +68,8 @@ impl Default for ServerConfig {
             max_batch: 10_000,
             max_wait_ms: 60_000,
             max_memory_bytes: 0,
+            max_payload_depth: weir_core::Limits::default().max_payload_depth,
+            request_timeout_ms: 30_000,
             gzip_min_bytes: 1024,
             shutdown_grace_ms: 10_000,
             log: "info,fjall=warn,lsm_tree=warn".to_string(),
@@ -176,6 +183,9 @@ impl ServerConfig {
         }
         if self.max_batch == 0 {
             return bad("max_batch", "must be at least 1");
+        }
+        if self.request_timeout_ms == 0 {
+            return bad("request_timeout_ms", "must be at least 1");
         }
         if self.max_payload_bytes == 0 || self.max_body_bytes < self.max_payload_bytes {
             return bad(

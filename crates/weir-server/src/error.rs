@@ -44,8 +44,13 @@ impl From<Error> for ApiError {
             Error::LeaseExpired(_) => ProblemType::LeaseExpired,
             Error::InvalidState { .. } => ProblemType::InvalidState,
             Error::Unsupported(_) => ProblemType::Unsupported,
-            Error::Storage(msg) => {
-                tracing::error!(error = %msg, "store failure");
+            Error::Storage { message, source } => {
+                match source {
+                    Some(source) => {
+                        tracing::error!(error = %message, source = ?source, "store failure")
+                    }
+                    None => tracing::error!(error = %message, "store failure"),
+                }
                 return ApiError::new(
                     ProblemType::StorageUnavailable,
                     "the store failed; the operation may not have been applied (see server log)",

@@ -170,11 +170,43 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CompressionLayer::new().gzip(true).compress_when(compress))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_reply))
         .with_state(state)
+}
+
+/// Bounds every request's time, reading its body included: a client that stalls mid-body, or
+/// a store that stops answering, gets a 503 `timeout` problem instead of holding a connection
+/// and a task for good. A long-polling fetch may wait its `wait_ms` (at most `max_wait_ms`)
+/// on top. Our own few lines rather than tower-http's `TimeoutLayer`, whose reply is an empty
+/// 408: every refusal here is `application/problem+json`.
+async fn deadline(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let cfg = state.config();
+    let mut limit = Duration::from_millis(cfg.request_timeout_ms);
+    if req.uri().path() == "/v1/fetch" {
+        limit += Duration::from_millis(cfg.max_wait_ms);
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            ProblemType::Timeout,
+            format!(
+                "the request did not complete within {} ms (request_timeout_ms)",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -212,22 +244,17 @@ fn panic_reply(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Applies the configuration file's `[queues.*]` settings to the store (each patch over the
-/// queue's current configuration). Durable before it returns.
+/// queue's current configuration, atomically, so a `PUT` from a running peer is never
+/// overwritten with a stale copy). Durable before it returns.
 pub async fn apply_queue_settings(
     store: &dyn Store,
     config: &ServerConfig,
 ) -> Result<(), weir_core::Error> {
     for (name, patch) in &config.queues {
-        let mut c = store
-            .queue_stats(name)
-            .await?
-            .map(|s| s.config)
-            .unwrap_or_default();
-        patch.apply(&mut c);
         store
-            .queue_config_set(weir_store::QueueConfigSetParams {
+            .queue_config_update(weir_store::QueueConfigUpdateParams {
                 name: name.clone(),
-                config: c,
+                patch: Arc::new(patch.clone()),
             })
             .await?;
     }

@@ -8,8 +8,8 @@
 use async_trait::async_trait;
 use std::sync::Arc;
 use weir_core::{
-    Ack, AggregateRecord, BatchOutcome, Clock, Fail, FetchedJob, Job, JobFilter, JobId, JobPage,
-    NewJob, Payload, QueueConfig, QueueStats, Result,
+    Ack, AggregateRecord, BatchOutcome, Clock, ConfigPatch, Fail, FetchedJob, Job, JobFilter,
+    JobId, JobPage, NewJob, Payload, QueueConfig, QueueStats, Result,
 };
 
 /// Enqueue a batch of jobs (atomic: all or none).
@@ -89,6 +89,16 @@ pub struct QueueConfigSetParams {
     pub config: QueueConfig,
 }
 
+/// Change a queue's configuration atomically: `patch` is applied over the configuration as it
+/// is when the store applies it, so concurrent updates never lose each other's keys.
+#[derive(Debug, Clone)]
+pub struct QueueConfigUpdateParams {
+    /// The queue (created if new, over the defaults).
+    pub name: String,
+    /// The change.
+    pub patch: Arc<dyn ConfigPatch>,
+}
+
 /// Delete a queue's jobs that have not started.
 #[derive(Debug, Clone)]
 pub struct QueuePurgeParams {
@@ -144,6 +154,12 @@ pub trait Store: Send + Sync + 'static {
     async fn job_list(&self, p: JobFilter) -> Result<JobPage>;
     /// Sets a queue's configuration; durable before it returns.
     async fn queue_config_set(&self, p: QueueConfigSetParams) -> Result<()>;
+    /// Applies a patch to a queue's configuration in one atomic step and returns the result;
+    /// durable before it returns. A result that does not validate changes nothing.
+    async fn queue_config_update(&self, p: QueueConfigUpdateParams) -> Result<QueueConfig>;
+    /// A known queue's configuration (`None` for a queue never seen), without the counts and
+    /// statistics [`Store::queue_stats`] computes.
+    async fn queue_config_get(&self, name: &str) -> Result<Option<QueueConfig>>;
     /// Deletes every waiting, scheduled and failed (awaiting retry) job of a queue; active
     /// jobs finish. Durable before it returns. Returns how many were deleted.
     async fn queue_purge(&self, p: QueuePurgeParams) -> Result<u64>;
@@ -156,6 +172,9 @@ pub trait Store: Send + Sync + 'static {
     /// Runs time-driven work now: promotes due jobs, reclaims expired leases, enforces
     /// retention. Backends also run it on their own schedule.
     async fn maintenance_run(&self) -> Result<MaintenanceReport>;
+    /// Whether the store can serve requests: `Err` says why not (a failed write, a broken
+    /// connection). What `/ready` reports.
+    async fn health(&self) -> Result<()>;
     /// The clock this store reads.
     fn clock(&self) -> Arc<dyn Clock>;
     /// The group committer's counters, for metrics; `None` from a backend without one.

@@ -146,14 +146,9 @@ async fn every_durable_state_survives_reopen() {
         assert_eq!(a.payload, b.payload);
         assert_eq!(a.result, b.result);
         assert_eq!(a.errors, b.errors);
-        if b.state == JobState::Active {
-            // A lease grant is not durable: the job is simply delivered again, and the
-            // attempt it was on is not counted against it.
-            assert_eq!(a.state, JobState::Waiting, "job {}", a.id);
-            assert!(a.attempt < b.attempt, "job {}", a.id);
-        } else {
-            assert_eq!((a.state, a.attempt), (b.state, b.attempt), "job {}", a.id);
-        }
+        // Leases included: an active job is still active, on the same attempt and lease.
+        assert_eq!((a.state, a.attempt), (b.state, b.attempt), "job {}", a.id);
+        assert_eq!(a.lease_deadline_ms, b.lease_deadline_ms, "job {}", a.id);
     }
     assert_eq!(
         s.queue_stats("q")
@@ -456,4 +451,78 @@ async fn jobs_finished_within_one_commit_leave_nothing_and_reuse_no_id() {
         "id {} handed out again (the last before reopen was {max_id})",
         next[0].0
     );
+}
+
+/// Regression: a restart forgot every lease. A job fetched before a graceful close came back
+/// `waiting` with `attempt` 0, so its worker's ack was refused, every deploy re-ran all work
+/// in flight, and a job that took the server down on every attempt never reached `dead`.
+#[tokio::test]
+async fn a_lease_survives_a_restart_and_its_ack_is_accepted() {
+    let fx = setup();
+    let (id, lease_id, attempt) = {
+        let s = fx.open();
+        let id = s
+            .job_insert_many(JobInsertManyParams {
+                jobs: vec![job("q", 1)],
+            })
+            .await
+            .expect("enqueue")[0];
+        let got = fetch(&s, "q", 1).await;
+        assert_eq!(got[0].id, id);
+        (id, got[0].lease_id, got[0].attempt)
+    }; // dropped: a graceful close
+    let s = fx.open();
+    let j = s.job_get(id).await.expect("get").expect("job");
+    assert_eq!(j.state, JobState::Active, "still leased after the restart");
+    assert_eq!(j.attempt, attempt);
+    assert!(
+        fetch(&s, "q", 1).await.is_empty(),
+        "not handed to anyone else"
+    );
+    let out = s
+        .job_ack_many(JobAckManyParams {
+            acks: vec![Ack {
+                id,
+                lease_id,
+                result: None,
+            }],
+        })
+        .await
+        .expect("ack");
+    assert_eq!(
+        out.applied, 1,
+        "the worker's ack after the restart: {out:?}"
+    );
+    assert_eq!(state_of(&s, id).await, JobState::Completed);
+}
+
+/// The other half of the same regression: an attempt that was running when the server went
+/// down counts. A job with one attempt whose lease runs out across a restart is dead, not
+/// waiting for a fresh first attempt.
+#[tokio::test]
+async fn an_attempt_running_at_a_restart_counts_when_its_lease_expires() {
+    let fx = setup();
+    let id = {
+        let s = fx.open();
+        let mut j = job("q", 1);
+        j.max_attempts = Some(1);
+        j.timeout_ms = Some(1_000);
+        let id = s
+            .job_insert_many(JobInsertManyParams { jobs: vec![j] })
+            .await
+            .expect("enqueue")[0];
+        assert_eq!(fetch(&s, "q", 1).await.len(), 1);
+        id
+    };
+    fx.clock.advance(5_000);
+    let s = fx.open();
+    s.maintenance_run().await.expect("maintenance");
+    let j = s.job_get(id).await.expect("get").expect("job");
+    assert_eq!(j.state, JobState::Dead, "its only attempt was spent");
+    assert_eq!(j.attempt, 1);
+    assert_eq!(j.errors.len(), 1, "the expiry is recorded: {:?}", j.errors);
+}
+
+async fn state_of(s: &EmbeddedStore, id: JobId) -> JobState {
+    s.job_get(id).await.expect("get").expect("job").state
 }

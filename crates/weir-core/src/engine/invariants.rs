@@ -1,5 +1,6 @@
 //! A full consistency check of the engine's indexes against its jobs (the numbered
-//! invariants in the module docs). `O(n)`: for tests, property tests and debug builds.
+//! invariants in the module docs). `O(n log n)`: for tests, property tests and debug builds
+//! (the embedded store runs it after each operation in debug builds).
 
 use super::Engine;
 use crate::job::JobState;
@@ -9,12 +10,17 @@ impl Engine {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut counts = vec![[0u64; 7]; self.queues.len()];
         let mut ready_total = 0usize;
+        let ready: Vec<std::collections::HashSet<u64>> = self
+            .queues
+            .iter()
+            .map(|qs| qs.ready.iter().map(|k| k.id).collect())
+            .collect();
         for (&id, s) in &self.jobs {
             counts[s.queue as usize][s.state as usize] += 1;
             let qs = &self.queues[s.queue as usize];
             let in_sched = self.scheduled.contains(&(s.run_at, id));
             let in_lease = s.state == JobState::Active && self.leases.contains(&(s.deadline, id));
-            let in_ready = qs.ready.iter().any(|k| k.id == id);
+            let in_ready = ready[s.queue as usize].contains(&id);
             let in_done = qs.completed.contains(&(s.finished_at, id));
             let in_dead = qs.dead.contains(&(s.finished_at, id));
             ready_total += usize::from(in_ready);
@@ -69,6 +75,39 @@ impl Engine {
                     qs.name, qs.counts, counts[i]
                 ));
             }
+            // Invariant 5: the id sets and the ready-time index agree with the jobs.
+            for st in JobState::ALL {
+                let set = &qs.ids[st as usize];
+                if set.len() != qs.counts[st as usize] {
+                    return Err(format!(
+                        "queue {}: {} ids in state {st} for {} jobs",
+                        qs.name,
+                        set.len(),
+                        qs.counts[st as usize]
+                    ));
+                }
+                if let Some(id) = set
+                    .iter()
+                    .find(|id| self.jobs.get(id).is_none_or(|s| s.state != st))
+                {
+                    return Err(format!("queue {}: job {id} in the id set of {st}", qs.name));
+                }
+            }
+            let mut since = std::collections::BTreeMap::<u64, u32>::new();
+            for id in &qs.ids[JobState::Waiting as usize] {
+                *since.entry(self.jobs[&id].run_at).or_default() += 1;
+            }
+            if since != qs.waiting_since {
+                return Err(format!(
+                    "queue {}: the ready-time index does not match its waiting jobs",
+                    qs.name
+                ));
+            }
+        }
+        if self.all_ids.len() != self.jobs.len() as u64
+            || self.jobs.keys().any(|id| !self.all_ids.contains(*id))
+        {
+            return Err("the set of all ids does not match the jobs".into());
         }
         let ready_len: usize = self.queues.iter().map(|q| q.ready.len()).sum();
         if ready_len != ready_total {

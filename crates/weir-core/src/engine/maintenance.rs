@@ -16,15 +16,19 @@ pub struct RetentionReport {
 impl Engine {
     /// Applies every time-driven transition due at `now`: scheduled and failed jobs whose
     /// time has come become waiting; active jobs whose lease passed its deadline fail their
-    /// attempt (back to waiting, or dead when no attempts are left).
-    pub fn tick(&mut self, now: u64) {
+    /// attempt (back to waiting, or dead when no attempts are left). Returns how many jobs
+    /// (or throttled groups) it may have made ready, so that a store wakes long-polling
+    /// fetchers only when there is something for them.
+    pub fn tick(&mut self, now: u64) -> usize {
         self.now = self.now.max(now);
+        let mut woke = 0;
         while let Some((due, q, g)) = self.throttled.first().cloned() {
             if due > now {
                 break;
             }
             self.throttled.pop_first();
             self.refresh_group(q, g);
+            woke += 1;
         }
         self.prune_group_tats(now);
         while let Some(&(at, id)) = self.scheduled.first() {
@@ -34,14 +38,17 @@ impl Engine {
             // The ready time is the due time, so a job that waited out a delay ages from
             // when it became due, not from when the fetch happened to notice.
             self.transition(id, JobState::Waiting, |_| {});
+            woke += 1;
         }
         while let Some(&(deadline, id)) = self.leases.first() {
             if deadline > now {
                 break;
             }
             self.fail_attempt(id, "lease expired".to_string(), true, now, true);
+            woke += 1;
         }
         self.check_starvation(now);
+        woke
     }
 
     /// The earliest time at which [`Engine::tick`] has something to do, if any.
@@ -99,9 +106,9 @@ impl Engine {
         };
         debug_assert!(s.state.is_terminal(), "only finished jobs are deleted");
         let q = s.queue as usize;
-        let state = s.state;
         self.unplace(id);
-        self.queues[q].counts[state as usize] -= 1;
+        self.untrack(id);
+        self.all_ids.remove(id);
         let mut status = false;
         if let Some(s) = self.jobs.swap_remove(&id) {
             status = s.status_stored;

@@ -10,11 +10,17 @@
 //!    and `Failed` in `scheduled` by `(run_at, id)`; `Active` in `leases` by
 //!    `(deadline, id)`; `Completed` in its queue's `completed`; `Dead` and `Cancelled` in its
 //!    queue's `dead`; `Waiting` in its queue's `ready` index unless its group holds it back.
-//! 2. A group has at most one `Active` job, and while it has one, none of its jobs is ready.
-//!    When it has none, its ready job (if any) is its lowest-id unfinished job.
+//! 2. A group has at most `group_concurrency` (`g`, default 1) `Active` jobs, and its ready
+//!    jobs are exactly the ones it may start now: with `g = 1` (an ordered group), its
+//!    lowest-id unfinished job if that one is waiting and nothing of the group is active,
+//!    else none; above 1, its lowest-id waiting jobs, as many as `g` less its active ones
+//!    (and its per-key rate limit) allow.
 //! 3. A job holds at most one lease: a new grant replaces the lease id, and every other lease
 //!    id is refused.
 //! 4. Per-queue state counts equal the number of jobs in each state.
+//! 5. Each queue's id set of a state holds exactly the ids of its jobs in that state, its
+//!    ready-time index counts exactly its waiting jobs by ready time, and the set of all ids
+//!    holds exactly the jobs held.
 //!
 //! # Ordering and aging
 //! The ready index sorts by `(rank, cost, id)` ascending with
@@ -31,13 +37,14 @@ mod restore;
 pub use restore::Restore;
 
 use crate::aggregate::{Aggregate, HOUR_MS};
+use crate::config::ConfigPatch;
 use crate::config::{check_attempts, check_backoff, check_queue_name, check_timeout};
 use crate::job::{
     Ack, AttemptError, Backoff, BatchOutcome, Fail, FetchedJob, JobId, JobState, NewJob, Payload,
     Rejection,
 };
 use crate::{Error, LatencyHistogram, Limits, Order, QueueConfig, Result};
-use rustc_hash::FxHashMap;
+use roaring::RoaringTreemap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -159,9 +166,30 @@ pub(crate) struct QueueState {
     pub(crate) run_hist: LatencyHistogram,
     /// Flow-control runtime state (in memory only).
     pub(crate) flow: flow::FlowState,
+    /// Ready times of every waiting job, grouped or not, with how many jobs share each:
+    /// its first key is when the oldest waiting job became ready, in `O(log n)`. Jobs that
+    /// become ready together share an entry, so a burst costs a few entries, not one a job.
+    pub(crate) waiting_since: BTreeMap<u64, u32>,
+    /// Ids of the queue's jobs in each state, indexed by `JobState as usize`: a page of
+    /// one queue's jobs in one state is a walk from the cursor, not a scan of every job.
+    /// Compressed bitmaps: ids are dense, so this costs a bit or two per job.
+    pub(crate) ids: [RoaringTreemap; 7],
 }
 
 pub(crate) type JobMap = indexmap::IndexMap<u64, Slot, rustc_hash::FxBuildHasher>;
+
+/// A hash map keyed by strings a client chooses (queue names, kinds, unique keys, group
+/// keys). FxHash, which the id-keyed job map uses, is unseeded: a client could pick keys
+/// that all land in one bucket and turn every lookup into a scan. foldhash seeded from the
+/// engine's seed resists that (as the cache's memory tier does) and keeps the engine
+/// deterministic: the same seed gives the same maps.
+pub(crate) type KeyMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// The hasher of every [`KeyMap`] of an engine seeded with `seed`: a different seed from
+/// the one that draws lease ids, mixed so that neighbouring seeds hash unalike.
+fn key_hasher(seed: u64) -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5745_4952)
+}
 
 /// The queue engine. See the module docs.
 pub struct Engine {
@@ -174,13 +202,15 @@ pub struct Engine {
     /// half of the table's slot-sized buckets empty).
     pub(crate) jobs: JobMap,
     pub(crate) queues: Vec<QueueState>,
-    queue_ids: FxHashMap<Arc<str>, u32>,
+    queue_ids: KeyMap<Arc<str>, u32>,
     pub(crate) kinds: Vec<Arc<str>>,
-    kind_ids: FxHashMap<Arc<str>, u32>,
+    kind_ids: KeyMap<Arc<str>, u32>,
     pub(crate) scheduled: BTreeSet<(u64, u64)>,
     pub(crate) leases: BTreeSet<(u64, u64)>,
-    unique: FxHashMap<(u32, Box<str>), u64>,
-    pub(crate) groups: FxHashMap<(u32, Arc<str>), GroupState>,
+    unique: KeyMap<(u32, Box<str>), u64>,
+    pub(crate) groups: KeyMap<(u32, Arc<str>), GroupState>,
+    /// Ids of every job held, for a listing of all jobs in id order.
+    pub(crate) all_ids: RoaringTreemap,
     pub(crate) aggregates: BTreeMap<(u32, u64), Aggregate>,
     changes: Vec<Change>,
     flow_events: Vec<flow::FlowEvent>,
@@ -190,7 +220,7 @@ pub struct Engine {
     /// Per-key rate limiter state: GCRA arrival time (µs) per `(queue, group)`. Entries
     /// whose time has passed are equal to fresh ones and are pruned, so the map holds only
     /// keys used within their last period.
-    pub(crate) group_tats: FxHashMap<(u32, Arc<str>), u64>,
+    pub(crate) group_tats: KeyMap<(u32, Arc<str>), u64>,
     /// Groups held back by their per-key rate limit, by when their next token is due.
     pub(crate) throttled: BTreeSet<(u64, u32, Arc<str>)>,
     /// Size of `group_tats` after its last pruning.
@@ -217,24 +247,26 @@ impl Engine {
     /// An empty engine. `seed` drives lease ids and backoff jitter; give each process a
     /// random one, and tests a fixed one.
     pub fn new(limits: Limits, seed: u64) -> Self {
+        let keys = key_hasher(seed);
         Engine {
             limits,
             rng: fastrand::Rng::with_seed(seed),
             next_id: 1,
             jobs: JobMap::default(),
             queues: Vec::new(),
-            queue_ids: FxHashMap::default(),
+            queue_ids: KeyMap::with_hasher(keys.clone()),
             kinds: Vec::new(),
-            kind_ids: FxHashMap::default(),
+            kind_ids: KeyMap::with_hasher(keys.clone()),
             scheduled: BTreeSet::new(),
             leases: BTreeSet::new(),
-            unique: FxHashMap::default(),
-            groups: FxHashMap::default(),
+            unique: KeyMap::with_hasher(keys.clone()),
+            groups: KeyMap::with_hasher(keys.clone()),
+            all_ids: RoaringTreemap::new(),
             aggregates: BTreeMap::new(),
             changes: Vec::new(),
             flow_events: Vec::new(),
             now: 0,
-            group_tats: FxHashMap::default(),
+            group_tats: KeyMap::with_hasher(keys.clone()),
             throttled: BTreeSet::new(),
             group_tats_pruned: 0,
             held_bytes: 0,
@@ -290,6 +322,8 @@ impl Engine {
             wait_hist: LatencyHistogram::default(),
             run_hist: LatencyHistogram::default(),
             flow: flow::FlowState::default(),
+            waiting_since: BTreeMap::new(),
+            ids: Default::default(),
         });
         self.queue_ids.insert(name, i);
         i
@@ -338,9 +372,28 @@ impl Engine {
 
     /// A queue's configuration (the default for a queue never configured).
     pub fn queue_config(&self, name: &str) -> QueueConfig {
+        self.queue_config_get(name).unwrap_or_default()
+    }
+
+    /// A known queue's configuration, or `None` for a queue never seen. `O(1)`: no counts,
+    /// no statistics.
+    pub fn queue_config_get(&self, name: &str) -> Option<QueueConfig> {
         self.find_queue(name)
             .map(|q| self.queues[q as usize].config.clone())
-            .unwrap_or_default()
+    }
+
+    /// Applies `patch` to a queue's current configuration (the defaults for a new queue)
+    /// and sets the result, in one step: two patches never lose each other's keys. Returns
+    /// the configuration set; a patch whose result does not validate changes nothing.
+    pub fn queue_config_update(
+        &mut self,
+        name: &str,
+        patch: &dyn ConfigPatch,
+    ) -> Result<QueueConfig> {
+        let mut config = self.queue_config(name);
+        patch.apply_to(&mut config);
+        self.queue_config_set(name, config.clone())?;
+        Ok(config)
     }
 
     // ---- enqueue -----------------------------------------------------------------------
@@ -413,6 +466,7 @@ impl Engine {
         if job.payload.is_empty() {
             return Err(Error::invalid("payload", "empty"));
         }
+        check_depth_of("payload", job.payload.as_str(), l)?;
         if job.delay_ms.is_some() && job.run_at_ms.is_some() {
             return Err(Error::invalid(
                 "delay_ms",
@@ -548,7 +602,8 @@ impl Engine {
         }
         self.held_bytes += JOB_OVERHEAD_BYTES + slot.payload.len() as u64;
         self.jobs.insert(id, slot);
-        self.queues[q as usize].counts[state as usize] += 1;
+        self.all_ids.insert(id);
+        self.track(id);
         if let Some(g) = group {
             self.groups.entry((q, g)).or_default().pending.insert(id);
         }
@@ -583,6 +638,37 @@ impl Engine {
                 0
             },
             id,
+        }
+    }
+
+    /// Counts job `id` in its queue's state: the count, the id set of its state, and, while
+    /// it waits, the ready-time index. [`Self::untrack`] undoes it; every change of state or
+    /// of a waiting job's ready time goes between the two.
+    pub(crate) fn track(&mut self, id: u64) {
+        let s = &self.jobs[&id];
+        let qs = &mut self.queues[s.queue as usize];
+        qs.counts[s.state as usize] += 1;
+        qs.ids[s.state as usize].insert(id);
+        if s.state == JobState::Waiting {
+            *qs.waiting_since.entry(s.run_at).or_default() += 1;
+        }
+    }
+
+    /// Undoes [`Self::track`] for job `id` as it is now.
+    pub(crate) fn untrack(&mut self, id: u64) {
+        let s = &self.jobs[&id];
+        let qs = &mut self.queues[s.queue as usize];
+        qs.counts[s.state as usize] -= 1;
+        qs.ids[s.state as usize].remove(id);
+        if s.state == JobState::Waiting {
+            if let std::collections::btree_map::Entry::Occupied(mut e) =
+                qs.waiting_since.entry(s.run_at)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
         }
     }
 
@@ -656,6 +742,7 @@ impl Engine {
     /// runs between the two, to change the fields the new index is keyed by.
     fn transition(&mut self, id: u64, to: JobState, edit: impl FnOnce(&mut Slot)) {
         self.unplace(id);
+        self.untrack(id);
         let Some(s) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -664,9 +751,7 @@ impl Engine {
         let group = s.group().cloned();
         s.state = to;
         edit(s);
-        let counts = &mut self.queues[q].counts;
-        counts[from as usize] -= 1;
-        counts[to as usize] += 1;
+        self.track(id);
         if let Some(g) = group {
             let key = (q as u32, g.clone());
             if let Some(gs) = self.groups.get_mut(&key) {
@@ -899,6 +984,9 @@ impl Engine {
             s.deadline = now.saturating_add(s.timeout_ms);
             s.started_at = now;
         });
+        // The grant is recorded (a store writes it with its next commit, without waiting):
+        // after a restart the lease lives on, and after a crash its attempt still counts.
+        self.updated(id);
         let q = self.jobs[&id].queue;
         self.queues[q as usize]
             .wait_hist
@@ -938,7 +1026,8 @@ impl Engine {
                 size: p.len(),
                 limit: self.limits.max_payload_bytes,
             }),
-            _ => Ok(()),
+            Some(p) => check_depth_of(field, p.as_str(), &self.limits),
+            None => Ok(()),
         }
     }
 
@@ -961,9 +1050,10 @@ impl Engine {
             s.deadline = new;
             if let Some(p) = progress {
                 s.extra_mut().progress = Some(p.into_inner());
-                self.updated(id.0);
             }
         }
+        // The new deadline is recorded like the grant, so a restart keeps the extension.
+        self.updated(id.0);
         Ok(new)
     }
 
@@ -1245,6 +1335,20 @@ fn rejection(id: JobId, e: Error) -> Rejection {
         reason: e.kind(),
         message: e.to_string(),
     }
+}
+
+/// Refuses a JSON document nested deeper than [`Limits::max_payload_depth`]: many parsers a
+/// worker may use recurse per level and overflow their stack long before Weir's limit on
+/// size would stop such a document.
+fn check_depth_of(field: &'static str, json: &str, limits: &Limits) -> Result<()> {
+    let max = limits.max_payload_depth;
+    if max > 0 && crate::job::nesting_exceeds(json, max) {
+        return Err(Error::invalid(
+            field,
+            format!("nested more than {max} levels deep (the limit is max_payload_depth)"),
+        ));
+    }
+    Ok(())
 }
 
 fn truncate_utf8(s: &mut String, max: usize) {

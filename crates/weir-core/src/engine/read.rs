@@ -5,7 +5,10 @@ use crate::advisor::{advise, Advice, AdvisorInput};
 use crate::aggregate::{AggregateRecord, HOUR_MS};
 use crate::job::{Job, JobId, JobState, Payload};
 use crate::{LatencyHistogram, QueueConfig};
+use roaring::RoaringTreemap;
 use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// Which jobs a listing returns.
 #[derive(Debug, Clone, Default)]
@@ -102,8 +105,9 @@ impl Engine {
         }
     }
 
-    /// A page of jobs matching `filter`, in id order. Costs a scan of the jobs held; meant
-    /// for operators and dashboards, not for the hot path.
+    /// A page of jobs matching `filter`, in id order. `O(page)` plus a step per id set the
+    /// filter spans: one for a queue and a state, seven for a queue, one per queue for a
+    /// state, one for no filter. It never scans jobs the page does not hold.
     pub fn jobs_list(&self, filter: &JobFilter) -> JobPage {
         let limit = if filter.limit == 0 {
             100
@@ -112,7 +116,7 @@ impl Engine {
         };
         let q = match &filter.queue {
             Some(name) => match self.find_queue(name) {
-                Some(q) => Some(q),
+                Some(q) => Some(q as usize),
                 None => {
                     return JobPage {
                         jobs: Vec::new(),
@@ -122,23 +126,16 @@ impl Engine {
             },
             None => None,
         };
+        let sets: Vec<&RoaringTreemap> = match (q, filter.state) {
+            (Some(q), Some(st)) => vec![&self.queues[q].ids[st as usize]],
+            (Some(q), None) => self.queues[q].ids.iter().collect(),
+            (None, Some(st)) => self.queues.iter().map(|qs| &qs.ids[st as usize]).collect(),
+            (None, None) => vec![&self.all_ids],
+        };
         let after = filter.after.map_or(0, |a| a.0);
-        let mut ids: Vec<u64> = self
-            .jobs
-            .iter()
-            .filter(|(&id, s)| {
-                id > after
-                    && q.is_none_or(|q| s.queue == q)
-                    && filter.state.is_none_or(|st| s.state == st)
-            })
-            .map(|(&id, _)| id)
-            .collect();
+        let mut ids = merge_after(&sets, after, limit + 1);
         let more = ids.len() > limit;
-        if more {
-            ids.select_nth_unstable(limit);
-            ids.truncate(limit);
-        }
-        ids.sort_unstable();
+        ids.truncate(limit);
         JobPage {
             next_cursor: if more {
                 ids.last().copied().map(JobId)
@@ -147,7 +144,7 @@ impl Engine {
             },
             jobs: ids
                 .iter()
-                .map(|id| self.view(*id, &self.jobs[id]))
+                .filter_map(|id| self.jobs.get(id).map(|s| self.view(*id, s)))
                 .collect(),
         }
     }
@@ -157,27 +154,13 @@ impl Engine {
         self.queues.iter().map(|q| q.name.to_string()).collect()
     }
 
-    /// When the oldest waiting job of queue `q` became ready. Costs a scan of the queue's
-    /// ready jobs and of its groups' held-back ones.
+    /// When the oldest waiting job of queue `q` became ready, grouped jobs held back by
+    /// their group included. `O(log n)`: the first key of the queue's ready-time index.
     pub(crate) fn oldest_waiting(&self, q: u32) -> Option<u64> {
-        let qs = &self.queues[q as usize];
-        qs.ready
-            .iter()
-            .filter_map(|k| self.jobs.get(&k.id).map(|s| s.run_at))
-            .chain(
-                self.groups
-                    .iter()
-                    .filter(|((gq, _), _)| *gq == q)
-                    .flat_map(|(_, g)| {
-                        g.pending.iter().filter_map(|id| {
-                            self.jobs
-                                .get(id)
-                                .filter(|s| s.state == JobState::Waiting)
-                                .map(|s| s.run_at)
-                        })
-                    }),
-            )
-            .min()
+        self.queues[q as usize]
+            .waiting_since
+            .first_key_value()
+            .map(|(&t, _)| t)
     }
 
     /// One queue's statistics, or `None` for a queue never seen.
@@ -251,4 +234,40 @@ impl Engine {
             counts: *a,
         }
     }
+}
+
+/// The first `n` ids above `after` in the union of `sets` (which are disjoint), ascending.
+fn merge_after(sets: &[&RoaringTreemap], after: u64, n: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(n.min(1024));
+    let Some(from) = after.checked_add(1) else {
+        return out;
+    };
+    let mut iters: Vec<_> = sets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let mut it = s.iter();
+            it.advance_to(from);
+            it
+        })
+        .collect();
+    if let [only] = iters.as_mut_slice() {
+        out.extend(only.take(n));
+        return out;
+    }
+    let mut heads: BinaryHeap<Reverse<(u64, usize)>> = iters
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, it)| it.next().map(|id| Reverse((id, i))))
+        .collect();
+    while out.len() < n {
+        let Some(Reverse((id, i))) = heads.pop() else {
+            break;
+        };
+        out.push(id);
+        if let Some(next) = iters[i].next() {
+            heads.push(Reverse((next, i)));
+        }
+    }
+    out
 }

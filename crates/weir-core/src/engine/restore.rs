@@ -47,6 +47,16 @@ impl Engine {
             result: e.and_then(|e| e.result.as_deref()).map(Cow::Borrowed),
             progress: e.and_then(|e| e.progress.as_deref()).map(Cow::Borrowed),
             errors: e.map_or(Cow::Borrowed(&[][..]), |e| Cow::Borrowed(&e.errors[..])),
+            lease_id: if s.state == JobState::Active {
+                s.lease_id
+            } else {
+                0
+            },
+            deadline: if s.state == JobState::Active {
+                s.deadline
+            } else {
+                0
+            },
         })
     }
 
@@ -168,8 +178,9 @@ impl Drop for Restore<'_> {
 
 impl Restore<'_> {
     /// Restores one job. Jobs must come in increasing id order (so ordered groups keep
-    /// enqueue order). A job that was active when the store closed is waiting again: its
-    /// lease was never durable, so it is simply delivered again.
+    /// enqueue order). A job that was active when the store closed keeps its lease when the
+    /// lease was recorded (it lives on until its deadline, and then its attempt counts as
+    /// failed); without a recorded lease it is waiting again and simply delivered again.
     pub fn job(
         &mut self,
         id: JobId,
@@ -203,7 +214,18 @@ impl Restore<'_> {
                 stage(&mut e.queues[q as usize].dead, staged, (finished_at, id));
             }
             // Grouped waiting jobs go through their group's bookkeeping now.
-            JobState::Waiting | JobState::Active => e.place(id),
+            JobState::Waiting => e.place(id),
+            // A job whose lease was recorded is still leased: its worker's ack is accepted
+            // until the lease's deadline, and an expiry counts the attempt.
+            JobState::Active => {
+                e.place(id);
+                if let Some(g) = e.jobs[&id].group().cloned() {
+                    if let Some(gs) = e.groups.get_mut(&(q, g.clone())) {
+                        gs.active.push(id);
+                    }
+                    e.refresh_group(q, g);
+                }
+            }
         }
         Ok(())
     }
@@ -219,25 +241,29 @@ impl Restore<'_> {
     ) -> Result<u64> {
         let engine = &mut *self.engine;
         if engine.jobs.contains_key(&id.0) {
-            return Err(Error::Storage(format!("job {id} restored twice")));
+            return Err(Error::storage(format!("job {id} restored twice")));
         }
         let q = engine.queue_idx(&spec.queue);
         let kind = engine.kind_idx(&spec.kind);
         let status_stored = status.is_some();
+        let mut lease = (0, 0);
         let (mut state, attempt, run_at, started_at, finished_at, result, progress, errors) =
             match status {
-                Some(st) => (
-                    JobState::from_u8(st.state).ok_or_else(|| {
-                        Error::Storage(format!("job {id}: unknown state {}", st.state))
-                    })?,
-                    st.attempt,
-                    st.run_at,
-                    st.started_at,
-                    st.finished_at,
-                    st.result.map(|r| r.into_owned().into_boxed_str()),
-                    st.progress.map(|r| r.into_owned().into_boxed_str()),
-                    st.errors.into_owned(),
-                ),
+                Some(st) => {
+                    lease = (st.lease_id, st.deadline);
+                    (
+                        JobState::from_u8(st.state).ok_or_else(|| {
+                            Error::storage(format!("job {id}: unknown state {}", st.state))
+                        })?,
+                        st.attempt,
+                        st.run_at,
+                        st.started_at,
+                        st.finished_at,
+                        st.result.map(|r| r.into_owned().into_boxed_str()),
+                        st.progress.map(|r| r.into_owned().into_boxed_str()),
+                        st.errors.into_owned(),
+                    )
+                }
                 None => (
                     if spec.run_at > spec.created_at {
                         JobState::Scheduled
@@ -253,8 +279,11 @@ impl Restore<'_> {
                     Vec::new(),
                 ),
             };
-        if state == JobState::Active {
+        if state == JobState::Active && lease.0 == 0 {
+            // Written before leases were recorded: nobody can quote its lease, so it is
+            // delivered again, and the attempt it was on does not count.
             state = JobState::Waiting;
+            lease = (0, 0);
         }
         let group: Option<Arc<str>> = spec.group.map(|g| Arc::from(&*g));
         let extra = Extra {
@@ -289,8 +318,8 @@ impl Restore<'_> {
             timeout_ms: spec.timeout_ms,
             created_at: spec.created_at,
             run_at,
-            lease_id: 0,
-            deadline: 0,
+            lease_id: lease.0,
+            deadline: lease.1,
             started_at,
             finished_at,
             payload: spec.payload.into_owned().into_boxed_str(),
@@ -301,7 +330,8 @@ impl Restore<'_> {
         engine.held_bytes += super::JOB_OVERHEAD_BYTES + slot.payload.len() as u64;
         engine.jobs.insert(id.0, slot);
         engine.next_id = engine.next_id.max(id.0 + 1);
-        engine.queues[q as usize].counts[state as usize] += 1;
+        engine.all_ids.insert(id.0);
+        engine.track(id.0);
         if let Some(g) = group {
             if !state.is_terminal() {
                 engine

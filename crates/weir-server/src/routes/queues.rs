@@ -7,9 +7,10 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
+use std::sync::Arc;
 use weir_api::{Problem, ProblemType, PurgeReply, QueueConfigPatch, QueueListReply, QueueView};
 use weir_core::config::check_queue_name;
-use weir_store::{QueueConfigSetParams, QueuePurgeParams};
+use weir_store::{QueueConfigUpdateParams, QueuePurgeParams};
 
 fn queue_not_found(name: &str) -> ApiError {
     ApiError::new(
@@ -67,18 +68,12 @@ async fn patch(
 ) -> ApiResult<Json<QueueView>> {
     check_queue_name(name)?;
     who.require(name, Rights::Admin)?;
-    let mut config = state
-        .store()
-        .queue_stats(name)
-        .await?
-        .map(|s| s.config)
-        .unwrap_or_default();
-    p.apply(&mut config);
+    // One atomic store operation: two concurrent PUTs naming different keys both land.
     state
         .store()
-        .queue_config_set(QueueConfigSetParams {
+        .queue_config_update(QueueConfigUpdateParams {
             name: name.to_string(),
-            config,
+            patch: Arc::new(p.clone()),
         })
         .await?;
     Ok(Json(view(state, name).await?))
@@ -138,7 +133,7 @@ pub async fn purge(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<PurgeReply>> {
     who.require(&name, Rights::Admin)?;
-    if state.store().queue_stats(&name).await?.is_none() {
+    if state.store().queue_config_get(&name).await?.is_none() {
         return Err(queue_not_found(&name));
     }
     let deleted = state.store().queue_purge(QueuePurgeParams { name }).await?;

@@ -22,7 +22,8 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Readiness: the store answers within a second and the server is not shutting down.
+/// Readiness: the store is healthy (it answers within a second, and no failed write or
+/// panicked operation has broken it) and the server is not shutting down.
 #[utoipa::path(get, path = "/ready", tag = "system", security(),
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
@@ -33,7 +34,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    match tokio::time::timeout(Duration::from_secs(1), state.store().queue_list()).await {
+    match tokio::time::timeout(Duration::from_secs(1), state.store().health()).await {
         Ok(Ok(_)) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,

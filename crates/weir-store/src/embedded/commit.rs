@@ -20,7 +20,7 @@
 //! time goes (fjall's memtable inserts), and the slower the commit, the more jobs finish
 //! inside one batch.
 
-use super::codec::{aggregate_key, encode, encode_into, encode_json, job_key};
+use super::codec::{aggregate_key, encode, encode_into, encode_json, encode_status_into, job_key};
 use super::{Durability, Shared};
 use fjall::PersistMode;
 use std::ops::Range;
@@ -139,7 +139,7 @@ pub(crate) fn encode_change(engine: &Engine, change: Change, pending: &mut Pendi
         }
         Change::Update(id) => {
             if let Some(r) = engine.status_record(id) {
-                let at = encode_into(&r, &mut pending.bytes);
+                let at = encode_status_into(&r, &mut pending.bytes);
                 pending.ops.push(Op::Status(id.0, at));
             }
         }
@@ -165,8 +165,23 @@ pub(crate) fn encode_change(engine: &Engine, change: Change, pending: &mut Pendi
     }
 }
 
+/// The committer thread's body, guarded: should it panic (a bug in it or under it), the store
+/// is marked broken and every waiter is answered, rather than left waiting for a commit that
+/// will never come.
+pub(crate) fn run_guarded(shared: &Shared) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(shared))).is_err() {
+        let mut st = shared.state.lock();
+        let why = "the commit thread panicked".to_string();
+        tracing::error!("{why}; the store refuses everything until reopened");
+        st.broken = Some(why.clone());
+        for w in st.pending.waiters.drain(..) {
+            let _ = w.send(Err(why.clone()));
+        }
+    }
+}
+
 /// The committer thread's body; returns when the store closes with nothing pending.
-pub(crate) fn run(shared: &Shared) {
+fn run(shared: &Shared) {
     // The buffers of the last batch written, emptied, for the next.
     let mut spare = Pending::default();
     loop {
@@ -197,7 +212,15 @@ pub(crate) fn run(shared: &Shared) {
         // mark past the ids it handed out.
         let wrote = !batch.ops.is_empty();
         let result = if wrote {
-            write(shared, &batch, next_id)
+            #[cfg(feature = "fault-injection")]
+            let injected = shared.state.lock().faults.take_commit_failure();
+            #[cfg(not(feature = "fault-injection"))]
+            let injected = false;
+            if injected {
+                Err("injected commit failure".to_string())
+            } else {
+                write(shared, &batch, next_id)
+            }
         } else {
             Ok(())
         };
@@ -355,7 +378,8 @@ mod tests {
         };
         engine.fail(vec![fail], 3).unwrap();
         absorb(&mut engine, &mut p);
-        assert_eq!(job_ops(&p), ["spec", "spec", "status"]);
+        // Two specs, both lease grants, the fail.
+        assert_eq!(job_ops(&p), ["spec", "spec", "status", "status", "status"]);
         // A day later both are waiting again: `id` after its backoff, `keep` after its lease.
         let again = engine.fetch(&["q"], 2, 86_400_000);
         let mine = again.iter().find(|f| f.id == id).unwrap();
@@ -369,9 +393,22 @@ mod tests {
         );
         assert_eq!(out.unwrap().applied, 1);
         absorb(&mut engine, &mut p);
-        // `keep`'s spec stays, and so does the status its expired lease wrote.
-        assert_eq!(job_ops(&p), ["spec", "cancelled", "cancelled", "status"]);
-        assert_eq!((p.records(), p.cancelled()), (2, 3));
+        // `keep`'s spec stays, and so do its statuses (its first lease, the expiry, its second
+        // lease); every record of `id` cancels out (its spec, its first lease, the fail; its
+        // second lease was never encoded, as the job was gone by then).
+        assert_eq!(
+            job_ops(&p),
+            [
+                "spec",
+                "cancelled",
+                "status",
+                "cancelled",
+                "cancelled",
+                "status",
+                "status"
+            ]
+        );
+        assert_eq!((p.records(), p.cancelled()), (4, 4));
         assert!(matches!(p.ops[0], Op::Spec(k, _) if k == keep.0));
         assert!(matches!(p.ops.last(), Some(Op::Status(k, _)) if *k == keep.0));
     }

@@ -10,8 +10,22 @@
 //! fsyncs once (**group commit**): concurrent writers share one fsync, and a burst costs one
 //! sync, not one per job. On open, the engine is rebuilt from the stored records.
 //!
-//! Lease grants and heartbeats are written lazily (without waiting): after a crash, a job
-//! that was active is simply delivered again, which at-least-once delivery allows.
+//! Lease grants and heartbeats are written lazily: into the next batch, without waiting for
+//! it. A graceful close writes everything pending, so after a restart each lease lives on and
+//! its worker's ack is accepted; after `kill -9` only the leases granted since the last
+//! commit are lost (those jobs are delivered again, which at-least-once delivery allows), and
+//! every other one counts its attempt when it expires.
+//!
+//! # Threads
+//! Two threads of the store's own, each with a wake-up of its own: the committer (woken when
+//! the pending batch gains work) and the maintenance thread (woken on close, or when the next
+//! time something falls due moves earlier than it planned to wake; see `maintain.rs`).
+//!
+//! # Failure
+//! A write that fails, or an operation that panics while it holds the lock (which would leave
+//! the engine half-updated), marks the store broken: it refuses everything after, and
+//! [`Store::health`] (and so `/ready`) reports why. Only a reopen makes memory and disk
+//! agree again.
 //!
 //! # Why fjall
 //! The records live in [fjall](https://docs.rs/fjall), a well-kept LSM-tree engine: its
@@ -28,10 +42,16 @@
 
 mod codec;
 mod commit;
+#[cfg(feature = "fault-injection")]
+mod fault;
+mod maintain;
 mod recover;
+mod store_impl;
+
+#[cfg(feature = "fault-injection")]
+pub use fault::Fault;
 
 use crate::store::*;
-use async_trait::async_trait;
 use commit::Pending;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use parking_lot::{Condvar, Mutex};
@@ -40,10 +60,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
-use weir_core::{
-    AggregateRecord, BatchOutcome, Change, Clock, Engine, Error, FetchedJob, Job, JobFilter, JobId,
-    JobPage, Limits, QueueStats, Result, SystemClock,
-};
+use weir_core::{Change, Clock, Engine, Error, Limits, Result, SystemClock};
 
 /// When an acknowledged write is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -153,11 +170,42 @@ pub(crate) struct State {
     /// its disk, so only a reopen can make them agree again).
     pub(crate) broken: Option<String>,
     pub(crate) stats: CommitStats,
+    /// When the maintenance thread next runs (clock ms; `u64::MAX` without one).
+    pub(crate) maint_due: u64,
+    /// Maintenance passes run, by the thread or [`Store::maintenance_run`].
+    pub(crate) maint_passes: u64,
+    /// Faults a test asked for.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) faults: fault::Faults,
 }
 
 impl State {
+    /// Runs `f` on the state. Should it panic, the engine may be half-updated, and
+    /// parking_lot's mutex does not poison: the store is marked broken so that nothing later
+    /// persists the damage, and the panic goes on to the caller (the server answers it with
+    /// a 500, the maintenance thread ends).
+    pub(crate) fn guarded<T>(&mut self, f: impl FnOnce(&mut State) -> T) -> T {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(out) => out,
+            Err(panic) => {
+                let why = "an operation panicked while it held the store's lock";
+                tracing::error!("{why}; the store refuses everything until reopened");
+                self.broken = Some(why.to_string());
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+
+    /// Why the store refuses work, if it does.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        if let Some(why) = &self.broken {
+            return Some(format!("store is failed and must be reopened: {why}"));
+        }
+        self.closed.then(|| "store is closed".to_string())
+    }
+
     /// Moves what the engine changed into the pending batch, encoded.
-    fn absorb_changes(&mut self) {
+    pub(crate) fn absorb_changes(&mut self) {
         self.engine.drain_changes_into(&mut self.changes);
         for c in self.changes.drain(..) {
             commit::encode_change(&self.engine, c, &mut self.pending);
@@ -167,8 +215,10 @@ impl State {
 
 pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
-    /// Wakes the committer when `pending` fills, and the maintenance thread on close.
+    /// Wakes the committer when `pending` gains work, and on close.
     pub(crate) wake: Condvar,
+    /// Wakes the maintenance thread on close and when its next due time moves earlier.
+    pub(crate) maint: Condvar,
     pub(crate) db: Database,
     pub(crate) ks: Keyspaces,
     pub(crate) clock: Arc<dyn Clock>,
@@ -188,6 +238,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shared.state.lock().closed = true;
         self.shared.wake.notify_all();
+        self.shared.maint.notify_all();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
@@ -212,8 +263,8 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::storage_from(e)
 }
 
 impl EmbeddedStore {
@@ -264,8 +315,16 @@ impl EmbeddedStore {
                 closed: false,
                 broken: None,
                 stats: CommitStats::default(),
+                maint_due: match opts.maintenance_every {
+                    Some(every) => opts.clock.now_ms().saturating_add(every.as_millis() as u64),
+                    None => u64::MAX,
+                },
+                maint_passes: 0,
+                #[cfg(feature = "fault-injection")]
+                faults: fault::Faults::default(),
             }),
             wake: Condvar::new(),
+            maint: Condvar::new(),
             db,
             ks,
             clock: opts.clock.clone(),
@@ -277,7 +336,7 @@ impl EmbeddedStore {
         threads.push(
             std::thread::Builder::new()
                 .name("weir-commit".into())
-                .spawn(move || commit::run(&s))
+                .spawn(move || commit::run_guarded(&s))
                 .map_err(storage)?,
         );
         if let Some(every) = opts.maintenance_every {
@@ -285,7 +344,7 @@ impl EmbeddedStore {
             threads.push(
                 std::thread::Builder::new()
                     .name("weir-maintain".into())
-                    .spawn(move || maintenance_loop(&s, every))
+                    .spawn(move || maintain::run(&s, every))
                     .map_err(storage)?,
             );
         }
@@ -337,7 +396,7 @@ impl EmbeddedStore {
 
     /// Runs `f` on the engine under the lock, queues what it changed for the committer, and
     /// returns a receiver that resolves once that is on disk (for `durable` operations).
-    fn apply<T>(
+    pub(crate) fn apply<T>(
         &self,
         durable: bool,
         f: impl FnOnce(&mut Engine, u64) -> Result<T>,
@@ -345,16 +404,18 @@ impl EmbeddedStore {
         let shared = &self.inner.shared;
         let mut guard = shared.state.lock();
         let st = &mut *guard;
-        if let Some(why) = &st.broken {
-            return Err(Error::Storage(format!(
-                "store is failed and must be reopened: {why}"
-            )));
-        }
-        if st.closed {
-            return Err(Error::Storage("store is closed".into()));
+        if let Some(why) = st.refusal() {
+            return Err(Error::storage(why));
         }
         let now = shared.clock.now_ms();
-        let out = f(&mut st.engine, now)?;
+        let out = st.guarded(|st| {
+            #[cfg(feature = "fault-injection")]
+            st.faults.before_operation();
+            let out = f(&mut st.engine, now);
+            #[cfg(debug_assertions)]
+            debug_check(&st.engine);
+            out
+        })?;
         st.absorb_changes();
         let has_work = !st.pending.is_empty();
         let rx = if durable && (has_work || st.in_flight) {
@@ -364,6 +425,9 @@ impl EmbeddedStore {
         } else {
             None
         };
+        if has_work {
+            maintain::note_next_wakeup(shared, st, now);
+        }
         drop(guard);
         if has_work || rx.is_some() {
             shared.wake.notify_all();
@@ -372,17 +436,28 @@ impl EmbeddedStore {
     }
 
     /// [`Self::apply`] for a durable operation: returns once its writes are on disk.
-    async fn apply_durable<T>(&self, f: impl FnOnce(&mut Engine, u64) -> Result<T>) -> Result<T> {
+    pub(crate) async fn apply_durable<T>(
+        &self,
+        f: impl FnOnce(&mut Engine, u64) -> Result<T>,
+    ) -> Result<T> {
         let (out, rx) = self.apply(true, f)?;
         if let Some(rx) = rx {
-            rx.await
-                .map_err(|_| Error::Storage("store closed before the write was durable".into()))?
-                .map_err(Error::Storage)?;
+            wait_durable(rx).await?;
         }
         Ok(out)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Engine, u64) -> T) -> T {
+    /// Why the store refuses work, if it does.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        self.inner.shared.state.lock().refusal()
+    }
+
+    /// Maintenance passes run so far (by the thread or [`Store::maintenance_run`]).
+    pub fn maintenance_passes(&self) -> u64 {
+        self.inner.shared.state.lock().maint_passes
+    }
+
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Engine, u64) -> T) -> T {
         let shared = &self.inner.shared;
         let st = shared.state.lock();
         f(&st.engine, shared.clock.now_ms())
@@ -391,20 +466,6 @@ impl EmbeddedStore {
     /// Runs the engine's consistency check (for tests).
     pub fn check_invariants(&self) -> Result<(), String> {
         self.read(|e, _| e.check_invariants())
-    }
-
-    fn maintain_once(&self) -> Result<(MaintenanceReport, Option<CommitWait>)> {
-        let mut report = MaintenanceReport::default();
-        loop {
-            let (r, rx) = self.apply(true, |e, now| {
-                e.tick(now);
-                Ok(e.enforce_retention(now, 10_000))
-            })?;
-            report.deleted += r.deleted;
-            if !r.more {
-                return Ok((report, rx));
-            }
-        }
     }
 }
 
@@ -432,218 +493,28 @@ fn allocated_bytes(dir: &Path, usage: &mut DiskUsage) -> std::io::Result<()> {
     Ok(())
 }
 
-fn maintenance_loop(shared: &Arc<Shared>, every: Duration) {
-    loop {
-        {
-            let mut st = shared.state.lock();
-            if st.closed {
-                return;
-            }
-            shared.wake.wait_for(&mut st, every);
-            if st.closed {
-                return;
-            }
-            if st.broken.is_some() {
-                continue;
-            }
-            let now = shared.clock.now_ms();
-            st.engine.tick(now);
-            for e in st.engine.take_flow_events() {
-                log_flow_event(&e);
-            }
-            let mut more = true;
-            while more {
-                let r = st.engine.enforce_retention(now, 10_000);
-                more = r.more;
-                st.absorb_changes();
-                if more {
-                    // Let other operations in between rounds of deletion.
-                    parking_lot::MutexGuard::bump(&mut st);
-                }
-            }
+/// Waits for a commit to make a write durable.
+pub(crate) async fn wait_durable(rx: CommitWait) -> Result<()> {
+    rx.await
+        .map_err(|_| Error::storage("store closed before the write was durable"))?
+        .map_err(Error::storage)
+}
+
+/// In debug builds (and so in every test), the engine's invariants are checked after each
+/// operation. The check is `O(jobs)`: above [`DEBUG_CHECK_ALL_UP_TO`] jobs it runs on every
+/// 1,024th operation, so that tests with many jobs stay linear.
+#[cfg(debug_assertions)]
+fn debug_check(engine: &Engine) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static OPS: AtomicU64 = AtomicU64::new(0);
+    let n = OPS.fetch_add(1, Ordering::Relaxed);
+    if engine.len() <= DEBUG_CHECK_ALL_UP_TO || n % 1024 == 0 {
+        if let Err(e) = engine.check_invariants() {
+            panic!("engine invariant broken after an operation: {e}");
         }
-        shared.wake.notify_all();
-        shared.work.notify_waiters();
     }
 }
 
-fn log_flow_event(e: &weir_core::FlowEvent) {
-    use weir_core::FlowEvent;
-    match e {
-        FlowEvent::Starving { queue, oldest_ms } => {
-            tracing::warn!(queue = %queue, oldest_ms, "queue is starving: its oldest waiting job is past starvation_ms; its fetch share is raised");
-        }
-        FlowEvent::Recovered { queue } => {
-            tracing::info!(queue = %queue, "queue recovered from starvation")
-        }
-        FlowEvent::Breaker { queue, state } => {
-            tracing::warn!(queue = %queue, state, "circuit breaker changed state");
-        }
-        _ => tracing::info!(event = ?e, "flow event"),
-    }
-}
-
-/// How long a long-polling fetch sleeps before looking again when nothing wakes it: until the
-/// next job falls due, at most what is `left` of its wait and at most a second, at least a
-/// millisecond unless less than that is left.
-fn long_poll_nap(due_in_ms: Option<u64>, left: Duration) -> Duration {
-    let max = left.min(Duration::from_secs(1));
-    due_in_ms
-        .map(Duration::from_millis)
-        .unwrap_or(max)
-        .clamp(Duration::from_millis(1).min(max), max)
-}
-
-#[async_trait]
-impl Store for EmbeddedStore {
-    async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<JobId>> {
-        let ids = self.apply_durable(|e, now| e.enqueue(p.jobs, now)).await?;
-        self.inner.shared.work.notify_waiters();
-        Ok(ids)
-    }
-
-    async fn job_fetch(&self, p: JobFetchParams) -> Result<Vec<FetchedJob>> {
-        let names: Vec<&str> = p.queues.iter().map(String::as_str).collect();
-        let deadline = Instant::now() + Duration::from_millis(p.wait_ms);
-        loop {
-            let notified = self.inner.shared.work.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (jobs, _) = self.apply(false, |e, now| Ok(e.fetch(&names, p.max, now)))?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !jobs.is_empty() || p.max == 0 || left.is_zero() {
-                return Ok(jobs);
-            }
-            // Wake for new work, or when a scheduled job falls due or a lease expires.
-            let due = self.read(|e, now| e.next_wakeup().map(|t| t.saturating_sub(now)));
-            let nap = long_poll_nap(due, left);
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(nap) => {}
-            }
-        }
-    }
-
-    async fn job_fetch_next_token(&self, queues: &[String]) -> Result<Option<u64>> {
-        let names: Vec<&str> = queues.iter().map(String::as_str).collect();
-        Ok(self.read(|e, _| e.next_token_at(&names)))
-    }
-
-    async fn job_heartbeat(&self, p: JobHeartbeatParams) -> Result<u64> {
-        Ok(self
-            .apply(false, |e, now| {
-                e.heartbeat(p.id, p.lease_id, p.progress, now)
-            })?
-            .0)
-    }
-
-    async fn job_ack_many(&self, p: JobAckManyParams) -> Result<BatchOutcome> {
-        self.apply_durable(|e, now| e.ack(p.acks, now)).await
-    }
-
-    async fn job_fail_many(&self, p: JobFailManyParams) -> Result<BatchOutcome> {
-        let out = self.apply_durable(|e, now| e.fail(p.fails, now)).await?;
-        self.inner.shared.work.notify_waiters();
-        Ok(out)
-    }
-
-    async fn job_release(&self, p: JobReleaseParams) -> Result<()> {
-        self.apply_durable(|e, now| e.release(p.id, p.lease_id, now))
-            .await?;
-        self.inner.shared.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn job_cancel(&self, p: JobCancelParams) -> Result<()> {
-        self.apply_durable(|e, now| e.cancel(p.id, now)).await?;
-        // Cancelling the active job of a group frees the group's next job.
-        self.inner.shared.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn job_retry(&self, p: JobRetryParams) -> Result<()> {
-        self.apply_durable(|e, now| e.retry(p.id, now)).await?;
-        self.inner.shared.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
-        Ok(self.read(|e, _| e.job(id)))
-    }
-
-    async fn job_list(&self, p: JobFilter) -> Result<JobPage> {
-        Ok(self.read(|e, _| e.jobs_list(&p)))
-    }
-
-    async fn queue_config_set(&self, p: QueueConfigSetParams) -> Result<()> {
-        self.apply_durable(|e, _| e.queue_config_set(&p.name, p.config))
-            .await?;
-        self.inner.shared.work.notify_waiters();
-        Ok(())
-    }
-
-    async fn queue_purge(&self, p: QueuePurgeParams) -> Result<u64> {
-        let n = self
-            .apply_durable(|e, now| Ok(e.purge(&p.name, now)))
-            .await?;
-        // Purging a group's held-back jobs can free nothing, but keep fetchers honest.
-        self.inner.shared.work.notify_waiters();
-        Ok(n)
-    }
-
-    async fn queue_list(&self) -> Result<Vec<String>> {
-        Ok(self.read(|e, _| e.queue_names()))
-    }
-
-    async fn queue_stats(&self, name: &str) -> Result<Option<QueueStats>> {
-        Ok(self.read(|e, now| e.queue_stats(name, now)))
-    }
-
-    async fn aggregate_list(&self, p: AggregateListParams) -> Result<Vec<AggregateRecord>> {
-        Ok(self.read(|e, _| e.aggregates(p.queue.as_deref(), p.from_ms, p.to_ms)))
-    }
-
-    async fn maintenance_run(&self) -> Result<MaintenanceReport> {
-        let (report, rx) = self.maintain_once()?;
-        if let Some(rx) = rx {
-            rx.await
-                .map_err(|_| Error::Storage("store closed".into()))?
-                .map_err(Error::Storage)?;
-        }
-        self.inner.shared.work.notify_waiters();
-        Ok(report)
-    }
-
-    fn clock(&self) -> Arc<dyn Clock> {
-        self.inner.shared.clock.clone()
-    }
-
-    fn commit_stats(&self) -> Option<CommitStats> {
-        Some(EmbeddedStore::commit_stats(self))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::long_poll_nap;
-    use std::time::Duration;
-
-    #[test]
-    fn long_poll_nap_stays_within_what_is_left() {
-        let ms = Duration::from_millis;
-        // Less than a millisecond left (this once panicked in `clamp`).
-        assert_eq!(
-            long_poll_nap(Some(50), Duration::from_micros(300)),
-            Duration::from_micros(300)
-        );
-        assert_eq!(
-            long_poll_nap(None, Duration::from_micros(300)),
-            Duration::from_micros(300)
-        );
-        assert_eq!(long_poll_nap(Some(0), ms(500)), ms(1));
-        assert_eq!(long_poll_nap(Some(20), ms(500)), ms(20));
-        assert_eq!(long_poll_nap(None, ms(500)), ms(500));
-        assert_eq!(long_poll_nap(None, ms(5000)), ms(1000));
-        assert_eq!(long_poll_nap(Some(9000), ms(5000)), ms(1000));
-    }
-}
+/// See [`debug_check`].
+#[cfg(debug_assertions)]
+const DEBUG_CHECK_ALL_UP_TO: usize = 2_000;

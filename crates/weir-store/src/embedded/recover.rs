@@ -1,14 +1,14 @@
 //! Rebuilding the engine from the stored records on open.
 
-use super::codec::{decode, decode_json, job_id};
+use super::codec::{decode, decode_json, decode_status, job_id};
 use super::commit::NEXT_ID_KEY;
 use super::Keyspaces;
 use fjall::UserValue;
 use weir_core::record::{QueueRecord, SpecRecord, StatusRecord};
 use weir_core::{AggregateRecord, Engine, Error, JobId, Result};
 
-fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::storage_from(e)
 }
 
 /// Restores queues, aggregates, the id high-water mark and every job. Returns the number of
@@ -18,7 +18,7 @@ pub(crate) fn recover(ks: &Keyspaces, engine: &mut Engine, now: u64) -> Result<u
     if let Some(v) = ks.meta.get(NEXT_ID_KEY).map_err(storage)? {
         let b: [u8; 8] = (&*v)
             .try_into()
-            .map_err(|_| Error::Storage("bad next_id record".into()))?;
+            .map_err(|_| Error::storage("bad next_id record"))?;
         engine.restore_next_id(u64::from_be_bytes(b));
     }
     for kv in ks.queues.iter() {
@@ -62,7 +62,7 @@ pub(crate) fn recover(ks: &Keyspaces, engine: &mut Engine, now: u64) -> Result<u
             status = next_status()?;
         }
         let spec: SpecRecord<'_> = decode(&v)?;
-        let st: Option<StatusRecord<'_>> = mine.as_deref().map(decode).transpose()?;
+        let st: Option<StatusRecord<'_>> = mine.as_deref().map(decode_status).transpose()?;
         restore.job(JobId(id), spec, st, now)?;
         n += 1;
     }

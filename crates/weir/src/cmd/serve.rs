@@ -35,6 +35,7 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         max_payload_bytes: config.max_payload_bytes,
         max_batch: config.max_batch,
         max_memory_bytes: config.max_memory_bytes,
+        max_payload_depth: config.max_payload_depth,
         ..Limits::default()
     };
     let addr = config
