@@ -344,3 +344,29 @@ pub fn check_queue_name(name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// A [`ConfigPatch`] made of a function and a name to show for it (tests, tools, the
+/// configuration file's start-up settings).
+pub struct PatchFn<F> {
+    name: &'static str,
+    f: F,
+}
+
+impl<F: Fn(&mut QueueConfig) + Send + Sync> PatchFn<F> {
+    /// A patch that runs `f`, shown as `name`.
+    pub fn new(name: &'static str, f: F) -> Self {
+        PatchFn { name, f }
+    }
+}
+
+impl<F> std::fmt::Debug for PatchFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PatchFn({})", self.name)
+    }
+}
+
+impl<F: Fn(&mut QueueConfig) + Send + Sync> ConfigPatch for PatchFn<F> {
+    fn apply_to(&self, config: &mut QueueConfig) {
+        (self.f)(config);
+    }
+}

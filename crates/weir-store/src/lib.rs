@@ -16,6 +16,8 @@ pub mod store;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+#[cfg(feature = "fault-injection")]
+pub use embedded::Fault;
 pub use embedded::{
     DiskUsage, Durability, EmbeddedOptions, EmbeddedStore, RecoveryReport, MAX_JOURNAL_BYTES,
 };

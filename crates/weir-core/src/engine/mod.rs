@@ -1360,3 +1360,83 @@ fn truncate_utf8(s: &mut String, max: usize) {
         s.truncate(cut);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    /// Regression: unique keys and group keys (strings a client chooses) keyed FxHash maps,
+    /// whose hash is the same in every process, so a client could choose keys that collide
+    /// and make every lookup of them a scan. The maps' hasher is now seeded from the engine's
+    /// seed: another seed hashes the same keys differently, the same seed alike (so the
+    /// engine stays deterministic).
+    #[test]
+    fn client_chosen_keys_hash_with_the_engines_seed() {
+        let keys = ["order-1", "order-2", "tenant/ada", ""];
+        let hashes = |seed: u64| -> Vec<u64> {
+            let e = Engine::new(Limits::default(), seed);
+            keys.iter()
+                .map(|k| e.unique.hasher().hash_one((0u32, Box::<str>::from(*k))))
+                .collect()
+        };
+        assert_eq!(hashes(1), hashes(1));
+        assert_ne!(hashes(1), hashes(2));
+        let e = Engine::new(Limits::default(), 7);
+        let h = |m: &KeyMap<(u32, Arc<str>), GroupState>| m.hasher().hash_one((0u32, "g"));
+        assert_eq!(h(&e.groups), e.group_tats.hasher().hash_one((0u32, "g")));
+        assert_ne!(h(&e.groups), h(&Engine::new(Limits::default(), 8).groups));
+    }
+
+    fn nested(depth: usize) -> Payload {
+        Payload::parse(&format!("{}{}", "[".repeat(depth), "]".repeat(depth))).unwrap()
+    }
+
+    /// Regression: a payload nested 200,000 levels deep was accepted, and handed to workers
+    /// whose parsers overflow their stack on it. Refused now, with nothing changed.
+    #[test]
+    fn a_payload_nested_past_the_limit_is_refused() {
+        let mut e = Engine::new(Limits::default(), 1);
+        let deep = NewJob::new("q", "k", nested(200_000));
+        match e.enqueue(vec![deep], 0) {
+            Err(Error::Invalid { field, reason }) => {
+                assert_eq!(field, "payload");
+                assert!(reason.contains("128"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(e.is_empty(), "a refused enqueue changes nothing");
+        assert!(e
+            .enqueue(vec![NewJob::new("q", "k", nested(129))], 0)
+            .is_err());
+        e.enqueue(vec![NewJob::new("q", "k", nested(128))], 0)
+            .expect("128 levels are allowed");
+        // Brackets inside strings are text, not nesting.
+        let text = Payload::json(&serde_json::json!({ "s": "[".repeat(1_000) })).unwrap();
+        e.enqueue(vec![NewJob::new("q", "k", text)], 0).unwrap();
+        // Results are held to the same limit.
+        let got = e.fetch(&["q"], 1, 0);
+        let out = e
+            .ack(
+                vec![Ack {
+                    id: got[0].id,
+                    lease_id: got[0].lease_id,
+                    result: Some(nested(500)),
+                }],
+                0,
+            )
+            .unwrap();
+        assert_eq!(out.applied, 0);
+        assert_eq!(out.rejected[0].reason, "invalid-input");
+        // The limit is a setting; 0 turns it off.
+        let mut open = Engine::new(
+            Limits {
+                max_payload_depth: 0,
+                ..Limits::default()
+            },
+            1,
+        );
+        open.enqueue(vec![NewJob::new("q", "k", nested(1_000))], 0)
+            .unwrap();
+    }
+}

@@ -24,6 +24,11 @@ use weir_core::{Ack, FetchedJob, JobId, ManualClock, NewJob, Payload, QueueConfi
 /// Start of every case's clock: a fixed, realistic time (2023-11-14), so runs are identical.
 pub const T0: u64 = 1_700_000_000_000;
 
+/// How soon a long-polling fetch must be woken by new work: well below every backend's
+/// fallback nap (1 s embedded, [`crate::embedded::LONG_POLL_FALLBACK`]), so that a case
+/// cannot pass on the nap alone with the wake-up itself broken.
+pub const WAKE_BOUND: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Boxed case futures, so the runner can hold a list of them.
 pub type CaseFuture<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -69,6 +74,7 @@ pub fn cases<S: Store>() -> Vec<Case<S>> {
         scheduling::retention_deletes_and_aggregates_remain,
         scheduling::listing_pages_with_a_cursor,
         scheduling::long_poll_wakes_on_enqueue,
+        scheduling::concurrent_config_updates_all_land,
         scheduling::purge_deletes_unstarted_jobs_only,
         flow::rate_limit_hands_out_at_most_limit_plus_burst_per_second,
         flow::concurrency_limit_holds_across_fetches,
@@ -162,17 +168,14 @@ pub(crate) async fn state<S: Store>(s: &S, id: JobId) -> weir_core::JobState {
     s.job_get(id).await.unwrap().unwrap().state
 }
 
-pub(crate) async fn configure<S: Store>(s: &S, name: &str, f: impl FnOnce(&mut QueueConfig)) {
-    let mut config = s
-        .queue_stats(name)
-        .await
-        .unwrap()
-        .map(|q| q.config)
-        .unwrap_or_default();
-    f(&mut config);
-    s.queue_config_set(QueueConfigSetParams {
+pub(crate) async fn configure<S: Store>(
+    s: &S,
+    name: &str,
+    f: impl Fn(&mut QueueConfig) + Send + Sync + 'static,
+) {
+    s.queue_config_update(QueueConfigUpdateParams {
         name: name.into(),
-        config,
+        patch: std::sync::Arc::new(weir_core::config::PatchFn::new("case", f)),
     })
     .await
     .unwrap();

@@ -409,9 +409,12 @@ pub async fn long_poll_wakes_on_enqueue<S: Store>(s: &S, _c: &ManualClock) {
     );
     let got = got.unwrap();
     assert_eq!(got.len(), 1, "the waiting fetch did not get the new job");
+    // Regression: the bound was the 30 s wait itself, looser than the 1 s fallback nap, so
+    // the case passed with the wake-up removed from `job_insert_many`.
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(30),
-        "woken by the enqueue, not the timeout"
+        started.elapsed() < super::WAKE_BOUND,
+        "woken by the enqueue, not by a fallback nap: {:?}",
+        started.elapsed()
     );
     // With nothing to do, a short wait returns empty.
     let none = s
@@ -489,4 +492,50 @@ pub async fn purge_deletes_unstarted_jobs_only<S: Store>(s: &S, c: &ManualClock)
         .unwrap(),
         0
     );
+}
+
+/// Patches applied concurrently all land: `queue_config_update` is one atomic step, never a
+/// read and a write that another update can fall between.
+pub async fn concurrent_config_updates_all_land<S: Store>(s: &S, _c: &ManualClock) {
+    use weir_core::config::PatchFn;
+    type Setter = fn(&mut QueueConfig);
+    let patches: Vec<(&'static str, Setter)> = vec![
+        ("concurrency", |c| c.concurrency = 7),
+        ("weight", |c| c.weight = 3),
+        ("max_depth", |c| c.max_depth = 1_000),
+        ("starvation_ms", |c| c.starvation_ms = 60_000),
+        ("group_concurrency", |c| c.group_concurrency = 2),
+        ("paused", |c| c.paused = true),
+    ];
+    let updates = patches.into_iter().map(|(name, f)| {
+        s.queue_config_update(QueueConfigUpdateParams {
+            name: "cfg".into(),
+            patch: std::sync::Arc::new(PatchFn::new(name, f)),
+        })
+    });
+    for r in futures::future::join_all(updates).await {
+        r.unwrap();
+    }
+    let c = s.queue_config_get("cfg").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            c.concurrency,
+            c.weight,
+            c.max_depth,
+            c.starvation_ms,
+            c.group_concurrency,
+            c.paused
+        ),
+        (7, 3, 1_000, 60_000, 2, true)
+    );
+    // A patch whose result does not validate changes nothing.
+    let bad = s
+        .queue_config_update(QueueConfigUpdateParams {
+            name: "cfg".into(),
+            patch: std::sync::Arc::new(PatchFn::new("timeout 0", |c| c.timeout_ms = 0)),
+        })
+        .await;
+    assert!(bad.is_err());
+    assert_eq!(s.queue_config_get("cfg").await.unwrap().unwrap(), c);
+    assert!(s.queue_config_get("never-seen").await.unwrap().is_none());
 }

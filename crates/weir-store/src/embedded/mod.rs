@@ -50,6 +50,7 @@ mod store_impl;
 
 #[cfg(feature = "fault-injection")]
 pub use fault::Fault;
+pub use store_impl::LONG_POLL_FALLBACK;
 
 use crate::store::*;
 use commit::Pending;

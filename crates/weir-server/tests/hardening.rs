@@ -1,0 +1,273 @@
+//! Regression tests of the server's hardening (issue 14), through the router without
+//! sockets: atomic queue configuration, readiness of a broken store, request deadlines, and
+//! the payload nesting limit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+use weir_core::{
+    AggregateRecord, BatchOutcome, Clock, FetchedJob, Job, JobFilter, JobId, JobPage, QueueConfig,
+    QueueStats, Result,
+};
+use weir_server::config::ServerConfig;
+use weir_server::{app, AppState};
+use weir_store::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: EmbeddedStore,
+    router: Router,
+}
+
+async fn setup(
+    config: ServerConfig,
+    wrap: impl FnOnce(EmbeddedStore) -> Arc<dyn Store>,
+) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(
+        dir.path().join("data"),
+        EmbeddedOptions {
+            durability: Durability::Os,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
+        dir: Some(dir.path().join("cache")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let router = app(AppState::new(wrap(store.clone()), cache, config));
+    Fixture {
+        _dir: dir,
+        store,
+        router,
+    }
+}
+
+async fn call(
+    router: &Router,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A store whose `queue_stats` waits until two callers are in it at once: a read that takes a
+/// network round trip, as it does on PostgreSQL, stretched so that two requests interleave
+/// there every time. Everything else goes straight to the embedded store.
+struct RoundTripReads {
+    inner: EmbeddedStore,
+    barrier: tokio::sync::Barrier,
+}
+
+#[async_trait]
+impl Store for RoundTripReads {
+    async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<JobId>> {
+        self.inner.job_insert_many(p).await
+    }
+    async fn job_fetch(&self, p: JobFetchParams) -> Result<Vec<FetchedJob>> {
+        self.inner.job_fetch(p).await
+    }
+    async fn job_fetch_next_token(&self, queues: &[String]) -> Result<Option<u64>> {
+        self.inner.job_fetch_next_token(queues).await
+    }
+    async fn job_heartbeat(&self, p: JobHeartbeatParams) -> Result<u64> {
+        self.inner.job_heartbeat(p).await
+    }
+    async fn job_ack_many(&self, p: JobAckManyParams) -> Result<BatchOutcome> {
+        self.inner.job_ack_many(p).await
+    }
+    async fn job_fail_many(&self, p: JobFailManyParams) -> Result<BatchOutcome> {
+        self.inner.job_fail_many(p).await
+    }
+    async fn job_release(&self, p: JobReleaseParams) -> Result<()> {
+        self.inner.job_release(p).await
+    }
+    async fn job_cancel(&self, p: JobCancelParams) -> Result<()> {
+        self.inner.job_cancel(p).await
+    }
+    async fn job_retry(&self, p: JobRetryParams) -> Result<()> {
+        self.inner.job_retry(p).await
+    }
+    async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
+        self.inner.job_get(id).await
+    }
+    async fn job_list(&self, p: JobFilter) -> Result<JobPage> {
+        self.inner.job_list(p).await
+    }
+    async fn queue_config_set(&self, p: QueueConfigSetParams) -> Result<()> {
+        self.inner.queue_config_set(p).await
+    }
+    async fn queue_config_update(&self, p: QueueConfigUpdateParams) -> Result<QueueConfig> {
+        self.inner.queue_config_update(p).await
+    }
+    async fn queue_config_get(&self, name: &str) -> Result<Option<QueueConfig>> {
+        self.inner.queue_config_get(name).await
+    }
+    async fn queue_purge(&self, p: QueuePurgeParams) -> Result<u64> {
+        self.inner.queue_purge(p).await
+    }
+    async fn queue_list(&self) -> Result<Vec<String>> {
+        self.inner.queue_list().await
+    }
+    async fn queue_stats(&self, name: &str) -> Result<Option<QueueStats>> {
+        let read = self.inner.queue_stats(name).await;
+        self.barrier.wait().await;
+        read
+    }
+    async fn aggregate_list(&self, p: AggregateListParams) -> Result<Vec<AggregateRecord>> {
+        self.inner.aggregate_list(p).await
+    }
+    async fn maintenance_run(&self) -> Result<MaintenanceReport> {
+        self.inner.maintenance_run().await
+    }
+    async fn health(&self) -> Result<()> {
+        self.inner.health().await
+    }
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock()
+    }
+}
+
+/// Regression: `PUT /v1/queues/{q}` read the configuration, patched it and wrote it back
+/// across two awaits, so of two concurrent PUTs naming different keys one was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queue_puts_never_lose_a_key() {
+    let fx = setup(ServerConfig::default(), |s| {
+        Arc::new(RoundTripReads {
+            inner: s,
+            barrier: tokio::sync::Barrier::new(2),
+        })
+    })
+    .await;
+    for round in 1..=20u32 {
+        let (a, b) = tokio::join!(
+            call(
+                &fx.router,
+                Method::PUT,
+                "/v1/queues/q",
+                Some(json!({"concurrency": round}))
+            ),
+            call(
+                &fx.router,
+                Method::PUT,
+                "/v1/queues/q",
+                Some(json!({"weight": round}))
+            ),
+        );
+        assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK), "{a:?} {b:?}");
+        let c = fx.store.queue_config_get("q").await.unwrap().unwrap();
+        assert_eq!(
+            (c.concurrency, c.weight),
+            (round, round),
+            "round {round}: one PUT's key was lost"
+        );
+    }
+}
+
+/// Regression: `/ready` only listed queues, which a store broken by a failed write still
+/// does: it said ready while every write was refused.
+#[tokio::test]
+async fn ready_says_not_ready_once_the_store_is_broken() {
+    let fx = setup(ServerConfig::default(), |s| Arc::new(s)).await;
+    assert_eq!(
+        call(&fx.router, Method::GET, "/ready", None).await.0,
+        StatusCode::OK
+    );
+    fx.store.inject(Fault::FailNextCommit);
+    let body = json!({"jobs":[{"queue":"q","kind":"k","payload":1}]});
+    let (status, p) = call(&fx.router, Method::POST, "/v1/jobs", Some(body)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    assert_eq!(p["type"], "urn:weir:problem:storage-unavailable");
+    let (status, r) = call(&fx.router, Method::GET, "/ready", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{r}");
+    assert_eq!(r["status"], "store failed");
+    assert!(r["detail"].as_str().unwrap().contains("reopened"), "{r}");
+}
+
+/// Regression: ordinary routes had no deadline. A client that sends half a body and stalls
+/// held its connection and task for good; now it gets a 503 `timeout` problem.
+#[tokio::test]
+async fn a_stalled_request_body_times_out_with_a_problem() {
+    let fx = setup(
+        ServerConfig {
+            request_timeout_ms: 200,
+            ..Default::default()
+        },
+        |s| Arc::new(s),
+    )
+    .await;
+    let first: std::io::Result<bytes::Bytes> = Ok(bytes::Bytes::from_static(b"{\"jobs\":["));
+    let stalled =
+        futures::StreamExt::chain(futures::stream::iter([first]), futures::stream::pending());
+    let req = Request::post("/v1/jobs")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), fx.router.clone().oneshot(req))
+        .await
+        .expect("answered, not left hanging")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let p: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(p["type"], "urn:weir:problem:timeout");
+    // A long poll may take its wait on top of the deadline.
+    let started = Instant::now();
+    let (status, got) = call(
+        &fx.router,
+        Method::POST,
+        "/v1/fetch",
+        Some(json!({"queues":["idle"],"max":1,"wait_ms":400})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["jobs"], json!([]));
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+/// Regression: a payload nested 200,000 levels deep was accepted (and handed to workers whose
+/// parsers overflow on it). It gets a 422 naming the limit, and nothing is enqueued.
+#[tokio::test]
+async fn a_deeply_nested_payload_gets_a_422() {
+    let fx = setup(ServerConfig::default(), |s| Arc::new(s)).await;
+    let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let body = format!(r#"{{"jobs":[{{"queue":"q","kind":"k","payload":{deep}}}]}}"#);
+    let req = Request::post("/v1/jobs")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let resp = fx.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let p: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(p["type"], "urn:weir:problem:invalid-input");
+    assert_eq!(p["field"], "payload");
+    assert!(p["detail"].as_str().unwrap().contains("128"), "{p}");
+    let page = fx.store.job_list(JobFilter::default()).await.unwrap();
+    assert!(page.jobs.is_empty(), "nothing was enqueued");
+}
