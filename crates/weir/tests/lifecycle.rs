@@ -232,3 +232,89 @@ async fn kill9_under_load_keeps_every_acknowledged_enqueue() {
     }
     assert!(acknowledged.len() as u64 >= kills * 500);
 }
+
+/// Regression: a restart forgot every lease. A job fetched before a graceful restart came
+/// back `waiting` with attempt 0, so its worker's ack was refused and every deploy ran all
+/// work in flight again. Now the worker's ack after the restart is accepted, and nobody else
+/// is handed the job meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_acks_after_a_graceful_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[], &[]);
+    let client = server.client();
+    client.enqueue(jobs("deploy", 0, 5, None)).await.unwrap();
+    let held = client
+        .fetch(&["deploy".to_string()], 5, 0, "w")
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 5);
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
+
+    let server = Server::start(dir.path(), &[], &[]);
+    let client = server.client();
+    for j in &held {
+        let v = client.job(j.id).await.unwrap();
+        assert_eq!((v.state.as_str(), v.attempt), ("active", 1), "job {}", j.id);
+    }
+    let others = client
+        .fetch(&["deploy".to_string()], 5, 0, "other")
+        .await
+        .unwrap();
+    assert!(others.is_empty(), "leased jobs were handed out again");
+    let items = held
+        .iter()
+        .map(|j| AckItem {
+            id: j.id,
+            lease_id: j.lease_id,
+            result: None,
+        })
+        .collect();
+    let r = client.ack(items).await.unwrap();
+    assert_eq!(
+        r.acked, 5,
+        "the worker's acks after the restart: {:?}",
+        r.rejected
+    );
+    assert_eq!(client.queue("deploy").await.unwrap().counts["completed"], 5);
+}
+
+/// The other half: after `kill -9`, the attempt that was running counts. A job with a single
+/// attempt, leased before the kill, is dead once its lease runs out after the restart, rather
+/// than waiting again for a "first" attempt (a job that crashes the server on every attempt
+/// would otherwise never reach `dead`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_running_attempt_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[], &[]);
+    let client = server.client();
+    let mut j = NewJobBody::new("crashy", "t", raw(serde_json::json!({ "n": 1 })));
+    j.max_attempts = Some(1);
+    j.timeout_ms = Some(300);
+    let id = client.enqueue(vec![j]).await.unwrap()[0];
+    let got = client
+        .fetch(&["crashy".to_string()], 1, 0, "w")
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    // A durable write after the fetch: its commit carries the lease grant with it.
+    client.enqueue(jobs("other", 0, 1, None)).await.unwrap();
+    server.kill9();
+
+    let server = Server::start(dir.path(), &[], &[]);
+    let client = server.client();
+    // Signal: the job's own state, read until its lease has run out and maintenance ran.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v = client.job(id).await.unwrap();
+        if v.state != "active" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(v.state, "dead", "its one attempt was spent before the kill");
+    assert_eq!(v.attempt, 1);
+}
