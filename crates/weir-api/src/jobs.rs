@@ -229,6 +229,17 @@ pub struct AckItem {
     pub result: Option<Box<RawValue>>,
 }
 
+impl AckItem {
+    /// An ack without a result of a job as it was fetched: `got.iter().map(AckItem::of)`.
+    pub fn of(job: &FetchedJobView) -> AckItem {
+        AckItem {
+            id: job.id,
+            lease_id: job.lease_id,
+            result: None,
+        }
+    }
+}
+
 impl From<AckItem> for Ack {
     fn from(a: AckItem) -> Self {
         Ack {

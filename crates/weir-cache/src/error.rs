@@ -31,7 +31,7 @@ pub enum CacheError {
     },
     /// A get-or-compute's computation failed; every caller waiting on it gets this.
     #[error("computation failed: {0}")]
-    Compute(Arc<anyhow::Error>),
+    Compute(Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl CacheError {

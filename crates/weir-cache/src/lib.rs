@@ -389,7 +389,7 @@ impl Cache {
     /// The entry for `key`, or the result of `compute` (stored with `opts`). Concurrent
     /// callers that miss the same key share one computation: one runs it, the others wait
     /// for its value or its error. A caller that gives up does not cancel it for the rest.
-    pub async fn get_or_compute<F, Fut>(
+    pub async fn get_or_compute<F, Fut, E>(
         &self,
         ns: &str,
         key: &str,
@@ -398,7 +398,8 @@ impl Cache {
     ) -> Result<Bytes, CacheError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = anyhow::Result<Bytes>> + Send + 'static,
+        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
         if let Some(hit) = self.get(ns, key).await? {
             return Ok(hit.value);
@@ -422,7 +423,9 @@ impl Cache {
                 let (ns, key, full2) = (ns.to_string(), key.to_string(), full.clone());
                 let f = async move {
                     bump(&cache.0.counters.computations);
-                    let r = fut.await.map_err(|e| CacheError::Compute(Arc::new(e)));
+                    let r = fut
+                        .await
+                        .map_err(|e| CacheError::Compute(Arc::from(e.into())));
                     if let Ok(v) = &r {
                         if let Err(e) = cache.set(&ns, &key, v.clone(), &opts).await {
                             tracing::debug!(error = %e, "computed value not cached");

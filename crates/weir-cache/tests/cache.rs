@@ -376,7 +376,7 @@ async fn a_stampede_of_100_callers_runs_one_computation() {
             c.get_or_compute("n", "hot", opts(60_000, &[], &[]), move || async move {
                 runs.fetch_add(1, Ordering::SeqCst);
                 gate.wait_for(|open| *open).await?;
-                Ok(b("computed"))
+                Ok::<_, anyhow::Error>(b("computed"))
             })
             .await
         }));

@@ -16,7 +16,7 @@ pub enum ClientError {
     /// The server could not be reached, or the connection broke. The request may or may not
     /// have been applied.
     #[error("transport: {0}")]
-    Transport(String),
+    Transport(#[source] reqwest::Error),
     /// The server answered with something that is not the expected body.
     #[error("unexpected reply: {0}")]
     Decode(String),
@@ -55,7 +55,7 @@ impl Client {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(ClientError::Transport)?;
         Ok(Client {
             http,
             base: base.into().trim_end_matches('/').to_string(),
@@ -91,15 +91,9 @@ impl Client {
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = req.send().await.map_err(ClientError::Transport)?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(ClientError::Transport)?;
         if !status.is_success() {
             return Err(match serde_json::from_slice::<Problem>(&bytes) {
                 Ok(p) => ClientError::Problem(p),
@@ -462,16 +456,10 @@ impl Client {
                 .header("content-type", "application/octet-stream")
                 .body(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = req.send().await.map_err(ClientError::Transport)?;
         let status = resp.status();
         let h = resp.headers().clone();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(ClientError::Transport)?;
         if status.is_success() {
             return Ok(Raw::Ok(h, bytes));
         }

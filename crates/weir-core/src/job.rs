@@ -369,6 +369,17 @@ pub struct Ack {
     pub result: Option<Payload>,
 }
 
+impl Ack {
+    /// An ack without a result of a job as it was fetched: `got.iter().map(Ack::of)`.
+    pub fn of(job: &FetchedJob) -> Ack {
+        Ack {
+            id: job.id,
+            lease_id: job.lease_id,
+            result: None,
+        }
+    }
+}
+
 /// A worker's report that one attempt failed.
 #[derive(Debug, Clone)]
 pub struct Fail {

@@ -248,14 +248,7 @@ fn run(ops: &[Op]) -> Vec<String> {
         if got.is_empty() && e.next_wakeup().is_none() {
             break;
         }
-        let acks = got
-            .iter()
-            .map(|f| Ack {
-                id: f.id,
-                lease_id: f.lease_id,
-                result: None,
-            })
-            .collect();
+        let acks = got.iter().map(Ack::of).collect();
         let out = e.ack(acks, now).unwrap();
         assert!(
             out.rejected.is_empty(),

@@ -171,14 +171,7 @@ async fn e2e(durability: Durability, batch: usize, total: u64, keep_completed: b
                     continue;
                 }
                 let n = got.len() as u64;
-                let acks = got
-                    .into_iter()
-                    .map(|f| Ack {
-                        id: f.id,
-                        lease_id: f.lease_id,
-                        result: None,
-                    })
-                    .collect();
+                let acks = got.iter().map(Ack::of).collect();
                 let out = s.job_ack_many(JobAckManyParams { acks }).await.unwrap();
                 assert!(out.rejected.is_empty());
                 done.fetch_add(n, Ordering::Relaxed);

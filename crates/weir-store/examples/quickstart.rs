@@ -86,14 +86,7 @@ async fn main() -> anyhow::Result<()> {
                     .into_iter()
                     .partition(|f| f.id.0 % 10 == 0 && f.attempt == 1);
                 done += ok.len() as u64;
-                let acks = ok
-                    .into_iter()
-                    .map(|f| Ack {
-                        id: f.id,
-                        lease_id: f.lease_id,
-                        result: None,
-                    })
-                    .collect();
+                let acks = ok.iter().map(Ack::of).collect();
                 s.job_ack_many(JobAckManyParams { acks }).await?;
                 let fails = fail
                     .into_iter()

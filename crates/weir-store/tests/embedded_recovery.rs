@@ -192,14 +192,7 @@ async fn ids_are_never_reused_after_retention_deletes_the_newest() {
             .await
             .expect("enqueue");
         let got = fetch(&s, "q", 3).await;
-        let acks = got
-            .iter()
-            .map(|f| Ack {
-                id: f.id,
-                lease_id: f.lease_id,
-                result: None,
-            })
-            .collect();
+        let acks = got.iter().map(Ack::of).collect();
         s.job_ack_many(JobAckManyParams { acks })
             .await
             .expect("ack");
@@ -331,14 +324,7 @@ async fn retention_gives_disk_space_back() {
             .await
             .expect("enqueue");
         let got = fetch(&s, "big", 100).await;
-        let acks = got
-            .iter()
-            .map(|f| Ack {
-                id: f.id,
-                lease_id: f.lease_id,
-                result: None,
-            })
-            .collect();
+        let acks = got.iter().map(Ack::of).collect();
         s.job_ack_many(JobAckManyParams { acks })
             .await
             .expect("ack");
@@ -400,11 +386,7 @@ async fn jobs_finished_within_one_commit_leave_nothing_and_reuse_no_id() {
                 let mut acked = 0;
                 while acked < total {
                     let got = fetch(&s, "q", 100).await;
-                    let acks = got.iter().map(|f| Ack {
-                        id: f.id,
-                        lease_id: f.lease_id,
-                        result: None,
-                    });
+                    let acks = got.iter().map(Ack::of);
                     let out = s
                         .job_ack_many(JobAckManyParams {
                             acks: acks.collect(),

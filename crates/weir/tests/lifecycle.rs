@@ -67,14 +67,7 @@ async fn graceful_shutdown_loses_nothing_and_runs_nothing_twice() {
                 if got.is_empty() {
                     continue;
                 }
-                let items: Vec<AckItem> = got
-                    .iter()
-                    .map(|j| AckItem {
-                        id: j.id,
-                        lease_id: j.lease_id,
-                        result: None,
-                    })
-                    .collect();
+                let items: Vec<AckItem> = got.iter().map(AckItem::of).collect();
                 match c.ack(items).await {
                     Ok(r) => {
                         let refused: HashSet<u64> = r.rejected.iter().map(|x| x.id).collect();
@@ -146,15 +139,7 @@ async fn graceful_shutdown_loses_nothing_and_runs_nothing_twice() {
             continue;
         }
         let r = client
-            .ack(
-                got.iter()
-                    .map(|j| AckItem {
-                        id: j.id,
-                        lease_id: j.lease_id,
-                        result: None,
-                    })
-                    .collect(),
-            )
+            .ack(got.iter().map(AckItem::of).collect())
             .await
             .unwrap();
         completed += r.acked as u64;
@@ -264,14 +249,7 @@ async fn a_worker_acks_after_a_graceful_restart() {
         .await
         .unwrap();
     assert!(others.is_empty(), "leased jobs were handed out again");
-    let items = held
-        .iter()
-        .map(|j| AckItem {
-            id: j.id,
-            lease_id: j.lease_id,
-            result: None,
-        })
-        .collect();
+    let items = held.iter().map(AckItem::of).collect();
     let r = client.ack(items).await.unwrap();
     assert_eq!(
         r.acked, 5,

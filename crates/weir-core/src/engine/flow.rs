@@ -622,14 +622,7 @@ mod tests {
             e.enqueue(jobs, now).unwrap();
             let got = e.fetch(&["q"], 10_000, now);
             assert_eq!(got.len(), 1_000, "each new key has its burst");
-            let acks = got
-                .iter()
-                .map(|f| Ack {
-                    id: f.id,
-                    lease_id: f.lease_id,
-                    result: None,
-                })
-                .collect();
+            let acks = got.iter().map(Ack::of).collect();
             e.ack(acks, now).unwrap();
             now += 1_000;
         }
@@ -668,14 +661,7 @@ mod tests {
         }
         assert_eq!(e.len(), before, "a refused enqueue changes nothing");
         let got = e.fetch(&["q"], 5, 0);
-        let acks = got
-            .iter()
-            .map(|f| Ack {
-                id: f.id,
-                lease_id: f.lease_id,
-                result: None,
-            })
-            .collect();
+        let acks = got.iter().map(Ack::of).collect();
         e.ack(acks, 0).unwrap();
         assert!(
             e.enqueue(vec![one()], 0).is_err(),
@@ -703,14 +689,7 @@ mod tests {
         )
         .unwrap();
         let got = e.fetch(&["q"], 3, 0);
-        let acks = got
-            .iter()
-            .map(|f| Ack {
-                id: f.id,
-                lease_id: f.lease_id,
-                result: None,
-            })
-            .collect();
+        let acks = got.iter().map(Ack::of).collect();
         e.ack(acks, 0).unwrap();
         e.enqueue((0..3).map(|_| one()).collect(), 0).unwrap();
         e.check_invariants().unwrap();

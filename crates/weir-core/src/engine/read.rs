@@ -306,11 +306,7 @@ mod tests {
             e.enqueue(jobs, now).unwrap();
             let got = e.fetch(&queues, rng.usize(0..20), now);
             let (acks, rest): (Vec<_>, Vec<_>) = got.into_iter().partition(|_| rng.bool());
-            let acks = acks.iter().map(|f| Ack {
-                id: f.id,
-                lease_id: f.lease_id,
-                result: None,
-            });
+            let acks = acks.iter().map(Ack::of);
             e.ack(acks.collect(), now).unwrap();
             let retry = rng.bool();
             let fails = rest.iter().filter(|_| rng.bool()).map(|f| Fail {

@@ -381,11 +381,7 @@ mod tests {
         a.enqueue((0..3_000).map(|i| job(i, Some(60_000))).collect(), now)
             .unwrap();
         let done = a.fetch(&["q"], 5_000, now);
-        let acks = done.iter().map(|f| Ack {
-            id: f.id,
-            lease_id: f.lease_id,
-            result: None,
-        });
+        let acks = done.iter().map(Ack::of);
         assert_eq!(a.ack(acks.collect(), now).unwrap().applied, 5_000);
         let doomed = a.fetch(&["q"], 1_000, now);
         let fails = doomed.iter().map(|f| Fail {

@@ -198,14 +198,7 @@ async fn consume(c: Consumers) -> Result<(), Failure> {
                 }
             }
         }
-        let acks: Vec<AckItem> = jobs
-            .iter()
-            .map(|j| AckItem {
-                id: j.id,
-                lease_id: j.lease_id,
-                result: None,
-            })
-            .collect();
+        let acks: Vec<AckItem> = jobs.iter().map(AckItem::of).collect();
         let r = client.ack(acks).await?;
         if acked.fetch_add(r.acked as u64, Ordering::Relaxed) + r.acked as u64 >= target {
             let _ = finished.set(Instant::now());
