@@ -162,13 +162,7 @@ fn gcra(rl: &RateLimit) -> (u64, u64) {
 impl FlowState {
     /// Jobs the rate limit allows at `now` (without using them).
     fn rate_allowance(&self, rl: &RateLimit, now: u64) -> usize {
-        let (t, tau) = gcra(rl);
-        let now_us = now.saturating_mul(1000);
-        let base = self.tat_us.max(now_us);
-        if base > now_us.saturating_add(tau) {
-            return 0;
-        }
-        ((now_us + tau - base) / t + 1).min(usize::MAX as u64) as usize
+        gcra_allowance(self.tat_us, rl, now)
     }
 
     /// When the next token is due, ms (only meaningful when none is available now).
