@@ -4,17 +4,19 @@
 //! the `prometheus` crate in a registry owned by the app (not a global one, so several
 //! servers in one test process do not mix). Queue series (depth per state, oldest waiting
 //! age, job counters, wait and run histograms) are the *store's* state: they are read from it
-//! at scrape time and written in the text format directly, because a snapshot of counters
-//! the store keeps cannot be expressed as increments of a client-side counter. Job counters
-//! come from the store's hourly aggregates, so they survive restarts. Cache series are read
-//! from the cache's counters the same way.
+//! at scrape time into a [`Snapshot`], a `prometheus` collector of its own, because a
+//! snapshot of counters the store keeps cannot be expressed as increments of a client-side
+//! counter. Job counters come from the store's hourly aggregates, so they survive restarts.
+//! Cache series are read from the cache's counters the same way. The crate's text encoder
+//! writes both.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Bucket, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::Instant;
 use weir_core::histogram::BUCKET_BOUNDS_MS;
 use weir_core::{Aggregate, LatencyHistogram, QueueStats};
@@ -69,16 +71,6 @@ impl HttpMetrics {
             fetch_waiting,
         }
     }
-
-    fn render(&self, out: &mut String) {
-        let mut buf = Vec::new();
-        if prometheus::TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .is_ok()
-        {
-            out.push_str(&String::from_utf8_lossy(&buf));
-        }
-    }
 }
 
 impl Default for HttpMetrics {
@@ -114,309 +106,385 @@ type Counter = (&'static str, &'static str, fn(&Aggregate) -> u64);
 /// A queue gauge: its name, help, and how to read it from the queue's statistics.
 type Gauge = (&'static str, &'static str, fn(&QueueStats) -> f64);
 
-/// Renders everything: queue series from `queues` and `totals`, then the HTTP series.
-pub fn render(
-    http: &HttpMetrics,
-    queues: &[QueueStats],
-    totals: &BTreeMap<String, Aggregate>,
-) -> String {
-    let mut out = String::with_capacity(4096);
-    header(
-        &mut out,
-        "weir_queue_jobs",
-        "gauge",
-        "Jobs per queue and state",
-    );
-    for q in queues {
-        for (state, n) in &q.counts {
-            let _ = writeln!(
-                out,
-                "weir_queue_jobs{{queue=\"{}\",state=\"{state}\"}} {n}",
-                esc(&q.name)
-            );
-        }
-    }
-    header(
-        &mut out,
-        "weir_queue_oldest_waiting_seconds",
-        "gauge",
-        "Age of the oldest waiting job",
-    );
-    for q in queues {
-        let _ = writeln!(
-            out,
-            "weir_queue_oldest_waiting_seconds{{queue=\"{}\"}} {}",
-            esc(&q.name),
-            q.oldest_waiting_ms as f64 / 1000.0
-        );
-    }
-    header(
-        &mut out,
-        "weir_queue_paused",
-        "gauge",
-        "1 while the queue is paused",
-    );
-    for q in queues {
-        let _ = writeln!(
-            out,
-            "weir_queue_paused{{queue=\"{}\"}} {}",
-            esc(&q.name),
-            u8::from(q.config.paused)
-        );
-    }
-    let gauges: [Gauge; 5] = [
-        (
-            "weir_queue_breaker_open",
-            "1 while the breaker is open, 0.5 half open, 0 closed or off",
-            |q| match q.breaker {
-                "open" => 1.0,
-                "half_open" => 0.5,
-                _ => 0.0,
-            },
-        ),
-        (
-            "weir_queue_starving",
-            "1 while the oldest waiting job is past starvation_ms",
-            |q| f64::from(u8::from(q.starving)),
-        ),
-        (
-            "weir_queue_recommended_workers",
-            "The scaling advisor's recommended workers",
-            |q| q.advice.recommended_workers as f64,
-        ),
-        (
-            "weir_queue_arrival_per_second",
-            "Enqueues per second over the last minute",
-            |q| q.arrival_per_s,
-        ),
-        (
-            "weir_queue_completed_per_second",
-            "Completions per second over the last minute",
-            |q| q.completed_per_s,
-        ),
-    ];
-    for (name, help, get) in gauges {
-        header(&mut out, name, "gauge", help);
-        for q in queues {
-            let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", esc(&q.name), get(q));
-        }
-    }
-    let counters: [Counter; 7] = [
-        ("enqueued", "Jobs enqueued", |a| a.enqueued),
-        ("completed", "Jobs completed", |a| a.completed),
-        (
-            "failed",
-            "Attempts failed (including expired leases)",
-            |a| a.failed,
-        ),
-        ("retried", "Failed attempts that will be retried", |a| {
-            a.failed.saturating_sub(a.dead)
-        }),
-        ("dead", "Jobs that went dead", |a| a.dead),
-        ("expired", "Leases that expired", |a| a.expired),
-        ("cancelled", "Jobs cancelled", |a| a.cancelled),
-    ];
-    for (name, help, get) in counters {
-        let metric = format!("weir_jobs_{name}_total");
-        header(&mut out, &metric, "counter", help);
-        for (queue, a) in totals {
-            let _ = writeln!(out, "{metric}{{queue=\"{}\"}} {}", esc(queue), get(a));
-        }
-    }
-    histogram(
-        &mut out,
-        "weir_job_wait_seconds",
-        "Ready-to-start wait of started attempts (since the server started)",
-        queues.iter().map(|q| (q.name.as_str(), &q.wait_ms)),
-    );
-    histogram(
-        &mut out,
-        "weir_job_run_seconds",
-        "Run time of completed jobs (since the server started)",
-        queues.iter().map(|q| (q.name.as_str(), &q.run_ms)),
-    );
-    http.render(&mut out);
-    out
-}
-
-/// Appends the store's group-commit counters (nothing for a backend without a committer).
-pub fn render_store(out: &mut String, stats: Option<weir_store::CommitStats>) {
-    let Some(s) = stats else { return };
-    let series: [(&str, &str, u64); 3] = [
-        (
-            "weir_store_commits_total",
-            "Batches the store wrote (one journal write and, durable, one sync each)",
-            s.commits,
-        ),
-        (
-            "weir_store_records_written_total",
-            "Records the store wrote; divided by commits, how many callers one sync served",
-            s.records,
-        ),
-        (
-            "weir_store_records_cancelled_total",
-            "Records never written because a job was enqueued and deleted within one batch",
-            s.cancelled,
-        ),
-    ];
-    for (name, help, value) in series {
-        header(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-}
-
 /// A cache tier series: its name, kind, help, and how to read it.
 type TierSeries = (
     &'static str,
-    &'static str,
+    MetricType,
     &'static str,
     fn(&TierStats) -> Option<f64>,
 );
 
-/// Appends the cache's series: per tier, then cache-wide.
-pub fn render_cache(out: &mut String, s: &CacheStats) {
-    let tiers = [
-        ("memory", &s.memory),
-        ("disk", &s.disk),
-        ("redis", &s.redis),
-    ];
-    let series: [TierSeries; 9] = [
-        (
-            "weir_cache_hits_total",
-            "counter",
-            "Reads a tier answered",
-            |t| Some(t.hits as f64),
-        ),
-        (
-            "weir_cache_misses_total",
-            "counter",
-            "Reads a tier could not answer",
-            |t| Some(t.misses as f64),
-        ),
-        (
-            "weir_cache_hit_ratio",
-            "gauge",
-            "Hits over reads per tier",
-            |t| Some(t.hit_ratio()),
-        ),
-        (
-            "weir_cache_evictions_total",
-            "counter",
-            "Entries dropped for space",
-            |t| Some(t.evictions as f64),
-        ),
-        (
-            "weir_cache_invalidations_total",
-            "counter",
-            "Entries removed by delete, tag, dependency or flush",
-            |t| Some(t.invalidations as f64),
-        ),
-        (
-            "weir_cache_writes_total",
-            "counter",
-            "Entries written (sets and promotions)",
-            |t| Some(t.writes as f64),
-        ),
-        (
-            "weir_cache_errors_total",
-            "counter",
-            "Failed tier operations",
-            |t| Some(t.errors as f64),
-        ),
-        ("weir_cache_bytes", "gauge", "Bytes a tier holds", |t| {
-            t.bytes.map(|b| b as f64)
-        }),
-        ("weir_cache_entries", "gauge", "Entries a tier holds", |t| {
-            t.entries.map(|n| n as f64)
-        }),
-    ];
-    for (name, kind, help, get) in series {
-        header(out, name, kind, help);
-        for (tier, t) in tiers {
-            if let Some(v) = get(t).filter(|_| t.enabled) {
-                let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {v}");
-            }
+/// One scrape's snapshot of what the store and the cache hold (queue depths and ages, job
+/// counters from the hourly aggregates, wait and run histograms, the group committer's and
+/// the cache's counters), as a `prometheus` [`Collector`]: the crate encodes it, escaping
+/// and formatting included, next to the HTTP series of the registry.
+///
+/// It is built per scrape and never registered (its series come and go with queues), so it
+/// has no fixed descriptors.
+pub struct Snapshot {
+    families: Vec<MetricFamily>,
+}
+
+impl Collector for Snapshot {
+    fn desc(&self) -> Vec<&Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.families.clone()
+    }
+}
+
+impl Snapshot {
+    /// The series of `queues`, job counters from `totals` (by queue), the store's commit
+    /// counters (when it has a committer) and the cache's counters.
+    pub fn new(
+        queues: &[QueueStats],
+        totals: &BTreeMap<String, Aggregate>,
+        store: Option<weir_store::CommitStats>,
+        cache: &CacheStats,
+    ) -> Self {
+        let mut f = Families::default();
+        let by_queue = |get: &dyn Fn(&QueueStats) -> f64| -> Vec<Metric> {
+            queues
+                .iter()
+                .map(|q| gauge(&[("queue", &q.name)], get(q)))
+                .collect()
+        };
+        f.add(
+            "weir_queue_jobs",
+            "Jobs per queue and state",
+            MetricType::GAUGE,
+            queues
+                .iter()
+                .flat_map(|q| {
+                    q.counts
+                        .iter()
+                        .map(|(state, n)| gauge(&[("queue", &q.name), ("state", state)], *n as f64))
+                })
+                .collect(),
+        );
+        f.add(
+            "weir_queue_oldest_waiting_seconds",
+            "Age of the oldest waiting job",
+            MetricType::GAUGE,
+            by_queue(&|q| q.oldest_waiting_ms as f64 / 1000.0),
+        );
+        f.add(
+            "weir_queue_paused",
+            "1 while the queue is paused",
+            MetricType::GAUGE,
+            by_queue(&|q| f64::from(u8::from(q.config.paused))),
+        );
+        let gauges: [Gauge; 5] = [
+            (
+                "weir_queue_breaker_open",
+                "1 while the breaker is open, 0.5 half open, 0 closed or off",
+                |q| match q.breaker {
+                    "open" => 1.0,
+                    "half_open" => 0.5,
+                    _ => 0.0,
+                },
+            ),
+            (
+                "weir_queue_starving",
+                "1 while the oldest waiting job is past starvation_ms",
+                |q| f64::from(u8::from(q.starving)),
+            ),
+            (
+                "weir_queue_recommended_workers",
+                "The scaling advisor's recommended workers",
+                |q| q.advice.recommended_workers as f64,
+            ),
+            (
+                "weir_queue_arrival_per_second",
+                "Enqueues per second over the last minute",
+                |q| q.arrival_per_s,
+            ),
+            (
+                "weir_queue_completed_per_second",
+                "Completions per second over the last minute",
+                |q| q.completed_per_s,
+            ),
+        ];
+        for (name, help, get) in gauges {
+            f.add(name, help, MetricType::GAUGE, by_queue(&get));
         }
-    }
-    let wide: [(&str, &str, &str, f64); 5] = [
-        (
-            "weir_cache_redis_up",
-            "gauge",
-            "1 while Redis answers",
-            f64::from(u8::from(s.redis_up)),
-        ),
-        (
-            "weir_cache_redis_outages_total",
-            "counter",
-            "Times Redis stopped answering",
-            s.redis_outages as f64,
-        ),
-        (
-            "weir_cache_coalesced_total",
-            "counter",
-            "Callers that shared another's computation (stampedes coalesced)",
-            s.coalesced as f64,
-        ),
-        (
-            "weir_cache_computations_total",
-            "counter",
-            "Computations run by get-or-compute",
-            s.computations as f64,
-        ),
-        (
-            "weir_cache_resyncs_total",
-            "counter",
-            "Times local tiers were retired because invalidations may have been missed",
-            s.resyncs as f64,
-        ),
-    ];
-    for (name, kind, help, v) in wide {
-        header(out, name, kind, help);
-        let _ = writeln!(out, "{name} {v}");
-    }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn histogram<'a>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    series: impl Iterator<Item = (&'a str, &'a LatencyHistogram)>,
-) {
-    header(out, name, "histogram", help);
-    for (queue, h) in series {
-        let q = esc(queue);
-        let mut cumulative = 0;
-        for (i, bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
-            cumulative += h.buckets[i];
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{queue=\"{q}\",le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1000.0
+        let counters: [Counter; 7] = [
+            ("enqueued", "Jobs enqueued", |a| a.enqueued),
+            ("completed", "Jobs completed", |a| a.completed),
+            (
+                "failed",
+                "Attempts failed (including expired leases)",
+                |a| a.failed,
+            ),
+            ("retried", "Failed attempts that will be retried", |a| {
+                a.failed.saturating_sub(a.dead)
+            }),
+            ("dead", "Jobs that went dead", |a| a.dead),
+            ("expired", "Leases that expired", |a| a.expired),
+            ("cancelled", "Jobs cancelled", |a| a.cancelled),
+        ];
+        for (name, help, get) in counters {
+            f.add(
+                &format!("weir_jobs_{name}_total"),
+                help,
+                MetricType::COUNTER,
+                totals
+                    .iter()
+                    .map(|(queue, a)| counter(&[("queue", queue)], get(a) as f64))
+                    .collect(),
             );
         }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(
-            out,
-            "{name}_sum{{queue=\"{q}\"}} {}",
-            h.sum_ms as f64 / 1000.0
-        );
-        let _ = writeln!(out, "{name}_count{{queue=\"{q}\"}} {}", h.count);
+        let hists: [(&str, &str, fn(&QueueStats) -> &LatencyHistogram); 2] = [
+            (
+                "weir_job_wait_seconds",
+                "Ready-to-start wait of started attempts (since the server started)",
+                |q| &q.wait_ms,
+            ),
+            (
+                "weir_job_run_seconds",
+                "Run time of completed jobs (since the server started)",
+                |q| &q.run_ms,
+            ),
+        ];
+        for (name, help, get) in hists {
+            f.add(
+                name,
+                help,
+                MetricType::HISTOGRAM,
+                queues.iter().map(|q| histogram(&q.name, get(q))).collect(),
+            );
+        }
+        if let Some(s) = store {
+            let series: [(&str, &str, u64); 3] = [
+                (
+                    "weir_store_commits_total",
+                    "Batches the store wrote (one journal write and, durable, one sync each)",
+                    s.commits,
+                ),
+                (
+                    "weir_store_records_written_total",
+                    "Records the store wrote; divided by commits, how many callers one sync served",
+                    s.records,
+                ),
+                (
+                    "weir_store_records_cancelled_total",
+                    "Records never written because a job was enqueued and deleted within one batch",
+                    s.cancelled,
+                ),
+            ];
+            for (name, help, value) in series {
+                f.add(
+                    name,
+                    help,
+                    MetricType::COUNTER,
+                    vec![counter(&[], value as f64)],
+                );
+            }
+        }
+        f.cache(cache);
+        Snapshot { families: f.0 }
     }
 }
 
-/// Escapes a label value (queue names are restricted, but be safe).
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Metric families under construction; a family without samples is left out (the text
+/// format has no empty families).
+#[derive(Default)]
+struct Families(Vec<MetricFamily>);
+
+impl Families {
+    fn add(&mut self, name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) {
+        if metrics.is_empty() {
+            return;
+        }
+        let mut mf = MetricFamily::default();
+        mf.set_name(name.to_string());
+        mf.set_help(help.to_string());
+        mf.set_field_type(kind);
+        mf.set_metric(metrics);
+        self.0.push(mf);
+    }
+
+    /// The cache's series: per tier, then cache-wide.
+    fn cache(&mut self, s: &CacheStats) {
+        let tiers = [
+            ("memory", &s.memory),
+            ("disk", &s.disk),
+            ("redis", &s.redis),
+        ];
+        let series: [TierSeries; 9] = [
+            (
+                "weir_cache_hits_total",
+                MetricType::COUNTER,
+                "Reads a tier answered",
+                |t| Some(t.hits as f64),
+            ),
+            (
+                "weir_cache_misses_total",
+                MetricType::COUNTER,
+                "Reads a tier could not answer",
+                |t| Some(t.misses as f64),
+            ),
+            (
+                "weir_cache_hit_ratio",
+                MetricType::GAUGE,
+                "Hits over reads per tier",
+                |t| Some(t.hit_ratio()),
+            ),
+            (
+                "weir_cache_evictions_total",
+                MetricType::COUNTER,
+                "Entries dropped for space",
+                |t| Some(t.evictions as f64),
+            ),
+            (
+                "weir_cache_invalidations_total",
+                MetricType::COUNTER,
+                "Entries removed by delete, tag, dependency or flush",
+                |t| Some(t.invalidations as f64),
+            ),
+            (
+                "weir_cache_writes_total",
+                MetricType::COUNTER,
+                "Entries written (sets and promotions)",
+                |t| Some(t.writes as f64),
+            ),
+            (
+                "weir_cache_errors_total",
+                MetricType::COUNTER,
+                "Failed tier operations",
+                |t| Some(t.errors as f64),
+            ),
+            (
+                "weir_cache_bytes",
+                MetricType::GAUGE,
+                "Bytes a tier holds",
+                |t| t.bytes.map(|b| b as f64),
+            ),
+            (
+                "weir_cache_entries",
+                MetricType::GAUGE,
+                "Entries a tier holds",
+                |t| t.entries.map(|n| n as f64),
+            ),
+        ];
+        for (name, kind, help, get) in series {
+            let metrics = tiers
+                .iter()
+                .filter(|(_, t)| t.enabled)
+                .filter_map(|(tier, t)| get(t).map(|v| sample(kind, &[("tier", tier)], v)))
+                .collect();
+            self.add(name, help, kind, metrics);
+        }
+        let wide: [(&str, MetricType, &str, f64); 5] = [
+            (
+                "weir_cache_redis_up",
+                MetricType::GAUGE,
+                "1 while Redis answers",
+                f64::from(u8::from(s.redis_up)),
+            ),
+            (
+                "weir_cache_redis_outages_total",
+                MetricType::COUNTER,
+                "Times Redis stopped answering",
+                s.redis_outages as f64,
+            ),
+            (
+                "weir_cache_coalesced_total",
+                MetricType::COUNTER,
+                "Callers that shared another's computation (stampedes coalesced)",
+                s.coalesced as f64,
+            ),
+            (
+                "weir_cache_computations_total",
+                MetricType::COUNTER,
+                "Computations run by get-or-compute",
+                s.computations as f64,
+            ),
+            (
+                "weir_cache_resyncs_total",
+                MetricType::COUNTER,
+                "Times local tiers were retired because invalidations may have been missed",
+                s.resyncs as f64,
+            ),
+        ];
+        for (name, kind, help, v) in wide {
+            self.add(name, help, kind, vec![sample(kind, &[], v)]);
+        }
+    }
+}
+
+fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+    labels
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(k.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+fn sample(kind: MetricType, labels: &[(&str, &str)], v: f64) -> Metric {
+    match kind {
+        MetricType::COUNTER => counter(labels, v),
+        _ => gauge(labels, v),
+    }
+}
+
+fn gauge(labels: &[(&str, &str)], v: f64) -> Metric {
+    let mut g = prometheus::proto::Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::default();
+    m.set_label(label_pairs(labels));
+    m.set_gauge(g);
+    m
+}
+
+fn counter(labels: &[(&str, &str)], v: f64) -> Metric {
+    let mut c = prometheus::proto::Counter::default();
+    c.set_value(v);
+    let mut m = Metric::default();
+    m.set_label(label_pairs(labels));
+    m.set_counter(c);
+    m
+}
+
+/// A queue's latency histogram in seconds (the engine keeps milliseconds).
+fn histogram(queue: &str, h: &LatencyHistogram) -> Metric {
+    let mut cumulative = 0;
+    let buckets = BUCKET_BOUNDS_MS
+        .iter()
+        .enumerate()
+        .map(|(i, bound)| {
+            cumulative += h.buckets[i];
+            let mut b = Bucket::default();
+            b.set_cumulative_count(cumulative);
+            b.set_upper_bound(*bound as f64 / 1000.0);
+            b
+        })
+        .collect();
+    let mut p = prometheus::proto::Histogram::default();
+    p.set_sample_count(h.count);
+    p.set_sample_sum(h.sum_ms as f64 / 1000.0);
+    p.set_bucket(buckets);
+    let mut m = Metric::default();
+    m.set_label(label_pairs(&[("queue", queue)]));
+    m.set_histogram(p);
+    m
+}
+
+/// The whole exposition: the snapshot's series, then the process's HTTP series.
+pub fn render(http: &HttpMetrics, snapshot: &Snapshot) -> String {
+    let mut families = snapshot.collect();
+    families.extend(http.registry.gather());
+    let mut buf = Vec::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut buf) {
+        tracing::error!(error = %e, "encoding metrics failed");
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[cfg(test)]
@@ -447,7 +515,8 @@ mod tests {
                 reason: "x".into(),
             },
         };
-        let text = render(&HttpMetrics::new(), &[q], &BTreeMap::new());
+        let snap = Snapshot::new(&[q], &BTreeMap::new(), None, &CacheStats::default());
+        let text = render(&HttpMetrics::new(), &snap);
         assert!(text.contains("weir_queue_jobs{queue=\"q\",state=\"waiting\"} 2"));
         assert!(text.contains("weir_queue_oldest_waiting_seconds{queue=\"q\"} 1.5"));
         assert!(text.contains("weir_job_wait_seconds_bucket{queue=\"q\",le=\"0.001\"} 1"));

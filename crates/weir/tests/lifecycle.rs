@@ -277,8 +277,10 @@ async fn after_kill_9_the_running_attempt_counts() {
         .await
         .unwrap();
     assert_eq!(got.len(), 1);
-    // A durable write after the fetch: its commit carries the lease grant with it.
+    // Two durable writes after the fetch, one after the other: a grant is written with the
+    // commit after the one that follows it, so by the second reply the lease is on disk.
     client.enqueue(jobs("other", 0, 1, None)).await.unwrap();
+    client.enqueue(jobs("other", 1, 1, None)).await.unwrap();
     server.kill9();
 
     let server = Server::start(dir.path(), &[], &[]);

@@ -95,9 +95,10 @@ impl Engine {
             s.deadline = now.saturating_add(s.timeout_ms);
             s.started_at = now;
         });
-        // The grant is recorded (a store writes it with its next commit, without waiting):
-        // after a restart the lease lives on, and after a crash its attempt still counts.
-        self.updated(id);
+        // The grant is reported for the store to record if the job is still leased a commit
+        // later: after a restart the lease lives on, after a crash its attempt still counts,
+        // and a job acked within a commit or two costs no write for its lease at all.
+        self.changes.push(Change::Lease(JobId(id)));
         let q = self.jobs[&id].queue;
         self.queues[q as usize]
             .wait_hist
@@ -159,12 +160,15 @@ impl Engine {
         self.leases.insert((new, id.0));
         if let Some(s) = self.jobs.get_mut(&id.0) {
             s.deadline = new;
-            if let Some(p) = progress {
-                s.extra_mut().progress = Some(p.into_inner());
+            match progress {
+                Some(p) => {
+                    s.extra_mut().progress = Some(p.into_inner());
+                    self.updated(id.0);
+                }
+                // The new deadline is recorded like a grant, so a restart keeps it.
+                None => self.changes.push(Change::Lease(id)),
             }
         }
-        // The new deadline is recorded like the grant, so a restart keeps the extension.
-        self.updated(id.0);
         Ok(new)
     }
 

@@ -83,6 +83,11 @@ pub enum Change {
     Insert(JobId),
     /// A job's status changed: write its status record.
     Update(JobId),
+    /// A lease was granted or extended. The store writes the job's status (which carries
+    /// the lease) with a later commit if the job is then still leased
+    /// ([`Engine::lease_record`]), so that jobs finished within a commit or two cost no
+    /// lease write, and every longer one is recorded.
+    Lease(JobId),
     /// A job was deleted (by retention, or at its ack when its queue keeps no completed
     /// jobs): delete its spec, and its status record when one was ever written.
     Delete {

@@ -60,6 +60,18 @@ impl Engine {
         })
     }
 
+    /// The status record of job `id` if it is active (its lease is live), for a store
+    /// writing a [`super::Change::Lease`]; marks it as stored, so that deleting the job later
+    /// removes the record too.
+    pub fn lease_record(&mut self, id: JobId) -> Option<StatusRecord<'_>> {
+        let s = self.jobs.get_mut(&id.0)?;
+        if s.state != JobState::Active {
+            return None;
+        }
+        s.status_stored = true;
+        self.status_record(id)
+    }
+
     /// The record of queue `q` (as named by [`super::Change::Queue`]).
     pub fn queue_record(&self, q: u32) -> Option<QueueRecord> {
         let qs = self.queues.get(q as usize)?;

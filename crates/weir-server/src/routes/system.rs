@@ -72,9 +72,13 @@ pub async fn metrics(State(state): State<AppState>, who: Principal) -> ApiResult
     {
         totals.entry(rec.queue).or_default().merge(&rec.counts);
     }
-    let mut text = crate::metrics::render(state.http_metrics(), &queues, &totals);
-    crate::metrics::render_store(&mut text, store.commit_stats());
-    crate::metrics::render_cache(&mut text, &state.cache().stats());
+    let snapshot = crate::metrics::Snapshot::new(
+        &queues,
+        &totals,
+        store.commit_stats(),
+        &state.cache().stats(),
+    );
+    let text = crate::metrics::render(state.http_metrics(), &snapshot);
     Ok((
         [(
             header::CONTENT_TYPE,

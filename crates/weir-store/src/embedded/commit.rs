@@ -19,6 +19,13 @@
 //! found had both been written: no such job. Under load this is where the commit thread's
 //! time goes (fjall's memtable inserts), and the slower the commit, the more jobs finish
 //! inside one batch.
+//!
+//! Lease grants and heartbeats are written one batch late. A grant taken by batch `k` is
+//! held, and when batch `k + 1` is taken, the status (which carries the lease) of each held
+//! job still active is added to it; a job acked in between needs no lease write at all.
+//! Writing every grant at once doubled the records per job (a status and its tombstone) and
+//! cost a third of the throughput at batches of 100 (BENCHMARKS.md, issue 14). An idle store
+//! writes held leases after [`LEASE_WAIT`]; a close writes all of them.
 
 use super::codec::{aggregate_key, encode, encode_into, encode_json, encode_status_into, job_key};
 use super::{Durability, Shared};
@@ -60,6 +67,9 @@ pub(crate) struct Pending {
     cancelled_deletes: usize,
     /// Aggregates touched, `(queue, hour)`; encoded when the batch is taken.
     pub(crate) aggregates: Vec<(u32, u64)>,
+    /// Jobs whose lease was granted or extended while this batch filled: their status is
+    /// written with the *next* batch if they are still leased then (see the module docs).
+    pub(crate) leases: Vec<u64>,
     /// Callers waiting for this batch to be durable.
     pub(crate) waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
@@ -79,6 +89,7 @@ impl Pending {
         self.cancelled_ops = 0;
         self.cancelled_deletes = 0;
         self.aggregates.clear();
+        self.leases.clear();
         self.waiters.clear();
         if self.bytes.capacity() > KEEP_BYTES {
             self.bytes = Vec::new();
@@ -162,6 +173,7 @@ pub(crate) fn encode_change(engine: &Engine, change: Change, pending: &mut Pendi
                 pending.aggregates.push((q, h));
             }
         }
+        Change::Lease(id) => pending.leases.push(id.0),
     }
 }
 
@@ -180,18 +192,36 @@ pub(crate) fn run_guarded(shared: &Shared) {
     }
 }
 
+/// How long the committer waits for more work before it writes leases held over from the
+/// last batch on their own (an idle store records a lease within about this long).
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The committer thread's body; returns when the store closes with nothing pending.
 fn run(shared: &Shared) {
     // The buffers of the last batch written, emptied, for the next.
     let mut spare = Pending::default();
+    // Leases granted while the last batch filled: recorded with this one if still live.
+    let mut held: Vec<u64> = Vec::new();
     loop {
         let (mut batch, next_id) = {
             let mut st = shared.state.lock();
             while st.pending.is_empty() {
+                let leases = !held.is_empty() || !st.pending.leases.is_empty();
                 if st.closed {
-                    return;
+                    if !leases {
+                        return;
+                    }
+                    break; // a close records every lease still live
                 }
-                shared.wake.wait(&mut st);
+                if leases {
+                    // Leases to record: give an ack the chance to make them moot, but not
+                    // for long.
+                    if shared.wake.wait_for(&mut st, LEASE_WAIT).timed_out() {
+                        break;
+                    }
+                } else {
+                    shared.wake.wait(&mut st);
+                }
             }
             st.in_flight = true;
             let mut batch = std::mem::replace(&mut st.pending, std::mem::take(&mut spare));
@@ -205,6 +235,20 @@ fn run(shared: &Shared) {
                     ));
                 }
             }
+            // Leases of the previous batch whose jobs are still active are written now; a job
+            // acked meanwhile needs none. On close, this batch's own leases go too.
+            if st.closed {
+                held.append(&mut batch.leases);
+            }
+            held.sort_unstable();
+            held.dedup();
+            for id in held.drain(..) {
+                if let Some(r) = st.engine.lease_record(JobId(id)) {
+                    let at = encode_status_into(&r, &mut batch.bytes);
+                    batch.ops.push(Op::Status(id, at));
+                }
+            }
+            std::mem::swap(&mut held, &mut batch.leases);
             let next_id = st.engine.next_id();
             (batch, next_id)
         };
@@ -378,8 +422,9 @@ mod tests {
         };
         engine.fail(vec![fail], 3).unwrap();
         absorb(&mut engine, &mut p);
-        // Two specs, both lease grants, the fail.
-        assert_eq!(job_ops(&p), ["spec", "spec", "status", "status", "status"]);
+        // Two specs and the fail: lease grants are held for the next batch, not encoded here.
+        assert_eq!(job_ops(&p), ["spec", "spec", "status"]);
+        assert_eq!(p.leases.len(), 2);
         // A day later both are waiting again: `id` after its backoff, `keep` after its lease.
         let again = engine.fetch(&["q"], 2, 86_400_000);
         let mine = again.iter().find(|f| f.id == id).unwrap();
@@ -393,22 +438,9 @@ mod tests {
         );
         assert_eq!(out.unwrap().applied, 1);
         absorb(&mut engine, &mut p);
-        // `keep`'s spec stays, and so do its statuses (its first lease, the expiry, its second
-        // lease); every record of `id` cancels out (its spec, its first lease, the fail; its
-        // second lease was never encoded, as the job was gone by then).
-        assert_eq!(
-            job_ops(&p),
-            [
-                "spec",
-                "cancelled",
-                "status",
-                "cancelled",
-                "cancelled",
-                "status",
-                "status"
-            ]
-        );
-        assert_eq!((p.records(), p.cancelled()), (4, 4));
+        // `keep`'s spec stays, and so does the status its expired lease wrote.
+        assert_eq!(job_ops(&p), ["spec", "cancelled", "cancelled", "status"]);
+        assert_eq!((p.records(), p.cancelled()), (2, 3));
         assert!(matches!(p.ops[0], Op::Spec(k, _) if k == keep.0));
         assert!(matches!(p.ops.last(), Some(Op::Status(k, _)) if *k == keep.0));
     }

@@ -10,11 +10,12 @@
 //! fsyncs once (**group commit**): concurrent writers share one fsync, and a burst costs one
 //! sync, not one per job. On open, the engine is rebuilt from the stored records.
 //!
-//! Lease grants and heartbeats are written lazily: into the next batch, without waiting for
-//! it. A graceful close writes everything pending, so after a restart each lease lives on and
-//! its worker's ack is accepted; after `kill -9` only the leases granted since the last
-//! commit are lost (those jobs are delivered again, which at-least-once delivery allows), and
-//! every other one counts its attempt when it expires.
+//! Lease grants and heartbeats are written lazily, one batch late and only for jobs still
+//! leased then (see `commit.rs`), without anyone waiting for them. A graceful close writes
+//! every live lease, so after a restart each lease lives on and its worker's ack is
+//! accepted; after `kill -9` only the leases granted in the last two commits are lost (those
+//! jobs are delivered again, which at-least-once delivery allows), and every other one
+//! counts its attempt when it expires.
 //!
 //! # Threads
 //! Two threads of the store's own, each with a wake-up of its own: the committer (woken when
