@@ -106,6 +106,13 @@ type Counter = (&'static str, &'static str, fn(&Aggregate) -> u64);
 /// A queue gauge: its name, help, and how to read it from the queue's statistics.
 type Gauge = (&'static str, &'static str, fn(&QueueStats) -> f64);
 
+/// A queue histogram: its name, help, and which of the queue's histograms it shows.
+type Hist = (
+    &'static str,
+    &'static str,
+    fn(&QueueStats) -> &LatencyHistogram,
+);
+
 /// A cache tier series: its name, kind, help, and how to read it.
 type TierSeries = (
     &'static str,
@@ -236,7 +243,7 @@ impl Snapshot {
                     .collect(),
             );
         }
-        let hists: [(&str, &str, fn(&QueueStats) -> &LatencyHistogram); 2] = [
+        let hists: [Hist; 2] = [
             (
                 "weir_job_wait_seconds",
                 "Ready-to-start wait of started attempts (since the server started)",
