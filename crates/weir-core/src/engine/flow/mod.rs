@@ -7,77 +7,22 @@
 //! The runtime state (rate-limit arrival times, breaker state, rate meters) lives in memory
 //! and restarts fresh with the process; the configuration is persisted with the queue.
 
+mod breaker;
+mod gcra;
+mod group_rate;
+mod meter;
+mod starvation;
+
+pub(crate) use breaker::Breaker;
+use gcra::gcra_allowance;
+pub(crate) use meter::RateMeter;
+
 use super::{Engine, QueueState};
 use crate::config::{BreakerConfig, RateLimit};
 use crate::job::JobState;
 use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::sync::Arc;
-
-/// Seconds of history the rate meters keep.
-const METER_SECS: usize = 60;
-
-/// Events per second over the last minute, in one-second buckets.
-#[derive(Debug, Clone)]
-pub(crate) struct RateMeter {
-    buckets: [u32; METER_SECS],
-    /// The second the newest bucket counts.
-    head: u64,
-    /// The first second anything was counted (rates average over less than a minute
-    /// before a minute has passed).
-    since: Option<u64>,
-}
-
-impl Default for RateMeter {
-    fn default() -> Self {
-        RateMeter {
-            buckets: [0; METER_SECS],
-            head: 0,
-            since: None,
-        }
-    }
-}
-
-impl RateMeter {
-    fn roll(&mut self, sec: u64) {
-        if sec <= self.head {
-            return;
-        }
-        let steps = (sec - self.head).min(METER_SECS as u64);
-        for i in 1..=steps {
-            self.buckets[((self.head + i) % METER_SECS as u64) as usize] = 0;
-        }
-        self.head = sec;
-    }
-
-    pub(crate) fn add(&mut self, now_ms: u64, n: u32) {
-        let sec = now_ms / 1000;
-        self.roll(sec);
-        self.since.get_or_insert(sec);
-        if sec + (METER_SECS as u64) > self.head {
-            let b = &mut self.buckets[(sec % METER_SECS as u64) as usize];
-            *b = b.saturating_add(n);
-        }
-    }
-
-    /// Average per second over the last minute (or since the first event, if sooner),
-    /// counting whole seconds up to `now`.
-    pub(crate) fn per_sec(&self, now_ms: u64) -> f64 {
-        let Some(since) = self.since else {
-            return 0.0;
-        };
-        let now = now_ms / 1000;
-        let from = now.saturating_sub(METER_SECS as u64 - 1).max(since);
-        if now < from {
-            return 0.0;
-        }
-        let sum: u64 = (from..=now)
-            .filter(|s| *s <= self.head && *s + METER_SECS as u64 > self.head)
-            .map(|s| u64::from(self.buckets[(s % METER_SECS as u64) as usize]))
-            .sum();
-        sum as f64 / (now - from + 1) as f64
-    }
-}
 
 /// Most flow events kept until someone takes them.
 const MAX_EVENTS: usize = 1_000;
@@ -107,30 +52,6 @@ pub enum FlowEvent {
     },
 }
 
-/// Where a breaker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Breaker {
-    /// Handing out jobs, counting outcomes.
-    #[default]
-    Closed,
-    /// Handing out nothing until this time.
-    Open { until: u64 },
-    /// Handing out at most `probes_left` more jobs; closes after `successes` reach the
-    /// configured number of probes.
-    HalfOpen { probes_left: u32, successes: u32 },
-}
-
-impl Breaker {
-    /// The state's name as the API reports it.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Breaker::Closed => "closed",
-            Breaker::Open { .. } => "open",
-            Breaker::HalfOpen { .. } => "half_open",
-        }
-    }
-}
-
 /// One queue's flow-control runtime state.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FlowState {
@@ -151,134 +72,6 @@ pub(crate) struct FlowState {
     pub(crate) starving_since: Option<u64>,
     /// When starvation was last evaluated (it costs a scan of the ready jobs).
     starvation_checked_at: u64,
-}
-
-/// GCRA parameters of a rate limit, µs.
-fn gcra(rl: &RateLimit) -> (u64, u64) {
-    let t = (rl.period_ms.saturating_mul(1000) / u64::from(rl.limit.max(1))).max(1);
-    (t, t.saturating_mul(u64::from(rl.burst.max(1)) - 1))
-}
-
-impl FlowState {
-    /// Jobs the rate limit allows at `now` (without using them).
-    fn rate_allowance(&self, rl: &RateLimit, now: u64) -> usize {
-        gcra_allowance(self.tat_us, rl, now)
-    }
-
-    /// When the next token is due, ms (only meaningful when none is available now).
-    fn rate_due(&self, rl: &RateLimit) -> u64 {
-        let (_, tau) = gcra(rl);
-        self.tat_us.saturating_sub(tau).div_ceil(1000)
-    }
-
-    fn rate_consume(&mut self, rl: &RateLimit, n: usize, now: u64) {
-        let (t, _) = gcra(rl);
-        let base = self.tat_us.max(now.saturating_mul(1000));
-        self.tat_us = base.saturating_add(t.saturating_mul(n as u64));
-    }
-
-    /// Moves an open breaker whose cool-down passed to half open; returns how many jobs it
-    /// lets through now.
-    fn breaker_allowance(&mut self, cfg: &BreakerConfig, now: u64) -> usize {
-        if let Breaker::Open { until } = self.breaker {
-            if now >= until {
-                self.breaker = Breaker::HalfOpen {
-                    probes_left: cfg.half_open_probes,
-                    successes: 0,
-                };
-            }
-        }
-        match self.breaker {
-            Breaker::Closed => usize::MAX,
-            Breaker::Open { .. } => 0,
-            Breaker::HalfOpen { probes_left, .. } => probes_left as usize,
-        }
-    }
-
-    fn open(&mut self, cfg: &BreakerConfig, now: u64) {
-        self.breaker = Breaker::Open {
-            until: now.saturating_add(cfg.cooldown_ms),
-        };
-        self.clear_window();
-    }
-
-    fn clear_window(&mut self) {
-        self.window.clear();
-        self.window_calls = 0;
-        self.window_failures = 0;
-        self.consecutive_failures = 0;
-    }
-
-    /// Adds a call to the window and drops buckets that left it.
-    fn window_add(&mut self, cfg: &BreakerConfig, failed: bool, now: u64) {
-        let width = (cfg.window_ms / 50).max(1);
-        let start = now - now % width;
-        match self.window.back_mut() {
-            Some(b) if b.0 == start => {
-                b.1 += 1;
-                b.2 += u32::from(failed);
-            }
-            _ => self.window.push_back((start, 1, u32::from(failed))),
-        }
-        self.window_calls += 1;
-        self.window_failures += u64::from(failed);
-        let from = now.saturating_sub(cfg.window_ms);
-        while let Some(&(at, calls, failures)) = self.window.front() {
-            if at + width > from {
-                break;
-            }
-            self.window.pop_front();
-            self.window_calls -= u64::from(calls);
-            self.window_failures -= u64::from(failures);
-        }
-    }
-
-    /// Counts one finished call. `failed` is a failed attempt; `slow` a completed call over
-    /// the slow-call threshold (a failure for the rate trigger only).
-    fn record(&mut self, cfg: &BreakerConfig, failed: bool, slow: bool, now: u64) {
-        match self.breaker {
-            Breaker::Open { .. } => {}
-            Breaker::HalfOpen {
-                probes_left,
-                successes,
-            } => {
-                if failed || slow {
-                    self.open(cfg, now);
-                } else if successes + 1 >= cfg.half_open_probes {
-                    self.breaker = Breaker::Closed;
-                    self.clear_window();
-                } else {
-                    self.breaker = Breaker::HalfOpen {
-                        probes_left,
-                        successes: successes + 1,
-                    };
-                }
-            }
-            Breaker::Closed => {
-                self.consecutive_failures = if failed {
-                    self.consecutive_failures + 1
-                } else {
-                    0
-                };
-                if cfg.consecutive_failures > 0
-                    && self.consecutive_failures >= cfg.consecutive_failures
-                {
-                    self.open(cfg, now);
-                    return;
-                }
-                if cfg.failure_rate <= 0.0 {
-                    return;
-                }
-                self.window_add(cfg, failed || slow, now);
-                let calls = self.window_calls;
-                if calls >= u64::from(cfg.min_calls.max(1))
-                    && self.window_failures as f64 >= cfg.failure_rate * calls as f64
-                {
-                    self.open(cfg, now);
-                }
-            }
-        }
-    }
 }
 
 impl Engine {
@@ -444,103 +237,6 @@ impl Engine {
             })
             .min()
     }
-
-    /// Re-evaluates starvation of queues that configure it, at most once a second each
-    /// (it costs a scan of the queue's waiting jobs).
-    pub(crate) fn check_starvation(&mut self, now: u64) {
-        for q in 0..self.queues.len() {
-            let qs = &self.queues[q];
-            if qs.config.starvation_ms == 0
-                || now.saturating_sub(qs.flow.starvation_checked_at) < 1_000
-            {
-                continue;
-            }
-            let threshold = qs.config.starvation_ms;
-            let oldest = self.oldest_waiting(q as u32);
-            let qs = &mut self.queues[q];
-            qs.flow.starvation_checked_at = now;
-            let starving = oldest.is_some_and(|t| now.saturating_sub(t) >= threshold);
-            let was = qs.flow.starving_since.is_some();
-            qs.flow.starving_since = match (starving, qs.flow.starving_since) {
-                (true, None) => Some(now),
-                (true, since) => since,
-                (false, _) => None,
-            };
-            let queue = qs.name.to_string();
-            match (was, starving) {
-                (false, true) => self.flow_event(FlowEvent::Starving {
-                    queue,
-                    oldest_ms: oldest.map_or(0, |t| now.saturating_sub(t)),
-                }),
-                (true, false) => self.flow_event(FlowEvent::Recovered { queue }),
-                _ => {}
-            }
-        }
-    }
-}
-
-impl Engine {
-    /// Jobs group `g` of queue `q` may start now by its per-key rate limit.
-    pub(crate) fn group_tokens(&self, q: u32, g: &Arc<str>) -> usize {
-        let Some(rl) = self.queues[q as usize].config.group_rate_limit else {
-            return usize::MAX;
-        };
-        let tat = self.group_tats.get(&(q, g.clone())).copied().unwrap_or(0);
-        gcra_allowance(tat, &rl, self.now)
-    }
-
-    /// When group `g` will have one token more than the `tokens` it has now, ms.
-    pub(crate) fn group_token_due(&self, q: u32, g: &Arc<str>, tokens: usize) -> u64 {
-        let Some(rl) = self.queues[q as usize].config.group_rate_limit else {
-            return self.now + 1;
-        };
-        let tat = self.group_tats.get(&(q, g.clone())).copied().unwrap_or(0);
-        let (t, tau) = gcra(&rl);
-        tat.saturating_sub(tau)
-            .saturating_add(t.saturating_mul(tokens as u64))
-            .div_ceil(1000)
-            .max(self.now + 1)
-    }
-
-    /// Uses one token of the per-key rate limit of job `id`'s group, if it has one.
-    pub(crate) fn consume_group_token(&mut self, id: u64, now: u64) {
-        let Some(s) = self.jobs.get(&id) else {
-            return;
-        };
-        let q = s.queue;
-        let Some(rl) = self.queues[q as usize].config.group_rate_limit else {
-            return;
-        };
-        let Some(g) = s.group().cloned() else {
-            return;
-        };
-        let (t, _) = gcra(&rl);
-        let tat = self.group_tats.entry((q, g)).or_insert(0);
-        *tat = (*tat).max(now.saturating_mul(1000)).saturating_add(t);
-    }
-
-    /// Drops limiter entries whose time has passed (equal to fresh ones), whenever the map
-    /// has doubled since the last pruning: amortised O(1) per key, memory bounded by the keys
-    /// used within their last period.
-    pub(crate) fn prune_group_tats(&mut self, now: u64) {
-        if self.group_tats.len() < 1_024 || self.group_tats.len() < 2 * self.group_tats_pruned {
-            return;
-        }
-        let now_us = now.saturating_mul(1000);
-        self.group_tats.retain(|_, tat| *tat > now_us);
-        self.group_tats_pruned = self.group_tats.len();
-    }
-}
-
-/// Jobs a GCRA limiter at arrival time `tat` (µs) allows at `now` (ms).
-fn gcra_allowance(tat: u64, rl: &RateLimit, now: u64) -> usize {
-    let (t, tau) = gcra(rl);
-    let now_us = now.saturating_mul(1000);
-    let base = tat.max(now_us);
-    if base > now_us.saturating_add(tau) {
-        return 0;
-    }
-    ((now_us + tau - base) / t + 1).min(usize::MAX as u64) as usize
 }
 
 /// Unfinished jobs of a queue: what `max_depth` bounds.
