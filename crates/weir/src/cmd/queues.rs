@@ -2,7 +2,7 @@
 
 use crate::cli::QueuesCmd;
 use crate::out::{self, CmdResult, Failure};
-use weir_api::{BackoffBody, QueueConfigPatch, QueueView, RetentionPatch};
+use weir_api::{QueueConfigPatch, QueueView};
 use weir_client::Client;
 
 pub async fn run(client: &Client, cmd: QueuesCmd, json: bool) -> CmdResult {
@@ -93,111 +93,95 @@ fn show(q: &QueueView, json: bool) -> CmdResult {
     Ok(())
 }
 
-fn small(v: u64) -> Result<u32, Failure> {
-    u32::try_from(v).map_err(|_| Failure::usage(format!("{v} is too large")))
-}
-
-/// Parses `key=value` settings into a patch.
+/// Parses `key=value` settings into a patch. The keys are the patch's own (`PUT
+/// /v1/queues/{q}` takes the same), dotted for nested ones (`retention.dead_max=3`,
+/// `breaker.consecutive_failures=5`), so serde checks them and names the known ones: there is
+/// no second list of settings here. Two shorthands read better on a command line:
+/// `rate_limit=LIMIT[/PERIOD_MS[/BURST]]` (also `group_rate_limit`; 0 removes it) and
+/// `backoff=BASE_MS..CAP_MS`.
 pub fn parse_settings(settings: &[String]) -> Result<QueueConfigPatch, Failure> {
-    let mut p = QueueConfigPatch::default();
-    let mut retention = RetentionPatch::default();
-    let mut touched_retention = false;
+    let mut root = serde_json::Map::new();
     for s in settings {
         let (k, v) = s
             .split_once('=')
             .ok_or_else(|| Failure::usage(format!("{s:?}: expected key=value")))?;
-        let num = |v: &str| -> Result<u64, Failure> {
-            v.parse()
-                .map_err(|_| Failure::usage(format!("{k}: {v:?} is not a whole number")))
+        let value = match shorthand(k, v)? {
+            Some(v) => v,
+            None => scalar(v),
         };
-        match k {
-            "order" => {
-                p.order = Some(
-                    serde_json::from_value(serde_json::Value::String(v.into())).map_err(|_| {
-                        Failure::usage(format!("order: {v:?}: expected fifo or smallest_cost"))
-                    })?,
-                )
+        insert_path(&mut root, k, value)?;
+    }
+    serde_json::from_value(serde_json::Value::Object(root))
+        .map_err(|e| Failure::usage(format!("settings: {e}")))
+}
+
+/// A value as JSON when it reads as a number, boolean or null; otherwise as text.
+fn scalar(v: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(v)
+        .ok()
+        .filter(|x| !x.is_object() && !x.is_array() && !x.is_string())
+        .unwrap_or_else(|| serde_json::Value::String(v.to_string()))
+}
+
+/// The command line's shorthands, as the JSON the patch takes.
+fn shorthand(k: &str, v: &str) -> Result<Option<serde_json::Value>, Failure> {
+    let num = |x: &str| -> Result<u64, Failure> {
+        x.parse()
+            .map_err(|_| Failure::usage(format!("{k}: {x:?} is not a whole number")))
+    };
+    Ok(match k {
+        "rate_limit" | "group_rate_limit" => {
+            let mut parts = v.split('/');
+            let limit = num(parts.next().unwrap_or("0"))?;
+            let mut body = serde_json::json!({ "limit": limit });
+            if let Some(period) = parts.next() {
+                body["period_ms"] = num(period)?.into();
             }
-            "aging_ms" => p.aging_ms = Some(num(v)?),
-            "max_attempts" => {
-                p.max_attempts = Some(
-                    u32::try_from(num(v)?)
-                        .map_err(|_| Failure::usage("max_attempts: too large"))?,
-                )
+            if let Some(burst) = parts.next() {
+                body["burst"] = num(burst)?.into();
             }
-            "timeout_ms" => p.timeout_ms = Some(num(v)?),
-            "concurrency" => p.concurrency = Some(small(num(v)?)?),
-            "group_concurrency" => p.group_concurrency = Some(small(num(v)?)?),
-            "weight" => p.weight = Some(small(num(v)?)?),
-            "max_depth" => p.max_depth = Some(num(v)?),
-            "starvation_ms" => p.starvation_ms = Some(num(v)?),
-            "drain_window_ms" => p.drain_window_ms = Some(num(v)?),
-            "rate_limit" | "group_rate_limit" => {
-                // LIMIT[/PERIOD_MS[/BURST]], or 0 to remove
-                let mut parts = v.split('/');
-                let limit = small(num(parts.next().unwrap_or("0"))?)?;
-                let period_ms = parts.next().map(num).transpose()?.unwrap_or(1000);
-                let burst = parts.next().map(|b| num(b).and_then(small)).transpose()?;
-                let body = weir_api::RateLimitBody {
-                    limit,
-                    period_ms,
-                    burst,
-                };
-                if k == "rate_limit" {
-                    p.rate_limit = Some(body);
-                } else {
-                    p.group_rate_limit = Some(body);
-                }
-            }
-            "backoff" => {
-                let (b, c) = v.split_once("..").ok_or_else(|| {
-                    Failure::usage("backoff: expected BASE_MS..CAP_MS, e.g. 1000..60000")
-                })?;
-                p.backoff = Some(BackoffBody {
-                    base_ms: num(b)?,
-                    cap_ms: num(c)?,
-                });
-            }
-            "paused" => {
-                p.paused = Some(v.parse().map_err(|_| {
-                    Failure::usage(format!("paused: {v:?}: expected true or false"))
-                })?)
-            }
-            "retention.completed_ms" => {
-                touched_retention = true;
-                retention.completed_ms = Some(num(v)?);
-            }
-            "retention.completed_max" => {
-                touched_retention = true;
-                retention.completed_max = Some(num(v)?);
-            }
-            "retention.dead_ms" => {
-                touched_retention = true;
-                retention.dead_ms = Some(num(v)?);
-            }
-            "retention.dead_max" => {
-                touched_retention = true;
-                retention.dead_max = Some(num(v)?);
-            }
-            other => {
-                return Err(Failure::usage(format!(
-                    "unknown setting {other:?} (known: order, aging_ms, max_attempts, \
-                     timeout_ms, backoff, paused, concurrency, group_concurrency, weight, \
-                     max_depth, starvation_ms, drain_window_ms, rate_limit, group_rate_limit, retention.completed_ms, \
-                     retention.completed_max, retention.dead_ms, retention.dead_max)"
-                )))
-            }
+            Some(body)
         }
+        "backoff" => {
+            let (b, c) = v.split_once("..").ok_or_else(|| {
+                Failure::usage("backoff: expected BASE_MS..CAP_MS, e.g. 1000..60000")
+            })?;
+            Some(serde_json::json!({ "base_ms": num(b)?, "cap_ms": num(c)? }))
+        }
+        _ => None,
+    })
+}
+
+/// Sets `value` at dotted path `key` of `root`.
+fn insert_path(
+    root: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    value: serde_json::Value,
+) -> Result<(), Failure> {
+    let mut parts = key.split('.').peekable();
+    let mut at = root;
+    while let Some(part) = parts.next() {
+        if part.is_empty() {
+            return Err(Failure::usage(format!("{key:?}: empty key")));
+        }
+        if parts.peek().is_none() {
+            at.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let next = at
+            .entry(part.to_string())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        at = next
+            .as_object_mut()
+            .ok_or_else(|| Failure::usage(format!("{key:?}: {part} is not a group of settings")))?;
     }
-    if touched_retention {
-        p.retention = Some(retention);
-    }
-    Ok(p)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_api::BackoffBody;
 
     #[test]
     fn settings_parse_into_a_patch() {
@@ -220,12 +204,28 @@ mod tests {
         );
         assert_eq!(p.retention.and_then(|r| r.dead_max), Some(3));
         assert!(p.order.is_some());
+        // Nested keys of the patch work without a list of their own here.
+        let p = s(&[
+            "breaker.consecutive_failures=5",
+            "rate_limit=50/1000/10",
+            "paused=true",
+        ])
+        .map_err(|f| f.message().to_string())
+        .unwrap_or_else(|m| panic!("{m}"));
+        assert_eq!(p.breaker.and_then(|b| b.consecutive_failures), Some(5));
+        assert_eq!(
+            p.rate_limit.map(|r| (r.limit, r.period_ms, r.burst)),
+            Some((50, 1000, Some(10)))
+        );
+        assert_eq!(p.paused, Some(true));
         for bad in [
             &["order=random"][..],
             &["nope=1"],
             &["max_attempts=x"],
             &["timeout_ms"],
             &["backoff=5"],
+            &["concurrency=99999999999"],
+            &["retention=3", "retention.dead_max=1"],
         ] {
             assert!(matches!(s(bad), Err(Failure::Usage(_))), "{bad:?}");
         }
