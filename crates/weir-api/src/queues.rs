@@ -7,43 +7,6 @@ use weir_core::{BreakerConfig, Order, QueueConfig, QueueStats, RateLimit, Retent
 
 use crate::BackoffBody;
 
-/// A queue's configuration as it reads back.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct QueueConfigView {
-    /// `fifo` or `smallest_cost`: order among jobs of equal effective priority.
-    pub order: String,
-    /// A waiting job's effective priority rises by one per `aging_ms` it waits (0: off).
-    pub aging_ms: u64,
-    /// Default attempts.
-    pub max_attempts: u32,
-    /// Default lease length, ms.
-    pub timeout_ms: u64,
-    /// Default retry backoff.
-    pub backoff: BackoffBody,
-    /// How long finished jobs are kept.
-    pub retention: RetentionView,
-    /// A paused queue accepts jobs but hands none out.
-    pub paused: bool,
-    /// Most active jobs at once across all workers (0: unlimited).
-    pub concurrency: u32,
-    /// Most active jobs per group key; 1 makes groups ordered (one at a time, in order).
-    pub group_concurrency: u32,
-    /// Rate limit across all workers (absent: none).
-    pub rate_limit: Option<RateLimitBody>,
-    /// Rate limit per group key (absent: none).
-    pub group_rate_limit: Option<RateLimitBody>,
-    /// Circuit breaker (absent: none).
-    pub breaker: Option<BreakerBody>,
-    /// Most unfinished jobs before enqueues get 429 (0: unlimited).
-    pub max_depth: u64,
-    /// Share in a fetch over several queues (0: unweighted, order of the fetch).
-    pub weight: u32,
-    /// Oldest-waiting age that marks the queue starving (0: off).
-    pub starvation_ms: u64,
-    /// The scaling advisor's target drain window, ms.
-    pub drain_window_ms: u64,
-}
-
 /// A rate limit: `limit` jobs per `period_ms`, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -170,52 +133,6 @@ impl From<BreakerConfig> for BreakerBody {
     }
 }
 
-/// Retention of finished jobs.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-pub struct RetentionView {
-    /// Completed jobs are deleted this long after they finished; 0 deletes a job as it is
-    /// acknowledged.
-    pub completed_ms: u64,
-    /// At most this many completed jobs are kept; 0 deletes a job as it is acknowledged.
-    pub completed_max: u64,
-    /// Dead and cancelled jobs are deleted this long after they finished.
-    pub dead_ms: u64,
-    /// At most this many dead and cancelled jobs are kept.
-    pub dead_max: u64,
-}
-
-impl From<&QueueConfig> for QueueConfigView {
-    fn from(c: &QueueConfig) -> Self {
-        QueueConfigView {
-            order: match c.order {
-                Order::Fifo => "fifo",
-                Order::SmallestCost => "smallest_cost",
-            }
-            .to_string(),
-            aging_ms: c.aging_ms,
-            max_attempts: c.max_attempts,
-            timeout_ms: c.timeout_ms,
-            backoff: c.backoff.into(),
-            retention: RetentionView {
-                completed_ms: c.retention.completed_ms,
-                completed_max: c.retention.completed_max,
-                dead_ms: c.retention.dead_ms,
-                dead_max: c.retention.dead_max,
-            },
-            paused: c.paused,
-            concurrency: c.concurrency,
-            group_concurrency: c.group_concurrency,
-            rate_limit: c.rate_limit.map(Into::into),
-            group_rate_limit: c.group_rate_limit.map(Into::into),
-            breaker: c.breaker.map(Into::into),
-            max_depth: c.max_depth,
-            weight: c.weight,
-            starvation_ms: c.starvation_ms,
-            drain_window_ms: c.drain_window_ms,
-        }
-    }
-}
-
 /// `PUT /v1/queues/{q}`: changes only the keys it names; the queue is created if new.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -275,16 +192,16 @@ pub struct QueueConfigPatch {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPatch {
-    /// See [`RetentionView::completed_ms`].
+    /// See [`Retention::completed_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_ms: Option<u64>,
-    /// See [`RetentionView::completed_max`].
+    /// See [`Retention::completed_max`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_max: Option<u64>,
-    /// See [`RetentionView::dead_ms`].
+    /// See [`Retention::dead_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_ms: Option<u64>,
-    /// See [`RetentionView::dead_max`].
+    /// See [`Retention::dead_max`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_max: Option<u64>,
 }
@@ -389,8 +306,8 @@ pub struct QueueView {
     pub recommended_workers: u64,
     /// Why.
     pub reason: String,
-    /// The configuration.
-    pub config: QueueConfigView,
+    /// The configuration, in the engine's own shape (the keys `PUT` takes, every one set).
+    pub config: QueueConfig,
 }
 
 impl From<QueueStats> for QueueView {
@@ -410,7 +327,7 @@ impl From<QueueStats> for QueueView {
             failed_per_s: s.failed_per_s,
             recommended_workers: s.advice.recommended_workers,
             reason: s.advice.reason.clone(),
-            config: (&s.config).into(),
+            config: s.config.clone(),
             name: s.name,
         }
     }

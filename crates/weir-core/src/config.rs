@@ -5,6 +5,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// How jobs of equal (effective) priority are ordered within a queue.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
@@ -15,7 +16,24 @@ pub enum Order {
     SmallestCost,
 }
 
+impl Order {
+    /// The name the API and the configuration file use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Fifo => "fifo",
+            Order::SmallestCost => "smallest_cost",
+        }
+    }
+}
+
+impl std::fmt::Display for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How long finished jobs are kept. Aggregates outlive the jobs they count.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Retention {
@@ -44,6 +62,7 @@ impl Default for Retention {
 
 /// A rate limit (GCRA): on average `limit` jobs per `period_ms`, with up to `burst` at once.
 /// In any window of one period a queue hands out at most `limit + burst` jobs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     /// Jobs per period (at least 1).
@@ -62,6 +81,7 @@ pub struct RateLimit {
 /// `consecutive_failures` failures in a row, or the same rate counting calls slower than
 /// `slow_call_ms` as failures. After `cooldown_ms` it is half open: `half_open_probes` jobs are
 /// handed out; if they all succeed it closes, and any failure opens it again.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BreakerConfig {
@@ -96,6 +116,7 @@ impl Default for BreakerConfig {
 }
 
 /// One queue's settings. Every field has a default; a queue that was never configured uses them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QueueConfig {

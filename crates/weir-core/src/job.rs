@@ -96,6 +96,7 @@ impl fmt::Display for JobState {
 
 /// Exponential backoff with full jitter: before attempt `n + 1` the job waits a uniformly
 /// random time in `[0, min(cap_ms, base_ms * 2^(n-1))]`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backoff {
     /// Delay scale of the first retry, in ms.

@@ -114,7 +114,7 @@ async fn rate_limit_holds_across_workers() {
         ..Default::default()
     };
     let q = c.configure("rl", &patch).await.unwrap();
-    assert_eq!(q.config.rate_limit.unwrap().burst, Some(5));
+    assert_eq!(q.config.rate_limit.unwrap().burst, 5);
     c.enqueue(jobs("rl", 55)).await.unwrap();
     let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let s2 = starts.clone();
@@ -364,7 +364,7 @@ async fn queue_settings_come_from_the_config_file() {
     );
     let q = server.client().queue("emails").await.unwrap();
     assert_eq!((q.config.concurrency, q.config.max_depth), (4, 1000));
-    assert_eq!(q.config.rate_limit.unwrap().burst, Some(10));
-    assert_eq!(q.config.breaker.unwrap().consecutive_failures, Some(5));
+    assert_eq!(q.config.rate_limit.unwrap().burst, 10);
+    assert_eq!(q.config.breaker.unwrap().consecutive_failures, 5);
     assert_eq!(q.breaker, "closed");
 }
