@@ -172,6 +172,18 @@ impl Engine {
         Ok(new)
     }
 
+    /// Whether completing these jobs could let another job start: one of them holds a slot
+    /// of its queue's concurrency limit or of its group. A store wakes idle fetchers after
+    /// such an ack only, not after every ack.
+    pub fn acks_may_free_work(&self, acks: &[Ack]) -> bool {
+        acks.iter().any(|a| {
+            self.jobs.get(&a.id.0).is_some_and(|s| {
+                s.state == JobState::Active
+                    && (s.group().is_some() || self.queues[s.queue as usize].config.concurrency > 0)
+            })
+        })
+    }
+
     /// Completes jobs under their live leases. Each refused ack changes nothing.
     pub fn ack(&mut self, acks: Vec<Ack>, now: u64) -> Result<BatchOutcome> {
         self.check_batch("acks", acks.len())?;

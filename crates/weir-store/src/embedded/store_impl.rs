@@ -30,14 +30,31 @@ impl EmbeddedStore {
     fn wake_fetchers(&self) {
         self.inner.shared.work.notify_waiters();
     }
+
+    /// A durable operation that may hand work to fetchers (new jobs, a freed group or
+    /// concurrency slot): long polls are woken as soon as the engine has applied it, while
+    /// its commit is still running, and the caller is answered once the commit is durable.
+    /// A fetcher may so start a job before its enqueue is acknowledged; should the commit
+    /// fail, the producer gets an error and the job runs at least once, as ever. Waiting for
+    /// the commit first put an fsync into every enqueue-to-start latency (p50 0.28 → 0.44 ms
+    /// in `weir bench` once the maintenance thread no longer woke fetchers on every write).
+    async fn apply_then_wake<T>(
+        &self,
+        f: impl FnOnce(&mut weir_core::Engine, u64) -> Result<T>,
+    ) -> Result<T> {
+        let (out, rx) = self.apply(true, f)?;
+        self.wake_fetchers();
+        if let Some(rx) = rx {
+            wait_durable(rx).await?;
+        }
+        Ok(out)
+    }
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<JobId>> {
-        let ids = self.apply_durable(|e, now| e.enqueue(p.jobs, now)).await?;
-        self.wake_fetchers();
-        Ok(ids)
+        self.apply_then_wake(|e, now| e.enqueue(p.jobs, now)).await
     }
 
     async fn job_fetch(&self, p: JobFetchParams) -> Result<Vec<FetchedJob>> {
@@ -76,18 +93,26 @@ impl Store for EmbeddedStore {
     }
 
     async fn job_ack_many(&self, p: JobAckManyParams) -> Result<BatchOutcome> {
-        let out = self.apply_durable(|e, now| e.ack(p.acks, now)).await?;
-        // An ack can free a group's next job or a concurrency slot.
-        if out.applied > 0 {
+        // An ack can free a group's next job or a concurrency slot; only then are idle
+        // fetchers woken (as soon as it is applied), not after every ack.
+        let (out, frees, rx) = {
+            let ((out, frees), rx) = self.apply(true, |e, now| {
+                let frees = e.acks_may_free_work(&p.acks);
+                Ok((e.ack(p.acks, now)?, frees))
+            })?;
+            (out, frees, rx)
+        };
+        if frees {
             self.wake_fetchers();
+        }
+        if let Some(rx) = rx {
+            wait_durable(rx).await?;
         }
         Ok(out)
     }
 
     async fn job_fail_many(&self, p: JobFailManyParams) -> Result<BatchOutcome> {
-        let out = self.apply_durable(|e, now| e.fail(p.fails, now)).await?;
-        self.wake_fetchers();
-        Ok(out)
+        self.apply_then_wake(|e, now| e.fail(p.fails, now)).await
     }
 
     async fn job_release(&self, p: JobReleaseParams) -> Result<()> {
