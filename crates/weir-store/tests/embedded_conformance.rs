@@ -1,35 +1,33 @@
-//! The embedded backend runs the whole conformance suite, in both durability modes.
+//! The embedded backend runs the whole conformance suite, one test per case, in both
+//! durability modes (`cargo test -p weir-store --test embedded_conformance fsync::`).
 
 use std::sync::Arc;
-use weir_store::{conformance, Durability, EmbeddedOptions, EmbeddedStore};
+use weir_core::ManualClock;
+use weir_store::{Durability, EmbeddedOptions, EmbeddedStore};
 
-async fn suite(durability: Durability) {
-    let dirs = std::sync::Mutex::new(Vec::new());
-    conformance::run_all(|clock| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = EmbeddedStore::open(
-            dir.path(),
-            EmbeddedOptions {
-                durability,
-                clock: Arc::new(clock),
-                seed: Some(7),
-                maintenance_every: None,
-                ..Default::default()
-            },
-        )
-        .expect("open");
-        dirs.lock().expect("lock").push(dir);
-        async move { store }
-    })
-    .await;
+/// A fresh store in a temporary directory (kept alive beside it) reading `clock`.
+fn open(durability: Durability, clock: ManualClock) -> (EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(
+        dir.path(),
+        EmbeddedOptions {
+            durability,
+            clock: Arc::new(clock),
+            seed: Some(7),
+            maintenance_every: None,
+            ..Default::default()
+        },
+    )
+    .expect("open");
+    (store, dir)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_fsync() {
-    suite(Durability::Fsync).await;
+mod fsync {
+    use super::*;
+    weir_store::conformance_tests!(|clock| async move { open(Durability::Fsync, clock) });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_os() {
-    suite(Durability::Os).await;
+mod os {
+    use super::*;
+    weir_store::conformance_tests!(|clock| async move { open(Durability::Os, clock) });
 }

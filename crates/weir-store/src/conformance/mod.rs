@@ -1,25 +1,19 @@
 //! The conformance suite: the job semantics of `DESIGN.md`, written once against [`Store`],
-//! run by every backend from one test:
-//!
-//! ```ignore
-//! #[tokio::test]
-//! async fn conformance() {
-//!     weir_store::conformance::run_all(|clock| async move { /* a fresh store reading clock */ }).await;
-//! }
-//! ```
+//! expanded by every backend's test file into one test per case with
+//! [`conformance_tests!`](crate::conformance_tests).
 //!
 //! Each case gets a fresh store whose clock is a [`ManualClock`] the case moves itself, so
 //! no case sleeps and every run gives the same result. A failing case panics with its name.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod flow;
-mod lifecycle;
-mod scheduling;
+pub mod flow;
+pub mod lifecycle;
+pub mod scheduling;
 
 use crate::store::*;
-use std::future::Future;
-use weir_core::{Ack, FetchedJob, JobId, ManualClock, NewJob, Payload, QueueConfig};
+pub use weir_core::ManualClock;
+use weir_core::{Ack, FetchedJob, JobId, NewJob, Payload, QueueConfig};
 
 /// Start of every case's clock: a fixed, realistic time (2023-11-14), so runs are identical.
 pub const T0: u64 = 1_700_000_000_000;
@@ -29,79 +23,132 @@ pub const T0: u64 = 1_700_000_000_000;
 /// cannot pass on the nap alone with the wake-up itself broken.
 pub const WAKE_BOUND: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Boxed case futures, so the runner can hold a list of them.
-pub type CaseFuture<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-
-/// A named case.
-pub struct Case<S> {
-    /// Its name.
-    pub name: &'static str,
-    /// Its body.
-    pub run: for<'a> fn(&'a S, &'a ManualClock) -> CaseFuture<'a>,
+/// A backend's fixture for one case: the store, plus whatever must live as long as it (a
+/// temporary directory, a schema to drop). `(store, guard)` is one.
+pub trait Fixture: Send + Sync {
+    /// The store under test.
+    type S: Store;
+    /// The store.
+    fn store(&self) -> &Self::S;
 }
 
-macro_rules! cases {
-    ($($m:ident :: $f:ident),* $(,)?) => {
-        vec![$(Case { name: concat!(stringify!($m), "::", stringify!($f)), run: |s, c| Box::pin($m::$f(s, c)) }),*]
+impl<S: Store, G: Send + Sync> Fixture for (S, G) {
+    type S = S;
+    fn store(&self) -> &S {
+        &self.0
+    }
+}
+
+/// Expands the whole suite into one `#[tokio::test]` per case (a module per area:
+/// `lifecycle::cancel_and_retry`, ...), each on a fresh fixture from `make`, a closure from
+/// a [`ManualClock`] to a future of a [`Fixture`]:
+///
+/// ```ignore
+/// weir_store::conformance_tests!(|clock| async move { (open_store(clock), guard) });
+/// ```
+///
+/// One test per case: a failure names its case, the others still run, and
+/// `cargo test lifecycle::` picks an area.
+///
+/// A backend lacking what a case needs skips it with the reason, which the test prints:
+///
+/// ```ignore
+/// weir_store::conformance_tests!(make, skip = &[("flow::weights_share_one_fetch", "why")]);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::__weir_conformance_cases!(__weir_conformance_test, $make, &[]);
+    };
+    ($make:expr, skip = $skip:expr) => {
+        $crate::__weir_conformance_cases!(__weir_conformance_test, $make, $skip);
     };
 }
 
-/// Every case, in a stable order.
-pub fn cases<S: Store>() -> Vec<Case<S>> {
-    cases![
-        lifecycle::enqueue_and_read_back,
-        lifecycle::bad_input_is_refused_and_changes_nothing,
-        lifecycle::batch_enqueue_is_all_or_nothing,
-        lifecycle::unknown_ids_are_refused,
-        lifecycle::fetch_ack_completes_with_result,
-        lifecycle::ack_under_stale_or_foreign_lease_is_refused,
-        lifecycle::heartbeat_extends_lease_and_records_progress,
-        lifecycle::expired_lease_returns_job_and_counts_attempt,
-        lifecycle::fail_backs_off_with_jitter_then_dies,
-        lifecycle::fail_without_retry_dies_at_once,
-        lifecycle::batch_ack_applies_good_and_rejects_bad,
-        lifecycle::cancel_and_retry,
-        lifecycle::release_returns_the_job_without_counting_the_attempt,
-        scheduling::delayed_and_scheduled_jobs_wait,
-        scheduling::priority_then_fifo,
-        scheduling::smallest_cost_first,
-        scheduling::aging_lifts_old_low_priority_work,
-        scheduling::unique_keys_deduplicate_while_live,
-        scheduling::ordered_groups_run_one_at_a_time_in_order,
-        scheduling::fetch_takes_queues_in_the_order_given,
-        scheduling::paused_queue_hands_out_nothing,
-        scheduling::queue_stats_count_states,
-        scheduling::retention_deletes_and_aggregates_remain,
-        scheduling::listing_pages_with_a_cursor,
-        scheduling::long_poll_wakes_on_enqueue,
-        scheduling::concurrent_config_updates_all_land,
-        scheduling::purge_deletes_unstarted_jobs_only,
-        flow::rate_limit_hands_out_at_most_limit_plus_burst_per_second,
-        flow::concurrency_limit_holds_across_fetches,
-        flow::breaker_opens_probes_and_closes,
-        flow::breaker_opens_on_failure_rate_over_min_calls,
-        flow::max_depth_sheds_load_and_changes_nothing,
-        flow::weights_share_one_fetch,
-        flow::starvation_is_flagged_and_boosts_the_share,
-        flow::advisor_recommends_workers_from_backlog_and_run_time,
-        flow::group_concurrency_limits_each_key,
-        flow::group_rate_limit_holds_per_key,
-    ]
+/// Why a backend skips case `name`, if it does (see [`conformance_tests!`]); printed by the
+/// case's test, which then passes without running.
+pub fn skip_reason(name: &str, skip: &[(&str, &'static str)]) -> Option<&'static str> {
+    skip.iter().find(|(n, _)| *n == name).map(|(_, why)| *why)
 }
 
-/// Runs every case, each on a fresh store from `make`.
-pub async fn run_all<S, F, Fut>(make: F)
-where
-    S: Store,
-    F: Fn(ManualClock) -> Fut,
-    Fut: Future<Output = S>,
-{
-    for case in cases::<S>() {
-        let clock = ManualClock::new(T0);
-        let store = make(clock.clone()).await;
-        eprintln!("conformance: {}", case.name);
-        (case.run)(&store, &clock).await;
-    }
+/// The one list of cases, by area, handed to `$then`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weir_conformance_cases {
+    ($then:ident, $($args:tt)*) => {
+        $crate::$then! { [$($args)*]
+            lifecycle {
+                enqueue_and_read_back,
+                bad_input_is_refused_and_changes_nothing,
+                batch_enqueue_is_all_or_nothing,
+                unknown_ids_are_refused,
+                fetch_ack_completes_with_result,
+                ack_under_stale_or_foreign_lease_is_refused,
+                heartbeat_extends_lease_and_records_progress,
+                expired_lease_returns_job_and_counts_attempt,
+                fail_backs_off_with_jitter_then_dies,
+                fail_without_retry_dies_at_once,
+                batch_ack_applies_good_and_rejects_bad,
+                cancel_and_retry,
+                release_returns_the_job_without_counting_the_attempt,
+            },
+            scheduling {
+                delayed_and_scheduled_jobs_wait,
+                priority_then_fifo,
+                smallest_cost_first,
+                aging_lifts_old_low_priority_work,
+                unique_keys_deduplicate_while_live,
+                ordered_groups_run_one_at_a_time_in_order,
+                fetch_takes_queues_in_the_order_given,
+                paused_queue_hands_out_nothing,
+                queue_stats_count_states,
+                retention_deletes_and_aggregates_remain,
+                listing_pages_with_a_cursor,
+                long_poll_wakes_on_enqueue,
+                concurrent_config_updates_all_land,
+                purge_deletes_unstarted_jobs_only,
+            },
+            flow {
+                rate_limit_hands_out_at_most_limit_plus_burst_per_second,
+                concurrency_limit_holds_across_fetches,
+                breaker_opens_probes_and_closes,
+                breaker_opens_on_failure_rate_over_min_calls,
+                max_depth_sheds_load_and_changes_nothing,
+                weights_share_one_fetch,
+                starvation_is_flagged_and_boosts_the_share,
+                advisor_recommends_workers_from_backlog_and_run_time,
+                group_concurrency_limits_each_key,
+                group_rate_limit_holds_per_key,
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weir_conformance_test {
+    ([$make:expr, $skip:expr] $( $m:ident { $($f:ident),* $(,)? } ),* $(,)?) => {
+        $(
+            mod $m {
+                #[allow(unused_imports)]
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $f() {
+                        let name = concat!(stringify!($m), "::", stringify!($f));
+                        if let Some(why) = $crate::conformance::skip_reason(name, $skip) {
+                            eprintln!("conformance case {name} skipped: {why}");
+                            return;
+                        }
+                        let clock = $crate::conformance::ManualClock::new($crate::conformance::T0);
+                        let fixture = ($make)(clock.clone()).await;
+                        let store = $crate::conformance::Fixture::store(&fixture);
+                        $crate::conformance::$m::$f(store, &clock).await;
+                    }
+                )*
+            }
+        )*
+    };
 }
 
 // ---- helpers shared by the cases ---------------------------------------------------------
