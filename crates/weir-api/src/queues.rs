@@ -133,59 +133,91 @@ impl From<BreakerConfig> for BreakerBody {
     }
 }
 
-/// `PUT /v1/queues/{q}`: changes only the keys it names; the queue is created if new.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QueueConfigPatch {
-    /// `fifo` or `smallest_cost`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub order: Option<Order>,
-    /// Aging step, ms (0: off).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aging_ms: Option<u64>,
-    /// Default attempts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    /// Default lease length, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    /// Default retry backoff.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backoff: Option<BackoffBody>,
-    /// Retention; only the keys named change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<RetentionPatch>,
-    /// Pause (true) or resume (false).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paused: Option<bool>,
-    /// Most active jobs at once (0: unlimited).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<u32>,
-    /// Most active jobs per group key (1: ordered groups).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_concurrency: Option<u32>,
-    /// Rate limit (`{"limit": 0}` removes it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitBody>,
-    /// Rate limit per group key (`{"limit": 0}` removes it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_rate_limit: Option<RateLimitBody>,
-    /// Circuit breaker (`{"enabled": false}` removes it); only the keys named change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker: Option<BreakerBody>,
-    /// Most unfinished jobs (0: unlimited).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_depth: Option<u64>,
-    /// Share in a multi-queue fetch (0: unweighted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<u32>,
-    /// Starvation threshold, ms (0: off).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub starvation_ms: Option<u64>,
-    /// The scaling advisor's drain window, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain_window_ms: Option<u64>,
+/// Declares [`QueueConfigPatch`] and its `apply` from one list: each key once, with its
+/// doc, its type, and (for keys whose body is not the engine's own value) how it merges into
+/// the configuration. A key added here is in the body, the OpenAPI schema, the configuration
+/// file's `[queues.*]`, the CLI's `weir queues set` (which parses into this type) and
+/// `apply`, with nothing else to keep in step.
+macro_rules! queue_config_patch {
+    (
+        set { $( $(#[doc = $sdoc:literal])* $sfield:ident : $sty:ty ),* $(,)? }
+        merge { $( $(#[doc = $mdoc:literal])* $mfield:ident : $mty:ty => |$body:ident, $cfg:ident| $merge:expr ),* $(,)? }
+    ) => {
+        /// `PUT /v1/queues/{q}`: changes only the keys it names; the queue is created if new.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct QueueConfigPatch {
+            $(
+                $(#[doc = $sdoc])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $sfield: Option<$sty>,
+            )*
+            $(
+                $(#[doc = $mdoc])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $mfield: Option<$mty>,
+            )*
+        }
+
+        impl QueueConfigPatch {
+            /// Applies the named keys to `config`. The engine validates the result.
+            pub fn apply(&self, config: &mut QueueConfig) {
+                $(
+                    if let Some(v) = self.$sfield {
+                        config.$sfield = v;
+                    }
+                )*
+                $(
+                    if let Some($body) = &self.$mfield {
+                        let $cfg: &mut QueueConfig = config;
+                        $merge;
+                    }
+                )*
+            }
+        }
+    };
+}
+
+queue_config_patch! {
+    set {
+        /// `fifo` or `smallest_cost`.
+        order: Order,
+        /// Aging step, ms (0: off).
+        aging_ms: u64,
+        /// Default attempts.
+        max_attempts: u32,
+        /// Default lease length, ms.
+        timeout_ms: u64,
+        /// Pause (true) or resume (false).
+        paused: bool,
+        /// Most active jobs at once (0: unlimited).
+        concurrency: u32,
+        /// Most active jobs per group key (1: ordered groups).
+        group_concurrency: u32,
+        /// Most unfinished jobs (0: unlimited).
+        max_depth: u64,
+        /// Share in a multi-queue fetch (0: unweighted).
+        weight: u32,
+        /// Starvation threshold, ms (0: off).
+        starvation_ms: u64,
+        /// The scaling advisor's drain window, ms.
+        drain_window_ms: u64,
+    }
+    merge {
+        /// Default retry backoff.
+        backoff: BackoffBody => |b, c| {
+            c.backoff.base_ms = b.base_ms;
+            c.backoff.cap_ms = b.cap_ms;
+        },
+        /// Retention; only the keys named change.
+        retention: RetentionPatch => |r, c| r.apply(&mut c.retention),
+        /// Rate limit (`{"limit": 0}` removes it).
+        rate_limit: RateLimitBody => |r, c| c.rate_limit = r.to_core(),
+        /// Rate limit per group key (`{"limit": 0}` removes it).
+        group_rate_limit: RateLimitBody => |r, c| c.group_rate_limit = r.to_core(),
+        /// Circuit breaker (`{"enabled": false}` removes it); only the keys named change.
+        breaker: BreakerBody => |b, c| c.breaker = b.apply(c.breaker),
+    }
 }
 
 /// Part of a retention policy.
@@ -212,62 +244,13 @@ impl weir_core::ConfigPatch for QueueConfigPatch {
     }
 }
 
-impl QueueConfigPatch {
-    /// Applies the named keys to `config`. The engine validates the result.
-    pub fn apply(&self, config: &mut QueueConfig) {
-        if let Some(o) = self.order {
-            config.order = o;
-        }
-        if let Some(v) = self.aging_ms {
-            config.aging_ms = v;
-        }
-        if let Some(v) = self.max_attempts {
-            config.max_attempts = v;
-        }
-        if let Some(v) = self.timeout_ms {
-            config.timeout_ms = v;
-        }
-        if let Some(b) = self.backoff {
-            config.backoff.base_ms = b.base_ms;
-            config.backoff.cap_ms = b.cap_ms;
-        }
-        if let Some(r) = self.retention {
-            let c: &mut Retention = &mut config.retention;
-            c.completed_ms = r.completed_ms.unwrap_or(c.completed_ms);
-            c.completed_max = r.completed_max.unwrap_or(c.completed_max);
-            c.dead_ms = r.dead_ms.unwrap_or(c.dead_ms);
-            c.dead_max = r.dead_max.unwrap_or(c.dead_max);
-        }
-        if let Some(p) = self.paused {
-            config.paused = p;
-        }
-        if let Some(v) = self.concurrency {
-            config.concurrency = v;
-        }
-        if let Some(v) = self.group_concurrency {
-            config.group_concurrency = v;
-        }
-        if let Some(r) = self.rate_limit {
-            config.rate_limit = r.to_core();
-        }
-        if let Some(r) = self.group_rate_limit {
-            config.group_rate_limit = r.to_core();
-        }
-        if let Some(b) = &self.breaker {
-            config.breaker = b.apply(config.breaker);
-        }
-        if let Some(v) = self.max_depth {
-            config.max_depth = v;
-        }
-        if let Some(v) = self.weight {
-            config.weight = v;
-        }
-        if let Some(v) = self.starvation_ms {
-            config.starvation_ms = v;
-        }
-        if let Some(v) = self.drain_window_ms {
-            config.drain_window_ms = v;
-        }
+impl RetentionPatch {
+    /// Applies the named keys to `r`.
+    pub fn apply(&self, r: &mut Retention) {
+        r.completed_ms = self.completed_ms.unwrap_or(r.completed_ms);
+        r.completed_max = self.completed_max.unwrap_or(r.completed_max);
+        r.dead_ms = self.dead_ms.unwrap_or(r.dead_ms);
+        r.dead_max = self.dead_max.unwrap_or(r.dead_max);
     }
 }
 
