@@ -52,15 +52,16 @@ pub(crate) fn pass(
     (report, woke)
 }
 
-/// After an operation at `now` changed the engine: if something now falls due before the
-/// maintenance thread planned to wake, bring its wake-up forward. Cheap: a few first-key
-/// lookups. A time already reached is left to fetchers (a rate-limited queue with tokens to
-/// spare reports "now" until someone fetches; waking for it would spin).
+/// After an operation at `now` changed the engine: if a job now falls due (or a lease
+/// expires) before the maintenance thread planned to wake, bring its wake-up forward. Cheap:
+/// three first-key lookups, whatever the number of queues. Rate limits and breakers are left
+/// to fetchers, who ask for their tokens themselves; a time already reached is too (a queue
+/// with tokens to spare reports "now" until someone fetches, and waking for it would spin).
 pub(crate) fn note_next_wakeup(shared: &Shared, st: &mut State, now: u64) {
     if st.maint_due == u64::MAX {
         return; // no maintenance thread
     }
-    if let Some(at) = st.engine.next_wakeup().filter(|&t| t > now) {
+    if let Some(at) = st.engine.next_transition().filter(|&t| t > now) {
         if at < st.maint_due {
             st.maint_due = at;
             shared.maint.notify_one();
@@ -91,7 +92,7 @@ pub(crate) fn run(shared: &Shared, every: Duration) {
         let (_, woke) = pass(&mut st, now);
         let next = st
             .engine
-            .next_wakeup()
+            .next_transition()
             .filter(|&t| t > now)
             .unwrap_or(u64::MAX);
         st.maint_due = now.saturating_add(every_ms).min(next);
