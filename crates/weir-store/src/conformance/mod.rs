@@ -9,6 +9,7 @@
 
 pub mod flow;
 pub mod lifecycle;
+pub mod multi;
 pub mod scheduling;
 
 use crate::store::*;
@@ -30,6 +31,11 @@ pub trait Fixture: Send + Sync {
     type S: Store;
     /// The store.
     fn store(&self) -> &Self::S;
+    /// A second store on the same data, as another server would open it, for the cases of
+    /// [`multi`]; or why the backend has none (they are then skipped, saying so).
+    fn second(&self) -> Result<&Self::S, &'static str> {
+        Err("one process owns this backend's data: there is no second handle to open")
+    }
 }
 
 impl<S: Store, G: Send + Sync> Fixture for (S, G) {
@@ -119,6 +125,10 @@ macro_rules! __weir_conformance_cases {
                 advisor_recommends_workers_from_backlog_and_run_time,
                 group_concurrency_limits_each_key,
                 group_rate_limit_holds_per_key,
+            };
+            multi {
+                two_handles_never_lease_one_job_twice,
+                a_concurrency_limit_holds_across_handles,
             }
         }
     };
@@ -127,7 +137,31 @@ macro_rules! __weir_conformance_cases {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __weir_conformance_test {
-    ([$make:expr, $skip:expr] $( $m:ident { $($f:ident),* $(,)? } ),* $(,)?) => {
+    ([$make:expr, $skip:expr] $( $m:ident { $($f:ident),* $(,)? } ),* ;
+        $mm:ident { $($mf:ident),* $(,)? }) => {
+        mod $mm {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $mf() {
+                    let name = concat!(stringify!($mm), "::", stringify!($mf));
+                    if let Some(why) = $crate::conformance::skip_reason(name, $skip) {
+                        eprintln!("conformance case {name} skipped: {why}");
+                        return;
+                    }
+                    let clock = $crate::conformance::ManualClock::new($crate::conformance::T0);
+                    let fixture = ($make)(clock.clone()).await;
+                    match $crate::conformance::Fixture::second(&fixture) {
+                        Ok(second) => {
+                            let first = $crate::conformance::Fixture::store(&fixture);
+                            $crate::conformance::$mm::$mf(first, second, &clock).await;
+                        }
+                        Err(why) => eprintln!("conformance case {name} skipped: {why}"),
+                    }
+                }
+            )*
+        }
         $(
             mod $m {
                 #[allow(unused_imports)]
