@@ -292,8 +292,12 @@ impl From<FailItem> for Fail {
 /// Reply to `POST /v1/ack` and `POST /v1/fail` (one shape for both).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchReply {
-    /// How many acks (or fails) were applied.
+    /// How many acks (or fails) were applied. A fail reply carries it too, equal to
+    /// `failed`, for clients written before `failed` existed.
     pub acked: usize,
+    /// In a reply to `POST /v1/fail`: how many fails were applied (absent from ack replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<usize>,
     /// The refused ones; each changed nothing.
     pub rejected: Vec<RejectionView>,
 }

@@ -271,3 +271,71 @@ async fn a_deeply_nested_payload_gets_a_422() {
     let page = fx.store.job_list(JobFilter::default()).await.unwrap();
     assert!(page.jobs.is_empty(), "nothing was enqueued");
 }
+
+/// Regression (issue 16): pausing, resuming or purging a queue that does not exist (a typo:
+/// `weir queues resume emials`) answered 200 and created a phantom queue. Now 404, and no
+/// queue appears; `PUT` still creates one.
+#[tokio::test]
+async fn admin_calls_on_an_unknown_queue_are_404_and_create_nothing() {
+    let fx = setup(ServerConfig::default(), |s| Arc::new(s)).await;
+    for action in ["pause", "resume", "purge"] {
+        let (status, p) = call(
+            &fx.router,
+            Method::POST,
+            &format!("/v1/queues/emials/{action}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action}: {p}");
+        assert_eq!(p["type"], "urn:weir:problem:queue-not-found");
+    }
+    assert!(
+        fx.store.queue_list().await.unwrap().is_empty(),
+        "no phantom queue"
+    );
+    let (status, _) = call(
+        &fx.router,
+        Method::PUT,
+        "/v1/queues/emails",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = call(&fx.router, Method::POST, "/v1/queues/emails/pause", None).await;
+    assert_eq!((status, v["paused"].clone()), (StatusCode::OK, json!(true)));
+}
+
+/// Regression (issue 16): `POST /v1/fail` answered `{"acked": 1}`. It now says `failed`, and
+/// keeps `acked` for clients written before.
+#[tokio::test]
+async fn a_fail_reply_counts_what_failed() {
+    let fx = setup(ServerConfig::default(), |s| Arc::new(s)).await;
+    let body = json!({"jobs":[{"queue":"q","kind":"k","payload":1}]});
+    assert_eq!(
+        call(&fx.router, Method::POST, "/v1/jobs", Some(body))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (_, got) = call(
+        &fx.router,
+        Method::POST,
+        "/v1/fetch",
+        Some(json!({"queues":["q"],"max":1})),
+    )
+    .await;
+    let j = &got["jobs"][0];
+    let fail = json!({"fails":[{"id": j["id"], "lease_id": j["lease_id"], "error": "no"}]});
+    let (status, r) = call(&fx.router, Method::POST, "/v1/fail", Some(fail)).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["failed"].clone(), r["acked"].clone()),
+        (json!(1), json!(1))
+    );
+    let ack = json!({"acks":[{"id": j["id"], "lease_id": j["lease_id"]}]});
+    let (_, r) = call(&fx.router, Method::POST, "/v1/ack", Some(ack)).await;
+    assert!(
+        r.get("failed").is_none(),
+        "an ack reply has no `failed`: {r}"
+    );
+}

@@ -93,14 +93,27 @@ pub async fn configure(
     patch(&state, &who, &name, &p).await
 }
 
+/// Refuses an admin call on a queue that does not exist, rather than creating it (a typo in
+/// `weir queues resume emials` made a phantom queue). Only `PUT` creates queues.
+async fn require_queue(state: &AppState, who: &Principal, name: &str) -> ApiResult<()> {
+    check_queue_name(name)?;
+    who.require(name, Rights::Admin)?;
+    match state.store().queue_config_get(name).await? {
+        Some(_) => Ok(()),
+        None => Err(queue_not_found(name)),
+    }
+}
+
 /// Stop handing out the queue's jobs; it still accepts new ones.
 #[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues", params(("name" = String, Path, description = "Queue name")),
-    responses((status = 200, body = QueueView)))]
+    responses((status = 200, body = QueueView),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn pause(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<QueueView>> {
+    require_queue(&state, &who, &name).await?;
     let p = QueueConfigPatch {
         paused: Some(true),
         ..Default::default()
@@ -110,12 +123,14 @@ pub async fn pause(
 
 /// Hand out the queue's jobs again.
 #[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues", params(("name" = String, Path, description = "Queue name")),
-    responses((status = 200, body = QueueView)))]
+    responses((status = 200, body = QueueView),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn resume(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<QueueView>> {
+    require_queue(&state, &who, &name).await?;
     let p = QueueConfigPatch {
         paused: Some(false),
         ..Default::default()
@@ -132,10 +147,7 @@ pub async fn purge(
     who: Principal,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<PurgeReply>> {
-    who.require(&name, Rights::Admin)?;
-    if state.store().queue_config_get(&name).await?.is_none() {
-        return Err(queue_not_found(&name));
-    }
+    require_queue(&state, &who, &name).await?;
     let deleted = state.store().queue_purge(QueuePurgeParams { name }).await?;
     Ok(Json(PurgeReply { deleted }))
 }

@@ -119,6 +119,7 @@ impl Drop for Waiting {
 fn reply(out: BatchOutcome) -> Json<BatchReply> {
     Json(BatchReply {
         acked: out.applied,
+        failed: None,
         rejected: out.rejected.into_iter().map(Into::into).collect(),
     })
 }
@@ -164,7 +165,9 @@ pub async fn fail(
         .store()
         .job_fail_many(JobFailManyParams { fails })
         .await?;
-    Ok(reply(out))
+    let mut r = reply(out);
+    r.0.failed = Some(r.0.acked);
+    Ok(r)
 }
 
 /// Extend a live lease by the job's timeout, optionally recording progress.
