@@ -32,7 +32,9 @@ pub use aggregate::{Aggregate, AggregateRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BreakerConfig, ConfigPatch, Limits, Order, QueueConfig, RateLimit, Retention};
 pub use engine::maintenance::RetentionReport;
-pub use engine::{Change, Engine, FlowEvent, JobFilter, JobPage, QueueStats, Restore};
+pub use engine::{
+    validate_new_job, Change, Engine, FlowEvent, JobFilter, JobPage, QueueStats, Restore,
+};
 pub use error::{Error, Result};
 pub use histogram::LatencyHistogram;
 pub use job::{

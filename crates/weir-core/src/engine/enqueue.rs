@@ -57,88 +57,7 @@ impl Engine {
     }
 
     pub(super) fn validate_new(&self, job: &NewJob, now: u64) -> Result<()> {
-        let l = &self.limits;
-        check_queue_name(&job.queue)?;
-        if job.kind.is_empty() || job.kind.len() > 128 {
-            return Err(Error::invalid("kind", "must be 1 to 128 bytes"));
-        }
-        if job.payload.len() > l.max_payload_bytes {
-            return Err(Error::TooLarge {
-                field: "payload",
-                size: job.payload.len(),
-                limit: l.max_payload_bytes,
-            });
-        }
-        if job.payload.is_empty() {
-            return Err(Error::invalid("payload", "empty"));
-        }
-        check_depth_of("payload", job.payload.as_str(), l)?;
-        if job.delay_ms.is_some() && job.run_at_ms.is_some() {
-            return Err(Error::invalid(
-                "delay_ms",
-                "give delay_ms or run_at, not both",
-            ));
-        }
-        if let Some(d) = job.delay_ms {
-            if d > l.max_duration_ms {
-                return Err(Error::invalid(
-                    "delay_ms",
-                    format!("{d} ms over the limit {}", l.max_duration_ms),
-                ));
-            }
-        }
-        if let Some(at) = job.run_at_ms {
-            if at > now.saturating_add(l.max_duration_ms) {
-                return Err(Error::invalid(
-                    "run_at",
-                    "further ahead than the maximum duration",
-                ));
-            }
-        }
-        if let Some(n) = job.max_attempts {
-            check_attempts(n, l)?;
-        }
-        if let Some(t) = job.timeout_ms {
-            check_timeout(t, l)?;
-        }
-        if let Some(b) = &job.backoff {
-            check_backoff(b, l)?;
-        }
-        for (field, key) in [("unique_key", &job.unique_key), ("group", &job.group)] {
-            if let Some(k) = key {
-                if k.is_empty() || k.len() > l.max_key_bytes {
-                    return Err(Error::invalid(
-                        field,
-                        format!("must be 1 to {} bytes", l.max_key_bytes),
-                    ));
-                }
-            }
-        }
-        if let Some(w) = job.unique_window_ms {
-            if job.unique_key.is_none() {
-                return Err(Error::invalid("unique_window_ms", "needs a unique_key"));
-            }
-            if w > l.max_duration_ms {
-                return Err(Error::invalid(
-                    "unique_window_ms",
-                    "over the maximum duration",
-                ));
-            }
-        }
-        if job.tags.len() > l.max_tags {
-            return Err(Error::invalid("tags", format!("more than {}", l.max_tags)));
-        }
-        if job
-            .tags
-            .iter()
-            .any(|t| t.is_empty() || t.len() > l.max_key_bytes)
-        {
-            return Err(Error::invalid(
-                "tags",
-                "each must be 1 to max_key_bytes bytes",
-            ));
-        }
-        Ok(())
+        validate_new_job(job, &self.limits, now)
     }
 
     pub(super) fn insert_new(&mut self, job: NewJob, now: u64) -> JobId {
@@ -240,6 +159,93 @@ pub(super) fn check_depth_of(field: &'static str, json: &str, limits: &Limits) -
         return Err(Error::invalid(
             field,
             format!("nested more than {max} levels deep (the limit is max_payload_depth)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one job as every backend must before it stores it: the queue name, sizes, nesting
+/// depth, durations, keys and tags against `limits`. What the store itself decides (load
+/// shedding, unique keys) is not checked here.
+pub fn validate_new_job(job: &NewJob, l: &Limits, now: u64) -> Result<()> {
+    check_queue_name(&job.queue)?;
+    if job.kind.is_empty() || job.kind.len() > 128 {
+        return Err(Error::invalid("kind", "must be 1 to 128 bytes"));
+    }
+    if job.payload.len() > l.max_payload_bytes {
+        return Err(Error::TooLarge {
+            field: "payload",
+            size: job.payload.len(),
+            limit: l.max_payload_bytes,
+        });
+    }
+    if job.payload.is_empty() {
+        return Err(Error::invalid("payload", "empty"));
+    }
+    check_depth_of("payload", job.payload.as_str(), l)?;
+    if job.delay_ms.is_some() && job.run_at_ms.is_some() {
+        return Err(Error::invalid(
+            "delay_ms",
+            "give delay_ms or run_at, not both",
+        ));
+    }
+    if let Some(d) = job.delay_ms {
+        if d > l.max_duration_ms {
+            return Err(Error::invalid(
+                "delay_ms",
+                format!("{d} ms over the limit {}", l.max_duration_ms),
+            ));
+        }
+    }
+    if let Some(at) = job.run_at_ms {
+        if at > now.saturating_add(l.max_duration_ms) {
+            return Err(Error::invalid(
+                "run_at",
+                "further ahead than the maximum duration",
+            ));
+        }
+    }
+    if let Some(n) = job.max_attempts {
+        check_attempts(n, l)?;
+    }
+    if let Some(t) = job.timeout_ms {
+        check_timeout(t, l)?;
+    }
+    if let Some(b) = &job.backoff {
+        check_backoff(b, l)?;
+    }
+    for (field, key) in [("unique_key", &job.unique_key), ("group", &job.group)] {
+        if let Some(k) = key {
+            if k.is_empty() || k.len() > l.max_key_bytes {
+                return Err(Error::invalid(
+                    field,
+                    format!("must be 1 to {} bytes", l.max_key_bytes),
+                ));
+            }
+        }
+    }
+    if let Some(w) = job.unique_window_ms {
+        if job.unique_key.is_none() {
+            return Err(Error::invalid("unique_window_ms", "needs a unique_key"));
+        }
+        if w > l.max_duration_ms {
+            return Err(Error::invalid(
+                "unique_window_ms",
+                "over the maximum duration",
+            ));
+        }
+    }
+    if job.tags.len() > l.max_tags {
+        return Err(Error::invalid("tags", format!("more than {}", l.max_tags)));
+    }
+    if job
+        .tags
+        .iter()
+        .any(|t| t.is_empty() || t.len() > l.max_key_bytes)
+    {
+        return Err(Error::invalid(
+            "tags",
+            "each must be 1 to max_key_bytes bytes",
         ));
     }
     Ok(())

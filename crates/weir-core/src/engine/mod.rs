@@ -65,6 +65,7 @@ use roaring::RoaringTreemap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+pub use enqueue::validate_new_job;
 pub use flow::FlowEvent;
 pub use read::{JobFilter, JobPage, QueueStats};
 

@@ -1,0 +1,1209 @@
+//! The job operations: enqueue, fetch, ack, fail, heartbeat, release, cancel, retry, purge.
+//!
+//! Every operation is one transaction. Every write re-checks the job's state and lease in
+//! its `WHERE` clause, so a stale caller (a worker past its lease, a second server's
+//! maintenance) changes nothing; what it asked for is then classified from the job as it is.
+
+use crate::conv::{db, i, u};
+use crate::Inner;
+use deadpool_postgres::Transaction;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use weir_core::{
+    validate_new_job, Ack, BatchOutcome, Error, Fail, FetchedJob, JobId, JobState, NewJob, Order,
+    Payload, QueueConfig, Rejection, Result,
+};
+use weir_store::JobFetchParams;
+
+/// Largest lease id: 2^53 - 1, as the embedded engine (JSON clients read numbers as doubles).
+const MAX_LEASE: &str = "9007199254740991";
+
+/// Most errors kept per job; older ones are dropped (as the embedded engine).
+const MAX_ERRORS_KEPT: usize = 32;
+
+/// A group whose ready jobs must be re-derived: (queue, group key).
+pub(crate) type GroupKey = (String, String);
+
+/// The ready order of a waiting job: `(rank, sort_cost)`.
+pub(crate) fn ready_key(cfg: &QueueConfig, run_at: u64, priority: i32, cost: u64) -> (i64, i64) {
+    let epoch = run_at.checked_div(cfg.aging_ms).unwrap_or(0);
+    (
+        i(epoch) - i64::from(priority),
+        if cfg.order == Order::SmallestCost {
+            i(cost)
+        } else {
+            0
+        },
+    )
+}
+
+/// SQL for the rank of job `j` in queue row `q` once it is ready at `ready` (an expression).
+pub(crate) fn rank_sql(ready: &str) -> String {
+    format!("(CASE WHEN q.aging_ms > 0 THEN {ready} / q.aging_ms ELSE 0 END) - j.priority")
+}
+
+/// SQL appending one attempt error to `j.errors`, keeping the newest [`MAX_ERRORS_KEPT`].
+fn push_error_sql(message: &str, at: &str) -> String {
+    format!(
+        "(CASE WHEN jsonb_array_length(j.errors) >= {MAX_ERRORS_KEPT} THEN j.errors - 0 \
+         ELSE j.errors END) || jsonb_build_array(jsonb_build_object('attempt', j.attempt, \
+         'at_ms', {at}, 'message', {message}))"
+    )
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+fn rejection(id: JobId, e: Error) -> Rejection {
+    Rejection {
+        id,
+        reason: e.kind(),
+        message: e.to_string(),
+    }
+}
+
+/// Jobs finished by an operation that a unique key may point at: (queue, key, id, until).
+#[derive(Default)]
+struct UniqueReleases {
+    queues: Vec<String>,
+    keys: Vec<String>,
+    ids: Vec<i64>,
+    until: Vec<i64>,
+}
+
+impl UniqueReleases {
+    fn add(&mut self, queue: &str, key: Option<String>, id: i64, until: i64) {
+        if let Some(k) = key {
+            self.queues.push(queue.to_string());
+            self.keys.push(k);
+            self.ids.push(id);
+            self.until.push(until);
+        }
+    }
+
+    /// A finished job's key deduplicates only until its window ends (at once without one).
+    async fn apply(self, inner: &Inner, tx: &Transaction<'_>) -> Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let st = tx
+            .prepare_cached(
+                &inner.q("UPDATE {s}.unique_keys u SET live_until = v.until \
+                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
+                      AS v(queue, key, id, until) \
+                 WHERE u.queue = v.queue AND u.key = v.key AND u.job_id = v.id"),
+            )
+            .await
+            .map_err(db)?;
+        tx.execute(&st, &[&self.queues, &self.keys, &self.ids, &self.until])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Re-derives the ready jobs of each group (in a fixed order, so that two transactions
+    /// never take two groups' locks in opposite orders).
+    pub(crate) async fn refresh_groups(
+        &self,
+        tx: &Transaction<'_>,
+        groups: BTreeSet<GroupKey>,
+    ) -> Result<()> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let (qs, gs): (Vec<String>, Vec<String>) = groups.into_iter().unzip();
+        let st = tx
+            .prepare_cached(&self.q("SELECT {s}.refresh_group(t.q, t.g, q.group_limit) \
+                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(q, g, n) \
+                 JOIN {s}.queues q ON q.name = t.q ORDER BY t.n"))
+            .await
+            .map_err(db)?;
+        tx.query(&st, &[&qs, &gs]).await.map_err(db)?;
+        Ok(())
+    }
+
+    /// Creates the rows of queues not seen before, with the default configuration.
+    pub(crate) async fn ensure_queues(&self, tx: &Transaction<'_>, names: &[String]) -> Result<()> {
+        let d = QueueConfig::default();
+        let cols = crate::queues::QueueColumns::of(&d);
+        let st = tx
+            .prepare_cached(&self.q(
+                "INSERT INTO {s}.queues (name, config, aging_ms, smallest_cost, group_limit, \
+                    backoff_base_ms, backoff_cap_ms) \
+                 SELECT n, $2, $3, $4, $5, $6, $7 FROM unnest($1::text[]) AS n \
+                 ON CONFLICT (name) DO NOTHING",
+            ))
+            .await
+            .map_err(db)?;
+        tx.execute(
+            &st,
+            &[
+                &names,
+                &cols.config,
+                &cols.aging_ms,
+                &cols.smallest_cost,
+                &cols.group_limit,
+                &cols.backoff_base_ms,
+                &cols.backoff_cap_ms,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+        let now = self.now();
+        if jobs.len() > self.limits.max_batch {
+            return Err(Error::invalid(
+                "jobs",
+                format!(
+                    "batch of {} over the limit {}",
+                    jobs.len(),
+                    self.limits.max_batch
+                ),
+            ));
+        }
+        for job in &jobs {
+            validate_new_job(job, &self.limits, now)?;
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
+        names.sort();
+        names.dedup();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        self.ensure_queues(&tx, &names).await?;
+        let configs = self.configs_in(&tx, &names, false).await?;
+        // Load shedding: lock the rows of queues with a depth limit (so two servers cannot
+        // both admit the last places), count, and refuse the whole batch if it would not fit.
+        let limited: Vec<String> = names
+            .iter()
+            .filter(|n| configs.get(*n).is_some_and(|c| c.max_depth > 0))
+            .cloned()
+            .collect();
+        if !limited.is_empty() {
+            let locked = self.configs_in(&tx, &limited, true).await?;
+            let depths = self.depths(&tx, &limited).await?;
+            for name in &limited {
+                let max = locked.get(name).map_or(0, |c| c.max_depth);
+                let adding = jobs.iter().filter(|j| &j.queue == name).count() as u64;
+                let depth = depths.get(name).copied().unwrap_or(0);
+                if max > 0 && depth + adding > max {
+                    return Err(Error::Overloaded {
+                        queue: name.clone(),
+                        depth,
+                        max_depth: max,
+                        retry_after_ms: 1_000,
+                    });
+                }
+            }
+        }
+        let st = tx
+            .prepare_cached(
+                &self.q("SELECT nextval('{s}.jobs_id_seq') FROM generate_series(1, $1::integer)"),
+            )
+            .await
+            .map_err(db)?;
+        let n = i32::try_from(jobs.len()).unwrap_or(i32::MAX);
+        let fresh: Vec<i64> = tx
+            .query(&st, &[&n])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut rows = InsertRows::default();
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut groups = BTreeSet::new();
+        let mut enqueued: HashMap<String, u64> = HashMap::new();
+        for (job, id) in jobs.into_iter().zip(fresh) {
+            if let Some(key) = &job.unique_key {
+                if let Some(existing) = self.claim_unique(&tx, &job.queue, key, id, now).await? {
+                    ids.push(JobId(u(existing)));
+                    continue;
+                }
+            }
+            let cfg = configs.get(&job.queue).cloned().unwrap_or_default();
+            if let Some(g) = &job.group {
+                groups.insert((job.queue.clone(), g.clone()));
+            }
+            *enqueued.entry(job.queue.clone()).or_default() += 1;
+            rows.push(id, job, &cfg, now);
+            ids.push(JobId(u(id)));
+        }
+        rows.insert(self, &tx, now).await?;
+        self.refresh_groups(&tx, groups).await?;
+        tx.commit().await.map_err(db)?;
+        {
+            let mut agg = self.aggregates.lock();
+            for (q, n) in enqueued {
+                agg.bump(&q, now, |a| a.enqueued += n);
+            }
+        }
+        self.work_arrived();
+        Ok(ids)
+    }
+
+    /// Points `key` at job `id` unless a live job holds it; returns that job's id if one does.
+    async fn claim_unique(
+        &self,
+        tx: &Transaction<'_>,
+        queue: &str,
+        key: &str,
+        id: i64,
+        now: u64,
+    ) -> Result<Option<i64>> {
+        let st = tx
+            .prepare_cached(&self.q(
+                "INSERT INTO {s}.unique_keys AS u (queue, key, job_id, live_until) \
+                 VALUES ($1, $2, $3, 9223372036854775807) \
+                 ON CONFLICT (queue, key) DO UPDATE SET job_id = EXCLUDED.job_id, \
+                    live_until = EXCLUDED.live_until \
+                 WHERE u.live_until <= $4 \
+                 RETURNING job_id",
+            ))
+            .await
+            .map_err(db)?;
+        if tx
+            .query_opt(&st, &[&queue, &key, &id, &i(now)])
+            .await
+            .map_err(db)?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let st = tx
+            .prepare_cached(
+                &self.q("SELECT job_id FROM {s}.unique_keys WHERE queue = $1 AND key = $2"),
+            )
+            .await
+            .map_err(db)?;
+        let row = tx.query_one(&st, &[&queue, &key]).await.map_err(db)?;
+        Ok(Some(row.get(0)))
+    }
+
+    /// Unfinished jobs per queue (what `max_depth` bounds).
+    async fn depths(&self, tx: &Transaction<'_>, names: &[String]) -> Result<HashMap<String, u64>> {
+        let st = tx
+            .prepare_cached(&self.q("SELECT queue, count(*) FROM {s}.jobs \
+                 WHERE queue = ANY($1) AND state IN (0, 1, 2, 4) GROUP BY queue"))
+            .await
+            .map_err(db)?;
+        Ok(tx
+            .query(&st, &[&names])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get::<_, String>(0), u(r.get(1))))
+            .collect())
+    }
+
+    pub(crate) async fn fetch(&self, p: JobFetchParams) -> Result<Vec<FetchedJob>> {
+        let max = p.max.min(self.limits.max_batch);
+        if max == 0 || p.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + Duration::from_millis(p.wait_ms);
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let (got, next_due) = self.fetch_once(&p.queues, max).await?;
+            if !got.is_empty() || p.wait_ms == 0 {
+                return Ok(got);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(got);
+            }
+            let mut nap = left.min(crate::LONG_POLL_FALLBACK);
+            if let Some(due) = next_due {
+                let until = Duration::from_millis(due.saturating_sub(self.now()));
+                nap = nap.min(until.max(Duration::from_millis(5)));
+            }
+            let _ = tokio::time::timeout(nap, woken).await;
+        }
+    }
+
+    /// One attempt at a fetch; with nothing handed out, also when the next scheduled job of
+    /// these queues is due (ms since the epoch).
+    async fn fetch_once(
+        &self,
+        queues: &[String],
+        max: usize,
+    ) -> Result<(Vec<FetchedJob>, Option<u64>)> {
+        let now = self.now();
+        let configs = self.configs_cached(queues).await?;
+        let mut cands: Vec<(String, QueueConfig)> = Vec::with_capacity(queues.len());
+        for name in queues {
+            if let Some(c) = configs.get(name) {
+                if !c.paused && !cands.iter().any(|(n, _)| n == name) {
+                    cands.push((name.clone(), c.clone()));
+                }
+            }
+        }
+        if cands.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let names: Vec<String> = cands.iter().map(|(n, _)| n.clone()).collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        self.tick(&tx, Some(&names), now).await?;
+        // Global concurrency: lock the limited queues' rows (every server's fetch of them
+        // waits here), then count what runs.
+        let limited: Vec<String> = cands
+            .iter()
+            .filter(|(_, c)| c.concurrency > 0)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut room: HashMap<String, usize> = HashMap::new();
+        if !limited.is_empty() {
+            let locked = self.configs_in(&tx, &limited, true).await?;
+            let st = tx
+                .prepare_cached(&self.q("SELECT queue, count(*) FROM {s}.jobs \
+                     WHERE queue = ANY($1) AND state = 2 GROUP BY queue"))
+                .await
+                .map_err(db)?;
+            let active: HashMap<String, u64> = tx
+                .query(&st, &[&limited])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), u(r.get(1))))
+                .collect();
+            for name in &limited {
+                let limit = locked.get(name).map_or(0, |c| u64::from(c.concurrency));
+                let running = active.get(name).copied().unwrap_or(0);
+                room.insert(
+                    name.clone(),
+                    usize::try_from(limit.saturating_sub(running)).unwrap_or(usize::MAX),
+                );
+            }
+        }
+        let allow = |name: &str| room.get(name).copied().unwrap_or(usize::MAX);
+        let mut out: Vec<Taken> = Vec::with_capacity(max.min(256));
+        let weighted = cands.iter().any(|(_, c)| c.weight > 0);
+        if !weighted {
+            for (name, _) in &cands {
+                let n = (max - out.len()).min(allow(name));
+                if n > 0 {
+                    out.extend(self.take(&tx, name, n, now).await?);
+                }
+                if out.len() == max {
+                    break;
+                }
+            }
+        } else {
+            // Shares in proportion to weight (unweighted queues count as 1); what a queue
+            // cannot use goes to the others, in the order given.
+            let total: u64 = cands.iter().map(|(_, c)| u64::from(c.weight.max(1))).sum();
+            let mut left: Vec<usize> = cands.iter().map(|(n, _)| allow(n)).collect();
+            let mut open: Vec<bool> = vec![true; cands.len()];
+            for (k, (name, c)) in cands.iter().enumerate() {
+                let share = (max as u64 * u64::from(c.weight.max(1))).div_ceil(total) as usize;
+                let n = share.min(max - out.len()).min(left[k]);
+                if n == 0 {
+                    continue;
+                }
+                let got = self.take(&tx, name, n, now).await?;
+                open[k] = got.len() == n;
+                left[k] -= got.len();
+                out.extend(got);
+            }
+            for (k, (name, _)) in cands.iter().enumerate() {
+                let n = (max - out.len()).min(left[k]);
+                if !open[k] || n == 0 {
+                    continue;
+                }
+                out.extend(self.take(&tx, name, n, now).await?);
+            }
+        }
+        let next_due = if out.is_empty() {
+            let st = tx
+                .prepare_cached(&self.q(
+                    "SELECT min(run_at) FROM {s}.jobs WHERE state IN (0, 4) AND queue = ANY($1)",
+                ))
+                .await
+                .map_err(db)?;
+            tx.query_one(&st, &[&names])
+                .await
+                .map_err(db)?
+                .get::<_, Option<i64>>(0)
+                .map(u)
+        } else {
+            None
+        };
+        tx.commit().await.map_err(db)?;
+        if !out.is_empty() {
+            let mut agg = self.aggregates.lock();
+            let mut local = self.local.lock();
+            for t in &out {
+                let wait = now.saturating_sub(t.ready_at);
+                agg.bump(&t.job.queue, now, |a| {
+                    a.started += 1;
+                    a.wait_ms_sum += wait;
+                });
+                local
+                    .entry(t.job.queue.clone())
+                    .or_default()
+                    .wait_ms
+                    .observe(wait);
+            }
+        }
+        Ok((out.into_iter().map(|t| t.job).collect(), next_due))
+    }
+
+    /// Leases up to `n` ready jobs of one queue, in ready order.
+    async fn take(
+        &self,
+        tx: &Transaction<'_>,
+        queue: &str,
+        n: usize,
+        now: u64,
+    ) -> Result<Vec<Taken>> {
+        let st = tx
+            .prepare_cached(&self.q(&format!(
+                "WITH c AS ( \
+                   SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state = 1 AND avail \
+                   ORDER BY rank, sort_cost, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 UPDATE {{s}}.jobs j SET state = 2, avail = false, attempt = j.attempt + 1, \
+                   lease_id = mod(j.lease_id + floor(random() * ({MAX_LEASE}::bigint - 1))::bigint, \
+                                  {MAX_LEASE}::bigint) + 1, \
+                   lease_deadline = $3 + j.timeout_ms, started_at = $3 \
+                 FROM c WHERE j.id = c.id \
+                 RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_id, j.lease_deadline, \
+                   j.run_at, j.rank, j.sort_cost"
+            )))
+            .await
+            .map_err(db)?;
+        let limit = i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(&st, &[&queue, &limit, &i(now)])
+            .await
+            .map_err(db)?;
+        let mut taken: Vec<(i64, i64, Taken)> = rows
+            .iter()
+            .map(|r| {
+                let t = Taken {
+                    job: FetchedJob {
+                        id: JobId(u(r.get(0))),
+                        queue: queue.to_string(),
+                        kind: r.get(1),
+                        payload: Payload::from_stored(r.get::<_, String>(2).into_boxed_str()),
+                        attempt: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                        lease_id: u(r.get(4)),
+                        lease_deadline_ms: u(r.get(5)),
+                    },
+                    ready_at: u(r.get(6)),
+                };
+                (r.get(7), r.get(8), t)
+            })
+            .collect();
+        taken.sort_by_key(|(rank, cost, t)| (*rank, *cost, t.job.id));
+        Ok(taken.into_iter().map(|(_, _, t)| t).collect())
+    }
+
+    /// Time-driven transitions of `queues` (all when `None`): due scheduled and failed jobs
+    /// become waiting, expired leases count their attempt and return the job (or kill it).
+    /// Returns how many jobs moved.
+    pub(crate) async fn tick(
+        &self,
+        tx: &Transaction<'_>,
+        queues: Option<&[String]>,
+        now: u64,
+    ) -> Result<u64> {
+        let filter = "AND ($2::text[] IS NULL OR queue = ANY($2))";
+        let names: Option<Vec<String>> = queues.map(<[String]>::to_vec);
+        let promote = tx
+            .prepare_cached(&self.q(&format!(
+                "WITH due AS ( \
+                   SELECT id FROM {{s}}.jobs WHERE state IN (0, 4) AND run_at <= $1 {filter} \
+                   ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED) \
+                 UPDATE {{s}}.jobs j SET state = 1, avail = (j.grp IS NULL), \
+                   rank = {rank}, \
+                   sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
+                 FROM due, {{s}}.queues q WHERE j.id = due.id AND q.name = j.queue \
+                 RETURNING j.queue, j.grp",
+                rank = rank_sql("j.run_at"),
+            )))
+            .await
+            .map_err(db)?;
+        let mut groups = BTreeSet::new();
+        let promoted = tx.query(&promote, &[&i(now), &names]).await.map_err(db)?;
+        for r in &promoted {
+            if let Some(g) = r.get::<_, Option<String>>(1) {
+                groups.insert((r.get::<_, String>(0), g));
+            }
+        }
+        let expire = tx
+            .prepare_cached(&self.q(&format!(
+                "WITH gone AS ( \
+                   SELECT id FROM {{s}}.jobs WHERE state = 2 AND lease_deadline <= $1 {filter} \
+                   ORDER BY lease_deadline LIMIT 5000 FOR UPDATE SKIP LOCKED) \
+                 UPDATE {{s}}.jobs j SET \
+                   state = CASE WHEN j.attempt < j.max_attempts THEN 1 ELSE 5 END, \
+                   avail = (j.attempt < j.max_attempts AND j.grp IS NULL), \
+                   finished_at = CASE WHEN j.attempt < j.max_attempts THEN j.finished_at \
+                                 ELSE $1 END, \
+                   errors = {push} \
+                 FROM gone WHERE j.id = gone.id AND j.state = 2 \
+                 RETURNING j.id, j.queue, j.grp, j.state, j.unique_key, j.unique_until",
+                push = push_error_sql("'lease expired'", "$1"),
+            )))
+            .await
+            .map_err(db)?;
+        let expired = tx.query(&expire, &[&i(now), &names]).await.map_err(db)?;
+        let mut releases = UniqueReleases::default();
+        {
+            let mut agg = self.aggregates.lock();
+            for r in &expired {
+                let queue: String = r.get(1);
+                if let Some(g) = r.get::<_, Option<String>>(2) {
+                    groups.insert((queue.clone(), g));
+                }
+                let dead = r.get::<_, i16>(3) == JobState::Dead as i16;
+                if dead {
+                    releases.add(&queue, r.get(4), r.get(0), r.get(5));
+                }
+                agg.bump(&queue, now, |a| {
+                    a.failed += 1;
+                    a.expired += 1;
+                    a.dead += u64::from(dead);
+                });
+            }
+        }
+        releases.apply(self, tx).await?;
+        self.refresh_groups(tx, groups).await?;
+        Ok((promoted.len() + expired.len()) as u64)
+    }
+
+    /// Why each of `asked` (id, lease) was not applied, from the jobs as they are now.
+    async fn classify(
+        &self,
+        tx: &Transaction<'_>,
+        asked: &[(JobId, u64)],
+        now: u64,
+    ) -> Result<Vec<Rejection>> {
+        if asked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = asked.iter().map(|(id, _)| i(id.0)).collect();
+        let st = tx
+            .prepare_cached(
+                &self.q(
+                    "SELECT id, state, lease_id, lease_deadline FROM {s}.jobs WHERE id = ANY($1)",
+                ),
+            )
+            .await
+            .map_err(db)?;
+        let found: HashMap<u64, (i16, u64, u64)> = tx
+            .query(&st, &[&ids])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| (u(r.get(0)), (r.get(1), u(r.get(2)), u(r.get(3)))))
+            .collect();
+        Ok(asked
+            .iter()
+            .map(|&(id, lease)| {
+                let e = match found.get(&id.0) {
+                    None => Error::JobNotFound(id),
+                    Some(&(_, held, _)) if held != lease || lease == 0 => Error::LeaseMismatch(id),
+                    Some(_) => Error::LeaseExpired(id),
+                };
+                let _ = now;
+                rejection(id, e)
+            })
+            .collect())
+    }
+
+    fn check_doc(&self, field: &'static str, doc: Option<&Payload>) -> Result<()> {
+        match doc {
+            Some(p) if p.len() > self.limits.max_payload_bytes => Err(Error::TooLarge {
+                field,
+                size: p.len(),
+                limit: self.limits.max_payload_bytes,
+            }),
+            Some(p)
+                if self.limits.max_payload_depth > 0
+                    && weir_core::job::nesting_exceeds(
+                        p.as_str(),
+                        self.limits.max_payload_depth,
+                    ) =>
+            {
+                Err(Error::invalid(
+                    field,
+                    format!(
+                        "nested more than {} levels deep (the limit is max_payload_depth)",
+                        self.limits.max_payload_depth
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_batch(&self, field: &'static str, n: usize) -> Result<()> {
+        if n > self.limits.max_batch {
+            return Err(Error::invalid(
+                field,
+                format!("batch of {n} over the limit {}", self.limits.max_batch),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn ack_many(&self, acks: Vec<Ack>) -> Result<BatchOutcome> {
+        self.check_batch("acks", acks.len())?;
+        let now = self.now();
+        let mut out = BatchOutcome::default();
+        let (mut ids, mut leases, mut results) = (Vec::new(), Vec::new(), Vec::new());
+        for a in acks {
+            if let Err(e) = self.check_doc("result", a.result.as_ref()) {
+                out.rejected.push(rejection(a.id, e));
+                continue;
+            }
+            ids.push(i(a.id.0));
+            leases.push(i(a.lease_id));
+            results.push(a.result.map(|r| r.as_str().to_string()));
+        }
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let st = tx
+            .prepare_cached(&self.q(
+                "UPDATE {s}.jobs j SET state = 3, avail = false, finished_at = $1, \
+                   result = a.result \
+                 FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS a(id, lease, result) \
+                 WHERE j.id = a.id AND j.lease_id = a.lease AND a.lease <> 0 AND j.state = 2 \
+                   AND j.lease_deadline > $1 \
+                 RETURNING j.id, j.queue, j.grp, j.unique_key, j.unique_until, j.started_at",
+            ))
+            .await
+            .map_err(db)?;
+        let done = tx
+            .query(&st, &[&i(now), &ids, &leases, &results])
+            .await
+            .map_err(db)?;
+        let applied: BTreeSet<i64> = done.iter().map(|r| r.get(0)).collect();
+        let asked: Vec<(JobId, u64)> = ids
+            .iter()
+            .zip(&leases)
+            .filter(|(id, _)| !applied.contains(id))
+            .map(|(&id, &l)| (JobId(u(id)), u(l)))
+            .collect();
+        out.rejected.extend(self.classify(&tx, &asked, now).await?);
+        let mut names: Vec<String> = done.iter().map(|r| r.get::<_, String>(1)).collect();
+        names.sort();
+        names.dedup();
+        let configs = self.configs_cached(&names).await?;
+        let mut releases = UniqueReleases::default();
+        let mut groups = BTreeSet::new();
+        let mut delete = Vec::new();
+        let mut frees_work = false;
+        let mut runs: Vec<(String, u64)> = Vec::with_capacity(done.len());
+        for r in &done {
+            let id: i64 = r.get(0);
+            let queue: String = r.get(1);
+            let cfg = configs.get(&queue).cloned().unwrap_or_default();
+            if let Some(g) = r.get::<_, Option<String>>(2) {
+                groups.insert((queue.clone(), g));
+            }
+            releases.add(&queue, r.get(3), id, r.get(4));
+            let keep = cfg.retention;
+            if keep.completed_max == 0 || keep.completed_ms == 0 {
+                delete.push(id);
+            }
+            frees_work |= cfg.concurrency > 0;
+            let started = r.get::<_, Option<i64>>(5).map_or(now, u);
+            runs.push((queue, now.saturating_sub(started)));
+        }
+        frees_work |= !groups.is_empty();
+        releases.apply(self, &tx).await?;
+        if !delete.is_empty() {
+            let st = tx
+                .prepare_cached(&self.q("DELETE FROM {s}.jobs WHERE id = ANY($1)"))
+                .await
+                .map_err(db)?;
+            tx.execute(&st, &[&delete]).await.map_err(db)?;
+        }
+        self.refresh_groups(&tx, groups).await?;
+        tx.commit().await.map_err(db)?;
+        out.applied = done.len();
+        {
+            let mut agg = self.aggregates.lock();
+            let mut local = self.local.lock();
+            for (queue, run) in runs {
+                agg.bump(&queue, now, |a| {
+                    a.completed += 1;
+                    a.run_ms_sum += run;
+                    a.run_ms_max = a.run_ms_max.max(run);
+                });
+                local.entry(queue).or_default().run_ms.observe(run);
+            }
+        }
+        if frees_work {
+            self.work_arrived();
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn fail_many(&self, fails: Vec<Fail>) -> Result<BatchOutcome> {
+        self.check_batch("fails", fails.len())?;
+        let now = self.now();
+        let mut out = BatchOutcome::default();
+        if fails.is_empty() {
+            return Ok(out);
+        }
+        let max_message = self.limits.max_key_bytes.max(4096);
+        let mut ids = Vec::with_capacity(fails.len());
+        let mut leases = Vec::with_capacity(fails.len());
+        let mut errors = Vec::with_capacity(fails.len());
+        let mut retry = Vec::with_capacity(fails.len());
+        let mut jitter = Vec::with_capacity(fails.len());
+        for f in fails {
+            let mut message = f.error;
+            truncate_utf8(&mut message, max_message);
+            ids.push(i(f.id.0));
+            leases.push(i(f.lease_id));
+            errors.push(message);
+            retry.push(f.retry);
+            jitter.push(fastrand::f64());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // Full jitter: a delay uniform in [0, min(cap, base * 2^(attempt - 1))].
+        let again = "f.retry AND j.attempt < j.max_attempts";
+        let st = tx
+            .prepare_cached(&self.q(&format!(
+                "UPDATE {{s}}.jobs j SET \
+                   state = CASE WHEN {again} THEN 4 ELSE 5 END, \
+                   run_at = CASE WHEN {again} THEN $1 + floor(f.jitter * (1 + least( \
+                       coalesce(j.backoff_cap_ms, q.backoff_cap_ms)::float8, \
+                       coalesce(j.backoff_base_ms, q.backoff_base_ms)::float8 \
+                         * power(2::float8, least(greatest(j.attempt - 1, 0), 62)))))::bigint \
+                     ELSE j.run_at END, \
+                   finished_at = CASE WHEN {again} THEN j.finished_at ELSE $1 END, \
+                   avail = false, \
+                   errors = {push} \
+                 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bool[], $6::float8[]) \
+                      AS f(id, lease, err, retry, jitter), {{s}}.queues q \
+                 WHERE j.id = f.id AND q.name = j.queue AND j.lease_id = f.lease \
+                   AND f.lease <> 0 AND j.state = 2 AND j.lease_deadline > $1 \
+                 RETURNING j.id, j.queue, j.grp, j.state, j.unique_key, j.unique_until",
+                push = push_error_sql("f.err", "$1"),
+            )))
+            .await
+            .map_err(db)?;
+        let done = tx
+            .query(&st, &[&i(now), &ids, &leases, &errors, &retry, &jitter])
+            .await
+            .map_err(db)?;
+        let applied: BTreeSet<i64> = done.iter().map(|r| r.get(0)).collect();
+        let asked: Vec<(JobId, u64)> = ids
+            .iter()
+            .zip(&leases)
+            .filter(|(id, _)| !applied.contains(id))
+            .map(|(&id, &l)| (JobId(u(id)), u(l)))
+            .collect();
+        out.rejected.extend(self.classify(&tx, &asked, now).await?);
+        let mut releases = UniqueReleases::default();
+        let mut groups = BTreeSet::new();
+        let mut outcomes = Vec::with_capacity(done.len());
+        for r in &done {
+            let queue: String = r.get(1);
+            if let Some(g) = r.get::<_, Option<String>>(2) {
+                groups.insert((queue.clone(), g));
+            }
+            let dead = r.get::<_, i16>(3) == JobState::Dead as i16;
+            if dead {
+                releases.add(&queue, r.get(4), r.get(0), r.get(5));
+            }
+            outcomes.push((queue, dead));
+        }
+        let frees_work = !groups.is_empty() || !done.is_empty();
+        releases.apply(self, &tx).await?;
+        self.refresh_groups(&tx, groups).await?;
+        tx.commit().await.map_err(db)?;
+        out.applied = done.len();
+        {
+            let mut agg = self.aggregates.lock();
+            for (queue, dead) in outcomes {
+                agg.bump(&queue, now, |a| {
+                    a.failed += 1;
+                    a.dead += u64::from(dead);
+                });
+            }
+        }
+        if frees_work {
+            self.work_arrived();
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn heartbeat(&self, p: weir_store::JobHeartbeatParams) -> Result<u64> {
+        let now = self.now();
+        self.check_doc("progress", p.progress.as_ref())?;
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q(
+                "UPDATE {s}.jobs SET lease_deadline = greatest(lease_deadline, $1 + timeout_ms), \
+                   progress = coalesce($4, progress) \
+                 WHERE id = $2 AND lease_id = $3 AND $3 <> 0 AND state = 2 \
+                   AND lease_deadline > $1 \
+                 RETURNING lease_deadline",
+            ))
+            .await
+            .map_err(db)?;
+        let progress = p.progress.map(|d| d.as_str().to_string());
+        let row = client
+            .query_opt(&st, &[&i(now), &i(p.id.0), &i(p.lease_id), &progress])
+            .await
+            .map_err(db)?;
+        match row {
+            Some(r) => Ok(u(r.get(0))),
+            None => Err(self.lease_error(&client, p.id, p.lease_id).await?),
+        }
+    }
+
+    /// Why a single-job lease operation was refused.
+    async fn lease_error(
+        &self,
+        client: &deadpool_postgres::Client,
+        id: JobId,
+        lease: u64,
+    ) -> Result<Error> {
+        let st = client
+            .prepare_cached(&self.q("SELECT lease_id FROM {s}.jobs WHERE id = $1"))
+            .await
+            .map_err(db)?;
+        Ok(
+            match client.query_opt(&st, &[&i(id.0)]).await.map_err(db)? {
+                None => Error::JobNotFound(id),
+                Some(r) if u(r.get(0)) != lease || lease == 0 => Error::LeaseMismatch(id),
+                Some(_) => Error::LeaseExpired(id),
+            },
+        )
+    }
+
+    pub(crate) async fn release(&self, id: JobId, lease: u64) -> Result<()> {
+        let now = self.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let st = tx
+            .prepare_cached(&self.q(&format!(
+                "UPDATE {{s}}.jobs j SET state = 1, attempt = greatest(j.attempt - 1, 0), \
+                   run_at = $1, avail = (j.grp IS NULL), rank = {rank}, \
+                   sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
+                 FROM {{s}}.queues q \
+                 WHERE q.name = j.queue AND j.id = $2 AND j.lease_id = $3 AND $3 <> 0 \
+                   AND j.state = 2 AND j.lease_deadline > $1 \
+                 RETURNING j.queue, j.grp",
+                rank = rank_sql("$1"),
+            )))
+            .await
+            .map_err(db)?;
+        let row = tx
+            .query_opt(&st, &[&i(now), &i(id.0), &i(lease)])
+            .await
+            .map_err(db)?;
+        let Some(row) = row else {
+            drop(tx);
+            return Err(self.lease_error(&client, id, lease).await?);
+        };
+        if let Some(g) = row.get::<_, Option<String>>(1) {
+            self.refresh_groups(&tx, BTreeSet::from([(row.get::<_, String>(0), g)]))
+                .await?;
+        }
+        tx.commit().await.map_err(db)?;
+        self.work_arrived();
+        Ok(())
+    }
+
+    pub(crate) async fn cancel(&self, id: JobId) -> Result<()> {
+        let now = self.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let st = tx
+            .prepare_cached(&self.q(
+                "UPDATE {s}.jobs SET state = 6, avail = false, finished_at = $1 \
+                 WHERE id = $2 AND state NOT IN (3, 5, 6) \
+                 RETURNING queue, grp, unique_key, unique_until, state",
+            ))
+            .await
+            .map_err(db)?;
+        let Some(row) = tx.query_opt(&st, &[&i(now), &i(id.0)]).await.map_err(db)? else {
+            return Err(self.state_error(&tx, id, "cancel").await?);
+        };
+        let queue: String = row.get(0);
+        let mut releases = UniqueReleases::default();
+        releases.add(&queue, row.get(2), i(id.0), row.get(3));
+        releases.apply(self, &tx).await?;
+        if let Some(g) = row.get::<_, Option<String>>(1) {
+            self.refresh_groups(&tx, BTreeSet::from([(queue.clone(), g)]))
+                .await?;
+        }
+        tx.commit().await.map_err(db)?;
+        self.aggregates
+            .lock()
+            .bump(&queue, now, |a| a.cancelled += 1);
+        self.work_arrived();
+        Ok(())
+    }
+
+    /// The error for an operation `op` refused by the job's state (or its absence).
+    async fn state_error(
+        &self,
+        tx: &Transaction<'_>,
+        id: JobId,
+        op: &'static str,
+    ) -> Result<Error> {
+        let st = tx
+            .prepare_cached(&self.q("SELECT state FROM {s}.jobs WHERE id = $1"))
+            .await
+            .map_err(db)?;
+        Ok(match tx.query_opt(&st, &[&i(id.0)]).await.map_err(db)? {
+            None => Error::JobNotFound(id),
+            Some(r) => Error::InvalidState {
+                id,
+                op,
+                state: crate::conv::state_of(r.get(0)).as_str(),
+            },
+        })
+    }
+
+    pub(crate) async fn retry(&self, id: JobId) -> Result<()> {
+        let now = self.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let st = tx
+            .prepare_cached(
+                &self.q(
+                    "SELECT state, queue, grp, unique_key FROM {s}.jobs WHERE id = $1 FOR UPDATE",
+                ),
+            )
+            .await
+            .map_err(db)?;
+        let Some(row) = tx.query_opt(&st, &[&i(id.0)]).await.map_err(db)? else {
+            return Err(Error::JobNotFound(id));
+        };
+        let state = crate::conv::state_of(row.get(0));
+        let queue: String = row.get(1);
+        let fresh = match state {
+            JobState::Dead | JobState::Cancelled => true,
+            JobState::Scheduled | JobState::Failed => false,
+            other => {
+                return Err(Error::InvalidState {
+                    id,
+                    op: "retry",
+                    state: other.as_str(),
+                })
+            }
+        };
+        let st = tx
+            .prepare_cached(&self.q(&format!(
+                "UPDATE {{s}}.jobs j SET state = 1, run_at = $1, avail = (j.grp IS NULL), \
+                   attempt = CASE WHEN $3 THEN 0 ELSE j.attempt END, \
+                   finished_at = CASE WHEN $3 THEN NULL ELSE j.finished_at END, \
+                   rank = {rank}, sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
+                 FROM {{s}}.queues q WHERE q.name = j.queue AND j.id = $2",
+                rank = rank_sql("$1"),
+            )))
+            .await
+            .map_err(db)?;
+        tx.execute(&st, &[&i(now), &i(id.0), &fresh])
+            .await
+            .map_err(db)?;
+        if let (true, Some(key)) = (fresh, row.get::<_, Option<String>>(3)) {
+            // The key points at this job again unless another live job took it meanwhile.
+            let st = tx
+                .prepare_cached(&self.q(
+                    "INSERT INTO {s}.unique_keys AS u (queue, key, job_id, live_until) \
+                     VALUES ($1, $2, $3, 9223372036854775807) \
+                     ON CONFLICT (queue, key) DO UPDATE SET job_id = EXCLUDED.job_id, \
+                        live_until = EXCLUDED.live_until \
+                     WHERE u.job_id = EXCLUDED.job_id OR u.live_until <= $4",
+                ))
+                .await
+                .map_err(db)?;
+            tx.execute(&st, &[&queue, &key, &i(id.0), &i(now)])
+                .await
+                .map_err(db)?;
+        }
+        if let Some(g) = row.get::<_, Option<String>>(2) {
+            self.refresh_groups(&tx, BTreeSet::from([(queue, g)]))
+                .await?;
+        }
+        tx.commit().await.map_err(db)?;
+        self.work_arrived();
+        Ok(())
+    }
+
+    pub(crate) async fn purge(&self, name: &str) -> Result<u64> {
+        let now = self.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let st = tx
+            .prepare_cached(&self.q(
+                "DELETE FROM {s}.jobs WHERE queue = $1 AND state IN (0, 1, 4) \
+                 RETURNING id, grp, unique_key",
+            ))
+            .await
+            .map_err(db)?;
+        let gone = tx.query(&st, &[&name]).await.map_err(db)?;
+        let mut releases = UniqueReleases::default();
+        let mut groups = BTreeSet::new();
+        for r in &gone {
+            releases.add(name, r.get(2), r.get(0), 0);
+            if let Some(g) = r.get::<_, Option<String>>(1) {
+                groups.insert((name.to_string(), g));
+            }
+        }
+        releases.apply(self, &tx).await?;
+        self.refresh_groups(&tx, groups).await?;
+        tx.commit().await.map_err(db)?;
+        let n = gone.len() as u64;
+        if n > 0 {
+            self.aggregates.lock().bump(name, now, |a| a.cancelled += n);
+        }
+        Ok(n)
+    }
+}
+
+/// A leased job with the time it became ready (for its wait).
+struct Taken {
+    job: FetchedJob,
+    ready_at: u64,
+}
+
+/// The columns of a batch insert, one array per column (one `INSERT … SELECT unnest(…)`).
+#[derive(Default)]
+struct InsertRows {
+    id: Vec<i64>,
+    queue: Vec<String>,
+    kind: Vec<String>,
+    payload: Vec<String>,
+    state: Vec<i16>,
+    avail: Vec<bool>,
+    priority: Vec<i32>,
+    cost: Vec<i64>,
+    rank: Vec<i64>,
+    sort_cost: Vec<i64>,
+    max_attempts: Vec<i32>,
+    backoff_base: Vec<Option<i64>>,
+    backoff_cap: Vec<Option<i64>>,
+    timeout: Vec<i64>,
+    run_at: Vec<i64>,
+    unique_key: Vec<Option<String>>,
+    unique_until: Vec<i64>,
+    grp: Vec<Option<String>>,
+    tags: Vec<serde_json::Value>,
+}
+
+impl InsertRows {
+    fn push(&mut self, id: i64, job: NewJob, cfg: &QueueConfig, now: u64) {
+        let run_at = match (job.delay_ms, job.run_at_ms) {
+            (Some(d), _) => now.saturating_add(d),
+            (None, Some(at)) => at.max(now),
+            (None, None) => now,
+        };
+        let state = if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Waiting
+        };
+        let (rank, sort_cost) = ready_key(cfg, run_at, job.priority, job.cost);
+        self.id.push(id);
+        self.state.push(state as i16);
+        self.avail
+            .push(state == JobState::Waiting && job.group.is_none());
+        self.priority.push(job.priority);
+        self.cost.push(i(job.cost));
+        self.rank.push(rank);
+        self.sort_cost.push(sort_cost);
+        self.max_attempts
+            .push(i32::try_from(job.max_attempts.unwrap_or(cfg.max_attempts)).unwrap_or(i32::MAX));
+        self.backoff_base.push(job.backoff.map(|b| i(b.base_ms)));
+        self.backoff_cap.push(job.backoff.map(|b| i(b.cap_ms)));
+        self.timeout
+            .push(i(job.timeout_ms.unwrap_or(cfg.timeout_ms)));
+        self.run_at.push(i(run_at));
+        self.unique_until
+            .push(match (&job.unique_key, job.unique_window_ms) {
+                (Some(_), Some(w)) => i(now.saturating_add(w)),
+                _ => 0,
+            });
+        self.unique_key.push(job.unique_key);
+        self.grp.push(job.group);
+        self.tags.push(serde_json::Value::from(job.tags));
+        self.queue.push(job.queue);
+        self.kind.push(job.kind);
+        self.payload.push(job.payload.as_str().to_string());
+    }
+
+    async fn insert(self, inner: &Inner, tx: &Transaction<'_>, now: u64) -> Result<()> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
+        let st = tx
+            .prepare_cached(&inner.q(
+                "INSERT INTO {s}.jobs (id, queue, kind, payload, state, avail, priority, cost, \
+                   rank, sort_cost, max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, \
+                   created_at, run_at, unique_key, unique_until, grp, tags) \
+                 SELECT r.id, r.queue, r.kind, r.payload, r.state, r.avail, r.priority, r.cost, \
+                   r.rank, r.sort_cost, r.max_attempts, r.base, r.cap, r.timeout, $1, r.run_at, \
+                   r.ukey, r.until, r.grp, \
+                   ARRAY(SELECT jsonb_array_elements_text(r.tags)) \
+                 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::smallint[], \
+                   $7::bool[], $8::integer[], $9::bigint[], $10::bigint[], $11::bigint[], \
+                   $12::integer[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], \
+                   $17::text[], $18::bigint[], $19::text[], $20::jsonb[]) \
+                 AS r(id, queue, kind, payload, state, avail, priority, cost, rank, sort_cost, \
+                   max_attempts, base, cap, timeout, run_at, ukey, until, grp, tags)",
+            ))
+            .await
+            .map_err(db)?;
+        tx.execute(
+            &st,
+            &[
+                &i(now),
+                &self.id,
+                &self.queue,
+                &self.kind,
+                &self.payload,
+                &self.state,
+                &self.avail,
+                &self.priority,
+                &self.cost,
+                &self.rank,
+                &self.sort_cost,
+                &self.max_attempts,
+                &self.backoff_base,
+                &self.backoff_cap,
+                &self.timeout,
+                &self.run_at,
+                &self.unique_key,
+                &self.unique_until,
+                &self.grp,
+                &self.tags,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}

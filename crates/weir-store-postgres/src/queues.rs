@@ -1,0 +1,467 @@
+//! Queues and reads: configuration (atomic updates under the queue row's lock, a short-lived
+//! per-server copy for the hot paths), statistics, job pages and aggregates.
+
+use crate::conv::{db, i, job_of, u, JOB_COLUMNS};
+use crate::Inner;
+use deadpool_postgres::Transaction;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+use weir_core::{
+    advise, config::check_queue_name, AdvisorInput, Aggregate, AggregateRecord, Error, Job,
+    JobFilter, JobId, JobPage, JobState, Order, QueueConfig, QueueStats, Result,
+};
+use weir_store::{AggregateListParams, MaintenanceReport};
+
+/// A configuration as the queue row stores it: the JSON the API reads, and the settings SQL
+/// itself needs beside it.
+pub(crate) struct QueueColumns {
+    pub(crate) config: serde_json::Value,
+    pub(crate) aging_ms: i64,
+    pub(crate) smallest_cost: bool,
+    pub(crate) group_limit: i32,
+    pub(crate) backoff_base_ms: i64,
+    pub(crate) backoff_cap_ms: i64,
+}
+
+impl QueueColumns {
+    pub(crate) fn of(c: &QueueConfig) -> Self {
+        QueueColumns {
+            config: serde_json::to_value(c).unwrap_or(serde_json::Value::Null),
+            aging_ms: i(c.aging_ms),
+            smallest_cost: c.order == Order::SmallestCost,
+            group_limit: i32::try_from(c.group_concurrency.max(1)).unwrap_or(i32::MAX),
+            backoff_base_ms: i(c.backoff.base_ms),
+            backoff_cap_ms: i(c.backoff.cap_ms),
+        }
+    }
+}
+
+fn config_of(v: serde_json::Value) -> Result<QueueConfig> {
+    serde_json::from_value(v)
+        .map_err(|e| Error::storage(format!("a stored queue configuration does not parse: {e}")))
+}
+
+impl Inner {
+    /// The configurations of `names` as the transaction sees them (`lock`: and locks the
+    /// rows until it ends). Unknown queues are absent.
+    pub(crate) async fn configs_in(
+        &self,
+        tx: &Transaction<'_>,
+        names: &[String],
+        lock: bool,
+    ) -> Result<HashMap<String, QueueConfig>> {
+        let sql = if lock {
+            "SELECT name, config FROM {s}.queues WHERE name = ANY($1) ORDER BY name FOR UPDATE"
+        } else {
+            "SELECT name, config FROM {s}.queues WHERE name = ANY($1)"
+        };
+        let st = tx.prepare_cached(&self.q(sql)).await.map_err(db)?;
+        let mut out = HashMap::new();
+        for r in tx.query(&st, &[&names]).await.map_err(db)? {
+            out.insert(r.get::<_, String>(0), config_of(r.get(1))?);
+        }
+        if !lock {
+            self.remember(&out);
+        }
+        Ok(out)
+    }
+
+    fn remember(&self, configs: &HashMap<String, QueueConfig>) {
+        let now = Instant::now();
+        let mut cache = self.configs.lock();
+        for (n, c) in configs {
+            cache.insert(n.clone(), (c.clone(), now));
+        }
+    }
+
+    /// The configurations of `names`, from this server's copy when it is younger than
+    /// [`crate::CONFIG_TTL`], else read (one query for all that are missing or stale).
+    pub(crate) async fn configs_cached(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, QueueConfig>> {
+        let mut out = HashMap::with_capacity(names.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self.configs.lock();
+            for n in names {
+                match cache.get(n) {
+                    Some((c, at)) if at.elapsed() < crate::CONFIG_TTL => {
+                        out.insert(n.clone(), c.clone());
+                    }
+                    _ => missing.push(n.clone()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached(&self.q("SELECT name, config FROM {s}.queues WHERE name = ANY($1)"))
+                .await
+                .map_err(db)?;
+            let mut read = HashMap::new();
+            for r in client.query(&st, &[&missing]).await.map_err(db)? {
+                read.insert(r.get::<_, String>(0), config_of(r.get(1))?);
+            }
+            self.remember(&read);
+            out.extend(read);
+        }
+        Ok(out)
+    }
+
+    /// Applies `change` to a queue's configuration under its row lock (creating the queue
+    /// over the defaults); a result that does not validate changes nothing.
+    pub(crate) async fn config_update(
+        &self,
+        name: &str,
+        change: impl Fn(&mut QueueConfig) + Send,
+    ) -> Result<QueueConfig> {
+        check_queue_name(name)?;
+        let names = vec![name.to_string()];
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        self.ensure_queues(&tx, &names).await?;
+        let old = self
+            .configs_in(&tx, &names, true)
+            .await?
+            .remove(name)
+            .unwrap_or_default();
+        let mut new = old.clone();
+        change(&mut new);
+        new.validate(&self.limits)?;
+        let cols = QueueColumns::of(&new);
+        let st = tx
+            .prepare_cached(&self.q(
+                "UPDATE {s}.queues SET config = $2, aging_ms = $3, smallest_cost = $4, \
+                   group_limit = $5, backoff_base_ms = $6, backoff_cap_ms = $7 WHERE name = $1",
+            ))
+            .await
+            .map_err(db)?;
+        tx.execute(
+            &st,
+            &[
+                &name,
+                &cols.config,
+                &cols.aging_ms,
+                &cols.smallest_cost,
+                &cols.group_limit,
+                &cols.backoff_base_ms,
+                &cols.backoff_cap_ms,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        if old.aging_ms != new.aging_ms || old.order != new.order {
+            // The ready order of waiting jobs follows the new settings.
+            let st = tx
+                .prepare_cached(&self.q(&format!(
+                    "UPDATE {{s}}.jobs j SET rank = {rank}, \
+                       sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
+                     FROM {{s}}.queues q WHERE q.name = j.queue AND j.queue = $1 AND j.state = 1",
+                    rank = crate::jobs::rank_sql("j.run_at"),
+                )))
+                .await
+                .map_err(db)?;
+            tx.execute(&st, &[&name]).await.map_err(db)?;
+        }
+        if old.group_concurrency.max(1) != new.group_concurrency.max(1) {
+            let st = tx
+                .prepare_cached(&self.q("SELECT DISTINCT grp FROM {s}.jobs \
+                     WHERE queue = $1 AND grp IS NOT NULL AND state IN (0, 1, 2, 4)"))
+                .await
+                .map_err(db)?;
+            let groups: BTreeSet<(String, String)> = tx
+                .query(&st, &[&name])
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| (name.to_string(), r.get::<_, String>(0)))
+                .collect();
+            self.refresh_groups(&tx, groups).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        self.configs
+            .lock()
+            .insert(name.to_string(), (new.clone(), Instant::now()));
+        self.work_arrived();
+        Ok(new)
+    }
+
+    pub(crate) async fn config_get(&self, name: &str) -> Result<Option<QueueConfig>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q("SELECT config FROM {s}.queues WHERE name = $1"))
+            .await
+            .map_err(db)?;
+        match client.query_opt(&st, &[&name]).await.map_err(db)? {
+            Some(r) => Ok(Some(config_of(r.get(0))?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn queue_list(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q("SELECT name FROM {s}.queues ORDER BY name"))
+            .await
+            .map_err(db)?;
+        Ok(client
+            .query(&st, &[])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    pub(crate) async fn queue_stats(&self, name: &str) -> Result<Option<QueueStats>> {
+        let now = self.now();
+        let Some(config) = self.config_get(name).await? else {
+            return Ok(None);
+        };
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(
+                &self.q("SELECT state, count(*) FROM {s}.jobs WHERE queue = $1 GROUP BY state"),
+            )
+            .await
+            .map_err(db)?;
+        let mut counts = [0u64; 7];
+        for r in client.query(&st, &[&name]).await.map_err(db)? {
+            let state = crate::conv::state_of(r.get(0));
+            counts[state as usize] = u(r.get(1));
+        }
+        let st = client
+            .prepare_cached(
+                &self.q("SELECT min(run_at) FROM {s}.jobs WHERE queue = $1 AND state = 1"),
+            )
+            .await
+            .map_err(db)?;
+        let oldest: Option<i64> = client.query_one(&st, &[&name]).await.map_err(db)?.get(0);
+        let oldest_waiting_ms = oldest.map_or(0, |t| now.saturating_sub(u(t)));
+        let (wait_ms, run_ms) = {
+            let local = self.local.lock();
+            local
+                .get(name)
+                .map(|l| (l.wait_ms.clone(), l.run_ms.clone()))
+                .unwrap_or_default()
+        };
+        // Rates over the current hour's aggregates of every server (at least a minute).
+        let hour = now - now % weir_core::aggregate::HOUR_MS;
+        let this_hour = self
+            .aggregate_list(AggregateListParams {
+                queue: Some(name.to_string()),
+                from_ms: hour,
+                to_ms: hour + 1,
+            })
+            .await?
+            .pop()
+            .map(|r| r.counts)
+            .unwrap_or_default();
+        let secs = ((now - hour) as f64 / 1000.0).max(60.0);
+        let count = |s: JobState| counts[s as usize];
+        let input = AdvisorInput {
+            backlog: count(JobState::Waiting),
+            active: count(JobState::Active),
+            arrival_per_s: this_hour.enqueued as f64 / secs,
+            completed_per_s: this_hour.completed as f64 / secs,
+            failed_per_s: this_hour.failed as f64 / secs,
+            mean_run_ms: (this_hour.completed > 0)
+                .then(|| this_hour.run_ms_sum as f64 / this_hour.completed as f64),
+            wait_p95_ms: wait_ms.quantile_upper_bound(0.95),
+            drain_window_ms: config.drain_window_ms,
+        };
+        Ok(Some(QueueStats {
+            name: name.to_string(),
+            counts: JobState::ALL
+                .iter()
+                .map(|st| (st.as_str(), counts[*st as usize]))
+                .collect(),
+            oldest_waiting_ms,
+            starving: config.starvation_ms > 0 && oldest_waiting_ms >= config.starvation_ms,
+            breaker: if config.breaker.is_some() {
+                "closed"
+            } else {
+                "off"
+            },
+            config,
+            wait_ms,
+            run_ms,
+            arrival_per_s: input.arrival_per_s,
+            completed_per_s: input.completed_per_s,
+            failed_per_s: input.failed_per_s,
+            advice: advise(&input),
+        }))
+    }
+
+    pub(crate) async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q(&format!(
+                "SELECT {JOB_COLUMNS} FROM {{s}}.jobs j JOIN {{s}}.queues q ON q.name = j.queue \
+                 WHERE j.id = $1"
+            )))
+            .await
+            .map_err(db)?;
+        Ok(client
+            .query_opt(&st, &[&i(id.0)])
+            .await
+            .map_err(db)?
+            .map(|r| job_of(&r)))
+    }
+
+    pub(crate) async fn list(&self, f: JobFilter) -> Result<JobPage> {
+        let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
+        let after = i(f.after.map_or(0, |a| a.0));
+        let mut cond = String::from("j.id > $1");
+        let queue = f.queue.unwrap_or_default();
+        let state = f.state.map_or(0, |s| s as i16);
+        if !queue.is_empty() {
+            cond.push_str(" AND j.queue = $3");
+        } else {
+            cond.push_str(" AND $3::text = ''");
+        }
+        if f.state.is_some() {
+            cond.push_str(" AND j.state = $4");
+        } else {
+            cond.push_str(" AND $4::smallint = 0");
+        }
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q(&format!(
+                "SELECT {JOB_COLUMNS} FROM {{s}}.jobs j JOIN {{s}}.queues q ON q.name = j.queue \
+                 WHERE {cond} ORDER BY j.id LIMIT $2"
+            )))
+            .await
+            .map_err(db)?;
+        let n = i64::try_from(limit + 1).unwrap_or(1001);
+        let rows = client
+            .query(&st, &[&after, &n, &queue, &state])
+            .await
+            .map_err(db)?;
+        let mut jobs: Vec<Job> = rows.iter().map(job_of).collect();
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        Ok(JobPage {
+            next_cursor: if more {
+                jobs.last().map(|j| j.id)
+            } else {
+                None
+            },
+            jobs,
+        })
+    }
+
+    pub(crate) async fn aggregate_list(
+        &self,
+        p: AggregateListParams,
+    ) -> Result<Vec<AggregateRecord>> {
+        self.flush_aggregates().await?;
+        let from = p.from_ms - p.from_ms % weir_core::aggregate::HOUR_MS;
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q(
+                "SELECT queue, hour_ms, enqueued, started, completed, failed, expired, dead, \
+                   cancelled, run_ms_sum, run_ms_max, wait_ms_sum FROM {s}.aggregates \
+                 WHERE hour_ms >= $1 AND hour_ms < $2 AND ($3::text IS NULL OR queue = $3) \
+                 ORDER BY queue, hour_ms",
+            ))
+            .await
+            .map_err(db)?;
+        let rows = client
+            .query(&st, &[&i(from), &i(p.to_ms), &p.queue])
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| AggregateRecord {
+                queue: r.get(0),
+                hour_ms: u(r.get(1)),
+                counts: Aggregate {
+                    enqueued: u(r.get(2)),
+                    started: u(r.get(3)),
+                    completed: u(r.get(4)),
+                    failed: u(r.get(5)),
+                    expired: u(r.get(6)),
+                    dead: u(r.get(7)),
+                    cancelled: u(r.get(8)),
+                    run_ms_sum: u(r.get(9)),
+                    run_ms_max: u(r.get(10)),
+                    wait_ms_sum: u(r.get(11)),
+                },
+            })
+            .collect())
+    }
+
+    /// Retention of every queue: finished jobs past their age, and the oldest beyond each
+    /// queue's count, in batches; then unique keys that no longer deduplicate.
+    pub(crate) async fn retention(&self, now: u64) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q("SELECT name, config FROM {s}.queues"))
+            .await
+            .map_err(db)?;
+        let queues = client.query(&st, &[]).await.map_err(db)?;
+        let by_age = client
+            .prepare_cached(&self.q("DELETE FROM {s}.jobs WHERE id IN ( \
+                   SELECT id FROM {s}.jobs WHERE queue = $1 AND state = ANY($2) \
+                     AND finished_at <= $3 LIMIT 10000)"))
+            .await
+            .map_err(db)?;
+        let by_count = client
+            .prepare_cached(&self.q("DELETE FROM {s}.jobs WHERE id IN ( \
+                   SELECT id FROM {s}.jobs WHERE queue = $1 AND state = ANY($2) \
+                   ORDER BY finished_at DESC, id DESC OFFSET $3 LIMIT 10000)"))
+            .await
+            .map_err(db)?;
+        for r in &queues {
+            let name: String = r.get(0);
+            let cfg = config_of(r.get(1))?;
+            let keep = cfg.retention;
+            for (states, max_age, max_count) in [
+                (
+                    vec![JobState::Completed as i16],
+                    keep.completed_ms,
+                    keep.completed_max,
+                ),
+                (
+                    vec![JobState::Dead as i16, JobState::Cancelled as i16],
+                    keep.dead_ms,
+                    keep.dead_max,
+                ),
+            ] {
+                let cutoff = i(now.saturating_sub(max_age));
+                loop {
+                    let n = client
+                        .execute(&by_age, &[&name, &states, &cutoff])
+                        .await
+                        .map_err(db)?;
+                    report.deleted += n as usize;
+                    if n < 10_000 {
+                        break;
+                    }
+                }
+                loop {
+                    let n = client
+                        .execute(&by_count, &[&name, &states, &i(max_count)])
+                        .await
+                        .map_err(db)?;
+                    report.deleted += n as usize;
+                    if n < 10_000 {
+                        break;
+                    }
+                }
+            }
+        }
+        let st = client
+            .prepare_cached(
+                &self.q("DELETE FROM {s}.unique_keys u WHERE u.live_until <= $1 \
+                 OR NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE j.id = u.job_id)"),
+            )
+            .await
+            .map_err(db)?;
+        client.execute(&st, &[&i(now)]).await.map_err(db)?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,112 @@
+//! The conformance suite on PostgreSQL: one test per case, each in a schema of its own on
+//! the local database (`WEIR_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`),
+//! dropped afterwards. Multi-handle cases open a second store on the same schema, as a
+//! second server would.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use weir_core::ManualClock;
+use weir_store::conformance::Fixture;
+use weir_store_postgres::{PostgresOptions, PostgresStore};
+
+fn url() -> String {
+    std::env::var("WEIR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A schema name no other test, run or process uses.
+fn fresh_schema() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        fastrand::u32(..)
+    )
+}
+
+struct Pg {
+    first: PostgresStore,
+    second: PostgresStore,
+    schema: String,
+}
+
+impl Fixture for Pg {
+    type S = PostgresStore;
+    fn store(&self) -> &PostgresStore {
+        &self.first
+    }
+    fn second(&self) -> Result<&PostgresStore, &'static str> {
+        Ok(&self.second)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        // Drop is synchronous: a thread of its own with its own runtime drops the schema.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn open(clock: ManualClock) -> Pg {
+    let schema = fresh_schema();
+    let opts = |clock: ManualClock| PostgresOptions {
+        schema: schema.clone(),
+        clock: Arc::new(clock),
+        pool_size: 4,
+        maintenance_every: None,
+        ..PostgresOptions::new(url())
+    };
+    let first = PostgresStore::open(opts(clock.clone())).await.unwrap();
+    let second = PostgresStore::open(opts(clock)).await.unwrap();
+    Pg {
+        first,
+        second,
+        schema,
+    }
+}
+
+weir_store::conformance_tests!(open, skip = SKIP);
+
+/// Cases whose flow control this backend does not enforce yet (issue 15, in progress).
+const SKIP: &[(&str, &str)] = &[
+    (
+        "flow::rate_limit_hands_out_at_most_limit_plus_burst_per_second",
+        "rate limits on PostgreSQL: not yet built",
+    ),
+    (
+        "flow::group_rate_limit_holds_per_key",
+        "per-key rate limits on PostgreSQL: not yet built",
+    ),
+    (
+        "flow::breaker_opens_probes_and_closes",
+        "circuit breakers on PostgreSQL: not yet built",
+    ),
+    (
+        "flow::breaker_opens_on_failure_rate_over_min_calls",
+        "circuit breakers on PostgreSQL: not yet built",
+    ),
+    (
+        "flow::starvation_is_flagged_and_boosts_the_share",
+        "starvation boost on PostgreSQL: not yet built",
+    ),
+];
