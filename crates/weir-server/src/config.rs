@@ -14,12 +14,32 @@ use std::path::{Path, PathBuf};
 /// Default listen address: loopback only, a port no common service uses.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 
+/// The backends `store` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded store in `data_dir`.
+    Embedded,
+    /// PostgreSQL at the URL `store` gives.
+    Postgres,
+}
+
 /// Everything the server can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: String,
+    /// Where jobs live: `embedded` (the default: files in `data_dir`, no other service) or a
+    /// PostgreSQL URL, `postgres://USER[:PASSWORD]@HOST:PORT/DB`, that several servers share.
+    pub store: String,
+    /// The PostgreSQL schema holding this deployment's tables (created and migrated on
+    /// start), so that several deployments, or tests, share one database.
+    pub store_schema: String,
+    /// Connections this server opens to PostgreSQL at most.
+    pub store_pool_size: usize,
+    /// How often an idle long poll on PostgreSQL looks for work on its own, ms. Wake-ups
+    /// come through LISTEN/NOTIFY first; this bounds what a lost notification costs.
+    pub store_poll_ms: u64,
     /// Where the embedded store keeps its files.
     pub data_dir: PathBuf,
     /// `fsync` (default: an acknowledged write survives power loss) or `os` (survives
@@ -61,6 +81,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: DEFAULT_LISTEN.to_string(),
+            store: "embedded".to_string(),
+            store_schema: "weir".to_string(),
+            store_pool_size: 16,
+            store_poll_ms: 250,
             data_dir: PathBuf::from("weir-data"),
             durability: "fsync".to_string(),
             max_body_bytes: 16 << 20,
@@ -159,6 +183,18 @@ impl ServerConfig {
         Ok(cfg)
     }
 
+    /// Which backend `store` names, or `None` if it names none.
+    pub fn store_kind(&self) -> Option<StoreKind> {
+        let s = self.store.trim();
+        if s.is_empty() || s == "embedded" {
+            Some(StoreKind::Embedded)
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Some(StoreKind::Postgres)
+        } else {
+            None
+        }
+    }
+
     /// Checks ranges and the loopback rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| {
@@ -168,6 +204,18 @@ impl ServerConfig {
             })
         };
         let addr = self.listen_addr()?;
+        if self.store_kind().is_none() {
+            return bad(
+                "store",
+                "must be `embedded` or a PostgreSQL URL (postgres://USER@HOST:PORT/DB)",
+            );
+        }
+        if self.store_pool_size == 0 || self.store_pool_size > 1000 {
+            return bad("store_pool_size", "must be 1..=1000");
+        }
+        if !(5..=60_000).contains(&self.store_poll_ms) {
+            return bad("store_poll_ms", "must be 5..=60000");
+        }
         if self.tokens.is_empty() && !addr.ip().is_loopback() {
             return bad(
                 "listen",

@@ -328,7 +328,7 @@ impl Inner {
             if left.is_zero() {
                 return Ok(got);
             }
-            let mut nap = left.min(crate::LONG_POLL_FALLBACK);
+            let mut nap = left.min(self.poll_interval);
             if let Some(due) = next_due {
                 let until = Duration::from_millis(due.saturating_sub(self.now()));
                 nap = nap.min(until.max(Duration::from_millis(5)));

@@ -50,8 +50,7 @@ use weir_store::{
 
 pub use schema::{migrate, validate_schema_name, SCHEMA_VERSION};
 
-/// How long a fetch that found nothing waits for a wake-up before it looks again on its own
-/// (a NOTIFY lost with a dropped connection costs at most this).
+/// The default of [`PostgresOptions::poll_interval`].
 pub const LONG_POLL_FALLBACK: Duration = Duration::from_millis(250);
 
 /// How long a server trusts its copy of a queue's configuration: a pause or a new limit set
@@ -74,6 +73,10 @@ pub struct PostgresOptions {
     /// How long a request waits for a connection (or for PostgreSQL to answer a connect)
     /// before it fails with a storage error (HTTP 503).
     pub connect_timeout: Duration,
+    /// How long a long-polling fetch that found nothing waits for a wake-up before it looks
+    /// again on its own: what a NOTIFY lost with a dropped connection costs at most, and
+    /// the only wake-up behind a pooler that cannot LISTEN.
+    pub poll_interval: Duration,
     /// How often this server tries to be the maintenance leader and, when it is, promotes,
     /// rescues and deletes; `None` runs maintenance only when asked.
     pub maintenance_every: Option<Duration>,
@@ -90,6 +93,7 @@ impl PostgresOptions {
             clock: Arc::new(SystemClock),
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            poll_interval: LONG_POLL_FALLBACK,
             maintenance_every: Some(Duration::from_secs(1)),
         }
     }
@@ -151,6 +155,7 @@ pub(crate) struct Inner {
     pub(crate) channel: String,
     pub(crate) url: String,
     pub(crate) connect_timeout: Duration,
+    pub(crate) poll_interval: Duration,
 }
 
 /// What this server has seen of one queue since it started: latency histograms.
@@ -206,6 +211,7 @@ impl PostgresStore {
             aggregates: Mutex::new(background::AggregateBuffer::default()),
             url: opts.url.clone(),
             connect_timeout: opts.connect_timeout,
+            poll_interval: opts.poll_interval.max(Duration::from_millis(5)),
         });
         let tasks = background::Tasks::start(&inner, opts.maintenance_every).await;
         Ok(PostgresStore {

@@ -35,7 +35,7 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (embedded storage, no other service needed).
+    /// Run the server (embedded storage by default, no other service needed; or PostgreSQL).
     Serve(ServeArgs),
     /// Enqueue one job, or many from an NDJSON file or stdin.
     Push(PushArgs),
@@ -52,6 +52,18 @@ pub enum Command {
     Stats(StatsArgs),
     /// Drive a running server end to end and report throughput and latency.
     Bench(BenchArgs),
+    /// Create or upgrade the PostgreSQL schema, then exit (servers also do it on start).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// postgres://USER@HOST:PORT/DB (env WEIR_STORE).
+    #[arg(long, env = "WEIR_STORE")]
+    pub store: String,
+    /// The schema (default weir; env WEIR_STORE_SCHEMA).
+    #[arg(long, env = "WEIR_STORE_SCHEMA", default_value = "weir")]
+    pub store_schema: String,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +74,13 @@ pub struct ServeArgs {
     /// Data directory (default ./weir-data; env WEIR_DATA_DIR).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where jobs live: `embedded` (default) or postgres://USER@HOST:PORT/DB, shared by
+    /// several servers (env WEIR_STORE).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// PostgreSQL schema for this deployment's tables (default weir; env WEIR_STORE_SCHEMA).
+    #[arg(long)]
+    pub store_schema: Option<String>,
     /// TOML configuration file.
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -3,6 +3,7 @@
 mod bench;
 mod cache;
 mod jobs;
+mod migrate;
 mod push;
 mod queues;
 mod serve;
@@ -34,6 +35,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Cache(c) => cache::run(g, c).await,
         Command::Stats(a) => stats::run(&client(g)?, a, g.json).await,
         Command::Bench(a) => bench::run(&client(g)?, a, g.json).await,
+        Command::Migrate(a) => migrate::run(a, g.json).await,
     }
 }
 

@@ -8,9 +8,10 @@ use figment::Figment;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 use weir_core::Limits;
-use weir_server::config::ServerConfig;
+use weir_server::config::{ServerConfig, StoreKind};
 use weir_server::AppState;
 use weir_store::{Durability, EmbeddedOptions, EmbeddedStore, Store};
+use weir_store_postgres::{redact_url, validate_schema_name, PostgresOptions, PostgresStore};
 
 pub async fn run(a: ServeArgs) -> CmdResult {
     let mut overrides = Figment::new();
@@ -19,6 +20,12 @@ pub async fn run(a: ServeArgs) -> CmdResult {
     }
     if let Some(v) = a.data_dir {
         overrides = overrides.merge(Serialized::default("data_dir", v));
+    }
+    if let Some(v) = a.store {
+        overrides = overrides.merge(Serialized::default("store", v));
+    }
+    if let Some(v) = a.store_schema {
+        overrides = overrides.merge(Serialized::default("store_schema", v));
     }
     if let Some(v) = a.durability {
         overrides = overrides.merge(Serialized::default("durability", v));
@@ -48,33 +55,11 @@ pub async fn run(a: ServeArgs) -> CmdResult {
     let local = listener
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
-    let data_dir = config.data_dir.clone();
-    let store = {
-        let dir = data_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            EmbeddedStore::open(
-                &dir,
-                EmbeddedOptions {
-                    durability,
-                    limits,
-                    ..Default::default()
-                },
-            )
-        })
-        .await
-        .map_err(|e| Failure::Runtime(e.to_string()))?
-        .map_err(|e| {
-            Failure::Runtime(format!(
-                "cannot open the store in {}: {e}",
-                data_dir.display()
-            ))
-        })?
-    };
+    let opened = open_store(&config, durability, limits).await?;
     let cache = weir_cache::Cache::open(config.cache.clone())
         .await
         .map_err(|e| Failure::Runtime(format!("cannot open the cache: {e}")))?;
     let cache_line = describe_cache(&config.cache);
-    let rec = store.recovery();
     let auth = if config.tokens.is_empty() {
         "open (loopback only; configure tokens to require auth)".to_string()
     } else {
@@ -82,27 +67,99 @@ pub async fn run(a: ServeArgs) -> CmdResult {
     };
     println!(
         "weir {} serving\n  API:        http://{local}/v1  (OpenAPI: http://{local}/v1/openapi.json)\n  \
-         dashboard:  http://{local}/\n  metrics:    http://{local}/metrics\n  data:       {} \
-         ({} jobs recovered in {} ms, durability {})\n  cache:      {cache_line}\n  auth:       {auth}\n\
-         Stop with Ctrl-C or SIGTERM.",
+         dashboard:  http://{local}/\n  metrics:    http://{local}/metrics\n  {}\n  \
+         cache:      {cache_line}\n  auth:       {auth}\nStop with Ctrl-C or SIGTERM.",
         env!("CARGO_PKG_VERSION"),
-        data_dir.display(),
+        opened.line,
+    );
+    weir_server::apply_queue_settings(&*opened.store, &config)
+        .await
+        .map_err(|e| Failure::usage(format!("queue settings: {e}")))?;
+    let state = AppState::new(opened.store, cache, config);
+    let served = weir_server::serve(state, listener, shutdown_signal()).await;
+    // Dropping the last handles closes the embedded store: the committer writes what is
+    // pending (blocking work, so off the runtime's threads).
+    if let Some(embedded) = opened.embedded {
+        let flush = tokio::task::spawn_blocking(move || drop(embedded));
+        let _ = flush.await;
+    }
+    served.map_err(|e| Failure::Runtime(format!("server failed: {e}")))?;
+    println!("weir: stopped cleanly");
+    Ok(())
+}
+
+/// The store `config` names, and the banner's line for it.
+struct Opened {
+    store: Arc<dyn Store>,
+    /// The embedded store's own handle, closed last on shutdown.
+    embedded: Option<EmbeddedStore>,
+    line: String,
+}
+
+async fn open_store(
+    config: &ServerConfig,
+    durability: Durability,
+    limits: Limits,
+) -> Result<Opened, Failure> {
+    if config.store_kind() == Some(StoreKind::Postgres) {
+        validate_schema_name(&config.store_schema).map_err(|e| Failure::usage(e.to_string()))?;
+        let url = config.store.trim().to_string();
+        let store = PostgresStore::open(PostgresOptions {
+            schema: config.store_schema.clone(),
+            limits,
+            pool_size: config.store_pool_size,
+            poll_interval: std::time::Duration::from_millis(config.store_poll_ms),
+            ..PostgresOptions::new(url.clone())
+        })
+        .await
+        .map_err(|e| match e {
+            weir_core::Error::Invalid { .. } => Failure::usage(e.to_string()),
+            e => Failure::Runtime(format!("cannot open the store {}: {e}", redact_url(&url))),
+        })?;
+        let line = format!(
+            "store:      postgres {} (schema {}, up to {} connections)",
+            redact_url(&url),
+            config.store_schema,
+            config.store_pool_size
+        );
+        return Ok(Opened {
+            store: Arc::new(store),
+            embedded: None,
+            line,
+        });
+    }
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        EmbeddedStore::open(
+            &dir,
+            EmbeddedOptions {
+                durability,
+                limits,
+                ..Default::default()
+            },
+        )
+    })
+    .await
+    .map_err(|e| Failure::Runtime(e.to_string()))?
+    .map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot open the store in {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let rec = store.recovery();
+    let line = format!(
+        "data:       {} ({} jobs recovered in {} ms, durability {})",
+        config.data_dir.display(),
         rec.jobs,
         rec.elapsed_ms,
         config.durability,
     );
-    weir_server::apply_queue_settings(&store, &config)
-        .await
-        .map_err(|e| Failure::usage(format!("queue settings: {e}")))?;
-    let shared: Arc<dyn Store> = Arc::new(store.clone());
-    let state = AppState::new(shared, cache, config);
-    let served = weir_server::serve(state, listener, shutdown_signal()).await;
-    // Dropping the last handles closes the store: the committer writes what is pending.
-    let flush = tokio::task::spawn_blocking(move || drop(store));
-    let _ = flush.await;
-    served.map_err(|e| Failure::Runtime(format!("server failed: {e}")))?;
-    println!("weir: stopped cleanly");
-    Ok(())
+    Ok(Opened {
+        store: Arc::new(store.clone()),
+        embedded: Some(store),
+        line,
+    })
 }
 
 fn init_logs(config: &ServerConfig) {

@@ -1,0 +1,241 @@
+//! Scale-out: three real `weir serve` processes on one PostgreSQL schema (the local
+//! database, `WEIR_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`), each
+//! test in a schema of its own, dropped afterwards.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{raw, Server};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use weir_api::{NewJobBody, QueueConfigPatch};
+use weir_client::{Client, Concurrency, JobContext, WorkerBuilder};
+
+fn pg_url() -> String {
+    std::env::var("WEIR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A schema of the test's own, dropped when the test ends.
+struct Schema(String);
+
+impl Schema {
+    fn new(test: &str) -> Schema {
+        Schema(format!(
+            "e2e_{test}_{}_{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ))
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `n` servers on one schema, each with its own data directory (unused on PostgreSQL).
+fn servers(
+    schema: &Schema,
+    n: usize,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<tempfile::TempDir>, Vec<Server>) {
+    let url = pg_url();
+    let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let servers = dirs
+        .iter()
+        .map(|d| {
+            let mut args = vec!["--store", url.as_str(), "--store-schema", schema.0.as_str()];
+            args.extend_from_slice(extra);
+            Server::start(d.path(), &args, env)
+        })
+        .collect();
+    (dirs, servers)
+}
+
+fn jobs(queue: &str, n: u64) -> Vec<NewJobBody> {
+    (0..n)
+        .map(|i| NewJobBody::new(queue, "t", raw(serde_json::json!({ "n": i }))))
+        .collect()
+}
+
+async fn wait_completed(c: &Client, queue: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = c.queue(queue).await.unwrap();
+        if q.counts["completed"] >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out: {:?}", q.counts);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Four workers on each server's client, running `handler`.
+fn workers_on<F, Fut>(
+    clients: &[Client],
+    queue: &'static str,
+    per_server: usize,
+    handler: F,
+) -> (
+    CancellationToken,
+    Vec<tokio::task::JoinHandle<weir_client::WorkerReport>>,
+)
+where
+    F: Fn(JobContext) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = weir_client::HandlerResult> + Send + 'static,
+{
+    let stop = CancellationToken::new();
+    let mut runs = Vec::new();
+    for (s, c) in clients.iter().enumerate() {
+        for w in 0..per_server {
+            let h = handler.clone();
+            let worker = WorkerBuilder::new(c.clone(), &[queue])
+                .name(format!("s{s}w{w}"))
+                .concurrency(Concurrency::Fixed(4))
+                .batch(4)
+                .wait_ms(200)
+                .handle("t", move |job| h(job))
+                .build();
+            runs.push(tokio::spawn(worker.run(stop.clone())));
+        }
+    }
+    (stop, runs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_enqueued_on_one_server_run_exactly_once_across_three() {
+    let schema = Schema::new("once");
+    let (_dirs, servers) = servers(&schema, 3, &[], &[]);
+    let clients: Vec<Client> = servers.iter().map(Server::client).collect();
+    let ids = clients[0].enqueue(jobs("shared", 600)).await.unwrap();
+    // How often each job ran.
+    let runs: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+    let seen = runs.clone();
+    let (stop, handles) = workers_on(&clients, "shared", 4, move |job: JobContext| {
+        let seen = seen.clone();
+        async move {
+            *seen.lock().unwrap().entry(job.id).or_default() += 1;
+            Ok(None)
+        }
+    });
+    wait_completed(&clients[2], "shared", 600).await;
+    stop.cancel();
+    let mut by_server = [0usize; 3];
+    for (s, h) in handles.into_iter().enumerate() {
+        by_server[s / 4] += h.await.unwrap().completed as usize;
+    }
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), ids.len(), "every job ran");
+    for (id, r) in runs.iter() {
+        assert_eq!(*r, 1, "job {id} ran {r} times");
+    }
+    assert_eq!(by_server.iter().sum::<usize>(), 600);
+    assert!(
+        by_server.iter().all(|&n| n > 0),
+        "every server's workers took part: {by_server:?}"
+    );
+    // Every server reads the same queue.
+    for c in &clients {
+        assert_eq!(c.queue("shared").await.unwrap().counts["completed"], 600);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_of_5_holds_across_three_servers() {
+    let schema = Schema::new("cc");
+    let (_dirs, servers) = servers(&schema, 3, &[], &[]);
+    let clients: Vec<Client> = servers.iter().map(Server::client).collect();
+    let patch = QueueConfigPatch {
+        concurrency: Some(5),
+        ..Default::default()
+    };
+    clients[1].configure("cc", &patch).await.unwrap();
+    clients[0].enqueue(jobs("cc", 120)).await.unwrap();
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen_max = max.clone();
+    // 3 servers × 4 workers × 4 slots = 48 slots against a limit of 5.
+    let (stop, handles) = workers_on(&clients, "cc", 4, move |_job| {
+        let (now, max) = (now.clone(), max.clone());
+        async move {
+            let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(in_flight, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok(None)
+        }
+    });
+    wait_completed(&clients[0], "cc", 120).await;
+    stop.cancel();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let peak = seen_max.load(Ordering::SeqCst);
+    assert!(peak <= 5, "{peak} jobs ran at once under a limit of 5");
+    assert!(
+        peak >= 2,
+        "the limit, not the workers, was the bottleneck: {peak}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_on_one_server_wakes_on_an_enqueue_on_another() {
+    let schema = Schema::new("wake");
+    // Polling every 30 s on its own: only a NOTIFY can wake the fetch within the bound.
+    let (_dirs, servers) = servers(&schema, 2, &[], &[("WEIR_STORE_POLL_MS", "30000")]);
+    let (a, b) = (servers[0].client(), servers[1].client());
+    a.enqueue(jobs("wake", 1)).await.unwrap();
+    // Make the queue known and empty, so B's fetch parks.
+    let first = b.fetch(&["wake".into()], 1, 0, "b").await.unwrap();
+    assert_eq!(first.len(), 1);
+    let started = Instant::now();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let got = b.fetch(&["wake".into()], 1, 20_000, "b").await.unwrap();
+            (got, Instant::now())
+        })
+    };
+    // Give the fetch time to park: if it had not, it would find the job at once, and the
+    // elapsed-time check below would fail rather than pass wrongly.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let enqueued_at = Instant::now();
+    let id = a.enqueue(jobs("wake", 1)).await.unwrap()[0];
+    let (got, woke_at) = waiter.await.unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "the fetch on B returned the job enqueued on A"
+    );
+    assert_eq!(got[0].id, id);
+    assert!(woke_at >= enqueued_at, "B waited for the enqueue");
+    let latency = woke_at - enqueued_at;
+    assert!(
+        latency < Duration::from_secs(5),
+        "B woke {latency:?} after A's enqueue: a NOTIFY, not its 30 s poll, woke it"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
