@@ -118,7 +118,7 @@ where
                 .concurrency(Concurrency::Fixed(4))
                 .batch(4)
                 .wait_ms(200)
-                .handle("t", move |job| h(job))
+                .handle("t", h)
                 .build();
             runs.push(tokio::spawn(worker.run(stop.clone())));
         }
@@ -148,7 +148,7 @@ async fn jobs_enqueued_on_one_server_run_exactly_once_across_three() {
     for (s, h) in handles.into_iter().enumerate() {
         by_server[s / 4] += h.await.unwrap().completed as usize;
     }
-    let runs = runs.lock().unwrap();
+    let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), ids.len(), "every job ran");
     for (id, r) in runs.iter() {
         assert_eq!(*r, 1, "job {id} ran {r} times");
