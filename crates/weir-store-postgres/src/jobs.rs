@@ -15,8 +15,15 @@ use weir_core::{
 };
 use weir_store::JobFetchParams;
 
-/// Largest lease id: 2^53 - 1, as the embedded engine (JSON clients read numbers as doubles).
-const MAX_LEASE: &str = "9007199254740991";
+/// The lease of the jobs a CTE `c` (an `id` column) names, with `$3` the time; returns what
+/// [`Inner::take`] reads. A new lease id is random and never the job's previous one.
+const LEASE: &str = "UPDATE {s}.jobs j SET state = 2, avail = false, attempt = j.attempt + 1, \
+    lease_id = mod(j.lease_id + floor(random() * (9007199254740991::bigint - 1))::bigint, \
+                   9007199254740991::bigint) + 1, \
+    lease_deadline = $3 + j.timeout_ms, started_at = $3 \
+    FROM c WHERE j.id = c.id AND j.state = 1 \
+    RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_id, j.lease_deadline, j.run_at, \
+      j.rank, j.sort_cost";
 
 /// Most errors kept per job; older ones are dropped (as the embedded engine).
 const MAX_ERRORS_KEPT: usize = 32;
@@ -329,7 +336,8 @@ impl Inner {
                 return Ok(got);
             }
             let mut nap = left.min(self.poll_interval);
-            if let Some(due) = next_due {
+            let token = self.next_token(&p.queues).await?;
+            for due in next_due.into_iter().chain(token) {
                 let until = Duration::from_millis(due.saturating_sub(self.now()));
                 nap = nap.min(until.max(Duration::from_millis(5)));
             }
@@ -361,45 +369,32 @@ impl Inner {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         self.tick(&tx, Some(&names), now).await?;
-        // Global concurrency: lock the limited queues' rows (every server's fetch of them
-        // waits here), then count what runs.
-        let limited: Vec<String> = cands
+        // Limits that count across servers: lock the limited queues' rows (every server's
+        // fetch of them waits here), then see how much each may hand out.
+        let mut limited: Vec<String> = cands
             .iter()
-            .filter(|(_, c)| c.concurrency > 0)
+            .filter(|(_, c)| crate::flow::is_controlled(c))
             .map(|(n, _)| n.clone())
             .collect();
-        let mut room: HashMap<String, usize> = HashMap::new();
-        if !limited.is_empty() {
-            let locked = self.configs_in(&tx, &limited, true).await?;
-            let st = tx
-                .prepare_cached(&self.q("SELECT queue, count(*) FROM {s}.jobs \
-                     WHERE queue = ANY($1) AND state = 2 GROUP BY queue"))
-                .await
-                .map_err(db)?;
-            let active: HashMap<String, u64> = tx
-                .query(&st, &[&limited])
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|r| (r.get::<_, String>(0), u(r.get(1))))
-                .collect();
-            for name in &limited {
-                let limit = locked.get(name).map_or(0, |c| u64::from(c.concurrency));
-                let running = active.get(name).copied().unwrap_or(0);
-                room.insert(
-                    name.clone(),
-                    usize::try_from(limit.saturating_sub(running)).unwrap_or(usize::MAX),
-                );
+        limited.sort();
+        let held = self.hold(&tx, &limited, now).await?;
+        // Settings read under the lock win over this server's copy.
+        for (name, c) in &mut cands {
+            if let Some(h) = held.get(name) {
+                *c = h.config.clone();
             }
         }
+        cands.retain(|(_, c)| !c.paused);
+        let starving = self.starving(&tx, &cands, now).await?;
+        let room: HashMap<String, usize> = held.iter().map(|(n, h)| (n.clone(), h.room)).collect();
         let allow = |name: &str| room.get(name).copied().unwrap_or(usize::MAX);
         let mut out: Vec<Taken> = Vec::with_capacity(max.min(256));
         let weighted = cands.iter().any(|(_, c)| c.weight > 0);
         if !weighted {
-            for (name, _) in &cands {
+            for (name, c) in &cands {
                 let n = (max - out.len()).min(allow(name));
                 if n > 0 {
-                    out.extend(self.take(&tx, name, n, now).await?);
+                    out.extend(self.take(&tx, name, c, n, now).await?);
                 }
                 if out.len() == max {
                     break;
@@ -408,28 +403,36 @@ impl Inner {
         } else {
             // Shares in proportion to weight (unweighted queues count as 1); what a queue
             // cannot use goes to the others, in the order given.
-            let total: u64 = cands.iter().map(|(_, c)| u64::from(c.weight.max(1))).sum();
+            let weight = |name: &str, c: &QueueConfig| {
+                u64::from(c.weight.max(1)) * if starving.contains(name) { 4 } else { 1 }
+            };
+            let total: u64 = cands.iter().map(|(n, c)| weight(n, c)).sum();
             let mut left: Vec<usize> = cands.iter().map(|(n, _)| allow(n)).collect();
             let mut open: Vec<bool> = vec![true; cands.len()];
             for (k, (name, c)) in cands.iter().enumerate() {
-                let share = (max as u64 * u64::from(c.weight.max(1))).div_ceil(total) as usize;
+                let share = (max as u64 * weight(name, c)).div_ceil(total) as usize;
                 let n = share.min(max - out.len()).min(left[k]);
                 if n == 0 {
                     continue;
                 }
-                let got = self.take(&tx, name, n, now).await?;
+                let got = self.take(&tx, name, c, n, now).await?;
                 open[k] = got.len() == n;
                 left[k] -= got.len();
                 out.extend(got);
             }
-            for (k, (name, _)) in cands.iter().enumerate() {
+            for (k, (name, c)) in cands.iter().enumerate() {
                 let n = (max - out.len()).min(left[k]);
                 if !open[k] || n == 0 {
                     continue;
                 }
-                out.extend(self.take(&tx, name, n, now).await?);
+                out.extend(self.take(&tx, name, c, n, now).await?);
             }
         }
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        for t in &out {
+            *taken.entry(t.job.queue.clone()).or_default() += 1;
+        }
+        self.release_held(&tx, held, &taken, now).await?;
         let next_due = if out.is_empty() {
             let st = tx
                 .prepare_cached(&self.q(
@@ -465,34 +468,83 @@ impl Inner {
         Ok((out.into_iter().map(|t| t.job).collect(), next_due))
     }
 
-    /// Leases up to `n` ready jobs of one queue, in ready order.
+    /// Leases up to `n` ready jobs of one queue, in ready order; with a per-key rate limit,
+    /// only as many of each key's jobs as it has tokens.
     async fn take(
         &self,
         tx: &Transaction<'_>,
         queue: &str,
+        cfg: &QueueConfig,
         n: usize,
         now: u64,
     ) -> Result<Vec<Taken>> {
-        let st = tx
-            .prepare_cached(&self.q(&format!(
-                "WITH c AS ( \
-                   SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state = 1 AND avail \
-                   ORDER BY rank, sort_cost, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                 UPDATE {{s}}.jobs j SET state = 2, avail = false, attempt = j.attempt + 1, \
-                   lease_id = mod(j.lease_id + floor(random() * ({MAX_LEASE}::bigint - 1))::bigint, \
-                                  {MAX_LEASE}::bigint) + 1, \
-                   lease_deadline = $3 + j.timeout_ms, started_at = $3 \
-                 FROM c WHERE j.id = c.id \
-                 RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_id, j.lease_deadline, \
-                   j.run_at, j.rank, j.sort_cost"
-            )))
-            .await
-            .map_err(db)?;
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
-        let rows = tx
-            .query(&st, &[&queue, &limit, &i(now)])
-            .await
-            .map_err(db)?;
+        let rows = match &cfg.group_rate_limit {
+            None => {
+                let st = tx
+                    .prepare_cached(&self.q(&format!(
+                        "WITH c AS ( \
+                           SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state = 1 AND avail \
+                           ORDER BY rank, sort_cost, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                         {LEASE}"
+                    )))
+                    .await
+                    .map_err(db)?;
+                tx.query(&st, &[&queue, &limit, &i(now)])
+                    .await
+                    .map_err(db)?
+            }
+            Some(rl) => {
+                // Candidates: jobs without a key, or of keys not throttled now; then as many
+                // of each key as its tokens allow.
+                let (_, tau) = weir_core::gcra(rl);
+                let st = tx
+                    .prepare_cached(&self.q("SELECT j.id, j.grp FROM {s}.jobs j \
+                         WHERE j.queue = $1 AND j.state = 1 AND j.avail AND (j.grp IS NULL \
+                           OR NOT EXISTS (SELECT 1 FROM {s}.group_rates r \
+                             WHERE r.queue = j.queue AND r.grp = j.grp AND r.tat_us > $3)) \
+                         ORDER BY j.rank, j.sort_cost, j.id LIMIT $2 FOR UPDATE SKIP LOCKED"))
+                    .await
+                    .map_err(db)?;
+                let over = limit.saturating_mul(4).saturating_add(16);
+                let horizon = i(now.saturating_mul(1000).saturating_add(tau));
+                let cands = tx
+                    .query(&st, &[&queue, &over, &horizon])
+                    .await
+                    .map_err(db)?;
+                let keys: Vec<String> = cands
+                    .iter()
+                    .filter_map(|r| r.get::<_, Option<String>>(1))
+                    .collect();
+                let tokens = self.group_tokens(tx, queue, &keys, rl, now).await?;
+                let mut used: HashMap<String, usize> = HashMap::new();
+                let mut ids: Vec<i64> = Vec::with_capacity(n);
+                for r in &cands {
+                    if ids.len() == n {
+                        break;
+                    }
+                    match r.get::<_, Option<String>>(1) {
+                        None => ids.push(r.get(0)),
+                        Some(g) => {
+                            let have = tokens.get(&g).copied().unwrap_or(0);
+                            let u = used.entry(g).or_default();
+                            if *u < have {
+                                *u += 1;
+                                ids.push(r.get(0));
+                            }
+                        }
+                    }
+                }
+                self.use_group_tokens(tx, queue, &used, rl, now).await?;
+                let st = tx
+                    .prepare_cached(&self.q(&format!(
+                        "WITH c AS (SELECT unnest($1::bigint[]) AS id, $2::text AS q) {LEASE}"
+                    )))
+                    .await
+                    .map_err(db)?;
+                tx.query(&st, &[&ids, &queue, &i(now)]).await.map_err(db)?
+            }
+        };
         let mut taken: Vec<(i64, i64, Taken)> = rows
             .iter()
             .map(|r| {
@@ -513,6 +565,42 @@ impl Inner {
             .collect();
         taken.sort_by_key(|(rank, cost, t)| (*rank, *cost, t.job.id));
         Ok(taken.into_iter().map(|(_, _, t)| t).collect())
+    }
+
+    /// The queues of `cands` that configure `starvation_ms` and whose oldest waiting job has
+    /// waited past it (their share of a weighted fetch counts four times).
+    async fn starving(
+        &self,
+        tx: &Transaction<'_>,
+        cands: &[(String, QueueConfig)],
+        now: u64,
+    ) -> Result<BTreeSet<String>> {
+        let watched: Vec<String> = cands
+            .iter()
+            .filter(|(_, c)| c.starvation_ms > 0 && c.weight > 0)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut out = BTreeSet::new();
+        if watched.is_empty() {
+            return Ok(out);
+        }
+        let st = tx
+            .prepare_cached(&self.q("SELECT queue, min(run_at) FROM {s}.jobs \
+                 WHERE queue = ANY($1) AND state = 1 GROUP BY queue"))
+            .await
+            .map_err(db)?;
+        for r in tx.query(&st, &[&watched]).await.map_err(db)? {
+            let name: String = r.get(0);
+            let oldest = u(r.get(1));
+            let threshold = cands
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, c)| c.starvation_ms);
+            if threshold > 0 && now.saturating_sub(oldest) >= threshold {
+                out.insert(name);
+            }
+        }
+        Ok(out)
     }
 
     /// Time-driven transitions of `queues` (all when `None`): due scheduled and failed jobs
@@ -566,6 +654,7 @@ impl Inner {
             .map_err(db)?;
         let expired = tx.query(&expire, &[&i(now), &names]).await.map_err(db)?;
         let mut releases = UniqueReleases::default();
+        let mut calls: Vec<(String, bool, u64)> = Vec::new();
         {
             let mut agg = self.aggregates.lock();
             for r in &expired {
@@ -582,7 +671,15 @@ impl Inner {
                     a.expired += 1;
                     a.dead += u64::from(dead);
                 });
+                calls.push((queue, true, 0));
             }
+        }
+        if !calls.is_empty() {
+            let mut names: Vec<String> = calls.iter().map(|(q, _, _)| q.clone()).collect();
+            names.sort();
+            names.dedup();
+            let configs = self.configs_cached_tx(tx, &names).await?;
+            self.record_calls(tx, &calls, &configs, now).await?;
         }
         releases.apply(self, tx).await?;
         self.refresh_groups(tx, groups).await?;
@@ -710,7 +807,7 @@ impl Inner {
         let mut names: Vec<String> = done.iter().map(|r| r.get::<_, String>(1)).collect();
         names.sort();
         names.dedup();
-        let configs = self.configs_cached(&names).await?;
+        let configs = self.configs_cached_tx(&tx, &names).await?;
         let mut releases = UniqueReleases::default();
         let mut groups = BTreeSet::new();
         let mut delete = Vec::new();
@@ -733,6 +830,9 @@ impl Inner {
             runs.push((queue, now.saturating_sub(started)));
         }
         frees_work |= !groups.is_empty();
+        let calls: Vec<(String, bool, u64)> =
+            runs.iter().map(|(q, r)| (q.clone(), false, *r)).collect();
+        self.record_calls(&tx, &calls, &configs, now).await?;
         releases.apply(self, &tx).await?;
         if !delete.is_empty() {
             let st = tx
@@ -836,6 +936,13 @@ impl Inner {
             outcomes.push((queue, dead));
         }
         let frees_work = !groups.is_empty() || !done.is_empty();
+        let mut names: Vec<String> = outcomes.iter().map(|(q, _)| q.clone()).collect();
+        names.sort();
+        names.dedup();
+        let configs = self.configs_cached_tx(&tx, &names).await?;
+        let calls: Vec<(String, bool, u64)> =
+            outcomes.iter().map(|(q, _)| (q.clone(), true, 0)).collect();
+        self.record_calls(&tx, &calls, &configs, now).await?;
         releases.apply(self, &tx).await?;
         self.refresh_groups(&tx, groups).await?;
         tx.commit().await.map_err(db)?;

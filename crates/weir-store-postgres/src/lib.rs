@@ -27,6 +27,7 @@
 
 mod background;
 mod conv;
+mod flow;
 mod jobs;
 mod queues;
 mod schema;
@@ -257,8 +258,8 @@ impl Store for PostgresStore {
         self.inner.fetch(p).await
     }
 
-    async fn job_fetch_next_token(&self, _queues: &[String]) -> Result<Option<u64>> {
-        Ok(None)
+    async fn job_fetch_next_token(&self, queues: &[String]) -> Result<Option<u64>> {
+        self.inner.next_token(queues).await
     }
 
     async fn job_heartbeat(&self, p: JobHeartbeatParams) -> Result<u64> {

@@ -74,37 +74,48 @@ impl Inner {
         }
     }
 
-    /// The configurations of `names`, from this server's copy when it is younger than
-    /// [`crate::CONFIG_TTL`], else read (one query for all that are missing or stale).
+    /// Of `names`, the configurations this server's copy holds younger than
+    /// [`crate::CONFIG_TTL`], and the names it must read.
+    fn cached_split(&self, names: &[String]) -> (HashMap<String, QueueConfig>, Vec<String>) {
+        let mut out = HashMap::with_capacity(names.len());
+        let mut missing = Vec::new();
+        let cache = self.configs.lock();
+        for n in names {
+            match cache.get(n) {
+                Some((c, at)) if at.elapsed() < crate::CONFIG_TTL => {
+                    out.insert(n.clone(), c.clone());
+                }
+                _ => missing.push(n.clone()),
+            }
+        }
+        (out, missing)
+    }
+
+    /// The configurations of `names`, from this server's copy when it is fresh, else read
+    /// (one query for all that are missing or stale).
     pub(crate) async fn configs_cached(
         &self,
         names: &[String],
     ) -> Result<HashMap<String, QueueConfig>> {
-        let mut out = HashMap::with_capacity(names.len());
-        let mut missing = Vec::new();
-        {
-            let cache = self.configs.lock();
-            for n in names {
-                match cache.get(n) {
-                    Some((c, at)) if at.elapsed() < crate::CONFIG_TTL => {
-                        out.insert(n.clone(), c.clone());
-                    }
-                    _ => missing.push(n.clone()),
-                }
-            }
-        }
+        let (mut out, missing) = self.cached_split(names);
         if !missing.is_empty() {
-            let client = self.client().await?;
-            let st = client
-                .prepare_cached(&self.q("SELECT name, config FROM {s}.queues WHERE name = ANY($1)"))
-                .await
-                .map_err(db)?;
-            let mut read = HashMap::new();
-            for r in client.query(&st, &[&missing]).await.map_err(db)? {
-                read.insert(r.get::<_, String>(0), config_of(r.get(1))?);
-            }
-            self.remember(&read);
-            out.extend(read);
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db)?;
+            out.extend(self.configs_in(&tx, &missing, false).await?);
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(out)
+    }
+
+    /// [`Self::configs_cached`] inside a transaction (no second connection is taken).
+    pub(crate) async fn configs_cached_tx(
+        &self,
+        tx: &Transaction<'_>,
+        names: &[String],
+    ) -> Result<HashMap<String, QueueConfig>> {
+        let (mut out, missing) = self.cached_split(names);
+        if !missing.is_empty() {
+            out.extend(self.configs_in(tx, &missing, false).await?);
         }
         Ok(out)
     }
@@ -239,6 +250,17 @@ impl Inner {
             .map_err(db)?;
         let oldest: Option<i64> = client.query_one(&st, &[&name]).await.map_err(db)?.get(0);
         let oldest_waiting_ms = oldest.map_or(0, |t| now.saturating_sub(u(t)));
+        let st = client
+            .prepare_cached(&self.q("SELECT flow FROM {s}.queues WHERE name = $1"))
+            .await
+            .map_err(db)?;
+        let flow: weir_core::SharedFlow = client
+            .query_opt(&st, &[&name])
+            .await
+            .map_err(db)?
+            .and_then(|r| r.get::<_, Option<serde_json::Value>>(0))
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         let (wait_ms, run_ms) = {
             let local = self.local.lock();
             local
@@ -246,6 +268,7 @@ impl Inner {
                 .map(|l| (l.wait_ms.clone(), l.run_ms.clone()))
                 .unwrap_or_default()
         };
+        drop(client);
         // Rates over the current hour's aggregates of every server (at least a minute).
         let hour = now - now % weir_core::aggregate::HOUR_MS;
         let this_hour = self
@@ -280,7 +303,7 @@ impl Inner {
             oldest_waiting_ms,
             starving: config.starvation_ms > 0 && oldest_waiting_ms >= config.starvation_ms,
             breaker: if config.breaker.is_some() {
-                "closed"
+                flow.breaker.name()
             } else {
                 "off"
             },

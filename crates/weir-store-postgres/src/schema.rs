@@ -7,7 +7,10 @@ use crate::conv::db;
 use weir_core::{Error, Result};
 
 /// The migrations, in order: `(version, SQL)`, `{s}` standing for the quoted schema.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_jobs.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_jobs.sql")),
+    (2, include_str!("../migrations/0002_group_rates.sql")),
+];
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

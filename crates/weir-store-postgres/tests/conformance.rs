@@ -85,28 +85,4 @@ async fn open(clock: ManualClock) -> Pg {
     }
 }
 
-weir_store::conformance_tests!(open, skip = SKIP);
-
-/// Cases whose flow control this backend does not enforce yet (issue 15, in progress).
-const SKIP: &[(&str, &str)] = &[
-    (
-        "flow::rate_limit_hands_out_at_most_limit_plus_burst_per_second",
-        "rate limits on PostgreSQL: not yet built",
-    ),
-    (
-        "flow::group_rate_limit_holds_per_key",
-        "per-key rate limits on PostgreSQL: not yet built",
-    ),
-    (
-        "flow::breaker_opens_probes_and_closes",
-        "circuit breakers on PostgreSQL: not yet built",
-    ),
-    (
-        "flow::breaker_opens_on_failure_rate_over_min_calls",
-        "circuit breakers on PostgreSQL: not yet built",
-    ),
-    (
-        "flow::starvation_is_flagged_and_boosts_the_share",
-        "starvation boost on PostgreSQL: not yet built",
-    ),
-];
+weir_store::conformance_tests!(open);

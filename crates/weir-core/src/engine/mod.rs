@@ -66,7 +66,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use enqueue::validate_new_job;
-pub use flow::FlowEvent;
+pub use flow::{gcra, gcra_allowance, Breaker, FlowEvent, SharedFlow};
 pub use read::{JobFilter, JobPage, QueueStats};
 
 /// Largest lease id: 2^53 - 1, so lease ids survive JSON clients that read numbers as

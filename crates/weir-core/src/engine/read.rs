@@ -191,7 +191,7 @@ impl Engine {
             wait_ms: qs.wait_hist.clone(),
             run_ms: qs.run_hist.clone(),
             breaker: if qs.config.breaker.is_some() {
-                qs.flow.breaker.name()
+                qs.flow.shared.breaker.name()
             } else {
                 "off"
             },

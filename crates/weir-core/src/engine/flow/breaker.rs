@@ -5,21 +5,30 @@
 use super::*;
 
 /// Where a breaker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Breaker {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Breaker {
     /// Handing out jobs, counting outcomes.
     #[default]
     Closed,
     /// Handing out nothing until this time.
-    Open { until: u64 },
+    Open {
+        /// When its cool-down ends, ms.
+        until: u64,
+    },
     /// Handing out at most `probes_left` more jobs; closes after `successes` reach the
     /// configured number of probes.
-    HalfOpen { probes_left: u32, successes: u32 },
+    HalfOpen {
+        /// Probes it may still hand out.
+        probes_left: u32,
+        /// Probes that succeeded so far.
+        successes: u32,
+    },
 }
 
 impl Breaker {
     /// The state's name as the API reports it.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Breaker::Closed => "closed",
             Breaker::Open { .. } => "open",
@@ -28,7 +37,7 @@ impl Breaker {
     }
 }
 
-impl FlowState {
+impl SharedFlow {
     /// Moves an open breaker whose cool-down passed to half open; returns how many jobs it
     /// lets through now.
     pub(super) fn breaker_allowance(&mut self, cfg: &BreakerConfig, now: u64) -> usize {

@@ -3,14 +3,14 @@
 
 use super::*;
 
-/// GCRA parameters of a rate limit, µs.
-pub(super) fn gcra(rl: &RateLimit) -> (u64, u64) {
+/// GCRA parameters of a rate limit, µs: the emission interval and the burst tolerance.
+pub fn gcra(rl: &RateLimit) -> (u64, u64) {
     let t = (rl.period_ms.saturating_mul(1000) / u64::from(rl.limit.max(1))).max(1);
     (t, t.saturating_mul(u64::from(rl.burst.max(1)) - 1))
 }
 
 /// Jobs a GCRA limiter at arrival time `tat` (µs) allows at `now` (ms).
-pub(super) fn gcra_allowance(tat: u64, rl: &RateLimit, now: u64) -> usize {
+pub fn gcra_allowance(tat: u64, rl: &RateLimit, now: u64) -> usize {
     let (t, tau) = gcra(rl);
     let now_us = now.saturating_mul(1000);
     let base = tat.max(now_us);
@@ -20,7 +20,7 @@ pub(super) fn gcra_allowance(tat: u64, rl: &RateLimit, now: u64) -> usize {
     ((now_us + tau - base) / t + 1).min(usize::MAX as u64) as usize
 }
 
-impl FlowState {
+impl SharedFlow {
     /// Jobs the rate limit allows at `now` (without using them).
     pub(super) fn rate_allowance(&self, rl: &RateLimit, now: u64) -> usize {
         gcra_allowance(self.tat_us, rl, now)

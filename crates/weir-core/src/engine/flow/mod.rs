@@ -13,14 +13,15 @@ mod group_rate;
 mod meter;
 mod starvation;
 
-pub(crate) use breaker::Breaker;
-use gcra::gcra_allowance;
+pub use breaker::Breaker;
+pub use gcra::{gcra, gcra_allowance};
 pub(crate) use meter::RateMeter;
 
 use super::{Engine, QueueState};
 use crate::config::{BreakerConfig, RateLimit};
 use crate::job::JobState;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -52,12 +53,18 @@ pub enum FlowEvent {
     },
 }
 
-/// One queue's flow-control runtime state.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct FlowState {
+/// The flow-control state every server handing out a queue's jobs must share: the rate
+/// limit's arrival time and the circuit breaker with its window. The embedded engine keeps
+/// it in memory; the PostgreSQL backend keeps it in the queue's row, locked by the fetches
+/// and acks that change it, so that a limit holds across servers. One implementation of
+/// each algorithm for both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SharedFlow {
     /// GCRA theoretical arrival time, µs.
     tat_us: u64,
-    pub(crate) breaker: Breaker,
+    /// The breaker.
+    pub breaker: Breaker,
     /// Finished calls in the breaker's window, in buckets of a fiftieth of the window:
     /// `(bucket start, calls, failures)`. Bounded memory and O(1) per call at any rate.
     window: VecDeque<(u64, u32, u32)>,
@@ -65,6 +72,72 @@ pub(crate) struct FlowState {
     window_calls: u64,
     window_failures: u64,
     consecutive_failures: u32,
+}
+
+impl SharedFlow {
+    /// How many jobs the rate limit and the breaker let through now (`usize::MAX` when
+    /// neither limits); moves an open breaker whose cool-down passed to half open.
+    pub fn allowance(
+        &mut self,
+        rate: Option<&RateLimit>,
+        breaker: Option<&BreakerConfig>,
+        now: u64,
+    ) -> usize {
+        let mut allow = usize::MAX;
+        if let Some(rl) = rate {
+            allow = allow.min(self.rate_allowance(rl, now));
+        }
+        if let Some(b) = breaker {
+            allow = allow.min(self.breaker_allowance(b, now));
+        }
+        allow
+    }
+
+    /// Uses `n` of the allowance: rate tokens and half-open probes.
+    pub fn consume(&mut self, rate: Option<&RateLimit>, n: usize, now: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(rl) = rate {
+            self.rate_consume(rl, n, now);
+        }
+        if let Breaker::HalfOpen {
+            probes_left,
+            successes,
+        } = self.breaker
+        {
+            self.breaker = Breaker::HalfOpen {
+                probes_left: probes_left.saturating_sub(n as u32),
+                successes,
+            };
+        }
+    }
+
+    /// Counts a finished call for the breaker: `failed` is a failed attempt, `slow` a
+    /// completed call over the slow-call threshold.
+    pub fn record_call(&mut self, cfg: &BreakerConfig, failed: bool, slow: bool, now: u64) {
+        self.record(cfg, failed, slow, now);
+    }
+
+    /// When a fetcher held back by the rate limit or an open breaker may next get a job,
+    /// ms; `None` when neither holds it back now.
+    pub fn next_token_at(&self, rate: Option<&RateLimit>, now: u64) -> Option<u64> {
+        let rate = rate
+            .filter(|rl| self.rate_allowance(rl, now) == 0)
+            .map(|rl| self.rate_due(rl));
+        let breaker = match self.breaker {
+            Breaker::Open { until } => Some(until),
+            _ => None,
+        };
+        rate.into_iter().chain(breaker).max()
+    }
+}
+
+/// One queue's flow-control runtime state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FlowState {
+    /// What several servers would share.
+    pub(crate) shared: SharedFlow,
     pub(crate) enqueued: RateMeter,
     pub(crate) completed: RateMeter,
     pub(crate) failed: RateMeter,
@@ -89,7 +162,7 @@ impl Engine {
     /// Records a breaker transition of queue `q`, if there was one.
     fn breaker_moved(&mut self, q: u32, before: Breaker) {
         let qs = &self.queues[q as usize];
-        let now = qs.flow.breaker;
+        let now = qs.flow.shared.breaker;
         if std::mem::discriminant(&before) != std::mem::discriminant(&now) {
             let queue = qs.name.to_string();
             self.flow_event(FlowEvent::Breaker {
@@ -109,11 +182,11 @@ impl Engine {
             allow = (u64::from(qs.config.concurrency).saturating_sub(active)) as usize;
         }
         if let Some(rl) = &qs.config.rate_limit {
-            allow = allow.min(qs.flow.rate_allowance(rl, now));
+            allow = allow.min(qs.flow.shared.rate_allowance(rl, now));
         }
         if let Some(b) = qs.config.breaker {
-            let before = qs.flow.breaker;
-            allow = allow.min(qs.flow.breaker_allowance(&b, now));
+            let before = qs.flow.shared.breaker;
+            allow = allow.min(qs.flow.shared.breaker_allowance(&b, now));
             self.breaker_moved(q, before);
         }
         allow
@@ -126,14 +199,14 @@ impl Engine {
         }
         let qs = &mut self.queues[q as usize];
         if let Some(rl) = qs.config.rate_limit {
-            qs.flow.rate_consume(&rl, n, now);
+            qs.flow.shared.rate_consume(&rl, n, now);
         }
         if let Breaker::HalfOpen {
             probes_left,
             successes,
-        } = qs.flow.breaker
+        } = qs.flow.shared.breaker
         {
-            qs.flow.breaker = Breaker::HalfOpen {
+            qs.flow.shared.breaker = Breaker::HalfOpen {
                 probes_left: probes_left.saturating_sub(n as u32),
                 successes,
             };
@@ -146,8 +219,8 @@ impl Engine {
         qs.flow.completed.add(now, 1);
         if let Some(b) = qs.config.breaker {
             let slow = b.slow_call_ms > 0 && run_ms > b.slow_call_ms;
-            let before = qs.flow.breaker;
-            qs.flow.record(&b, false, slow, now);
+            let before = qs.flow.shared.breaker;
+            qs.flow.shared.record(&b, false, slow, now);
             self.breaker_moved(q, before);
         }
     }
@@ -157,8 +230,8 @@ impl Engine {
         let qs = &mut self.queues[q as usize];
         qs.flow.failed.add(now, 1);
         if let Some(b) = qs.config.breaker {
-            let before = qs.flow.breaker;
-            qs.flow.record(&b, true, false, now);
+            let before = qs.flow.shared.breaker;
+            qs.flow.shared.record(&b, true, false, now);
             self.breaker_moved(q, before);
         }
     }
@@ -208,9 +281,9 @@ impl Engine {
                     .config
                     .rate_limit
                     .as_ref()
-                    .filter(|rl| qs.flow.rate_allowance(rl, self.now) == 0)
-                    .map(|rl| qs.flow.rate_due(rl));
-                let breaker = match qs.flow.breaker {
+                    .filter(|rl| qs.flow.shared.rate_allowance(rl, self.now) == 0)
+                    .map(|rl| qs.flow.shared.rate_due(rl));
+                let breaker = match qs.flow.shared.breaker {
                     Breaker::Open { until } => Some(until),
                     _ => None,
                 };
@@ -225,8 +298,12 @@ impl Engine {
             .iter()
             .filter(|qs| !qs.ready.is_empty() && !qs.config.paused)
             .filter_map(|qs| {
-                let rate = qs.config.rate_limit.as_ref().map(|rl| qs.flow.rate_due(rl));
-                let breaker = match qs.flow.breaker {
+                let rate = qs
+                    .config
+                    .rate_limit
+                    .as_ref()
+                    .map(|rl| qs.flow.shared.rate_due(rl));
+                let breaker = match qs.flow.shared.breaker {
                     Breaker::Open { until } => Some(until),
                     _ => None,
                 };
@@ -263,7 +340,7 @@ mod tests {
             period_ms: 1000,
             burst: 3,
         };
-        let mut f = FlowState::default();
+        let mut f = SharedFlow::default();
         assert_eq!(f.rate_allowance(&rl, 0), 3);
         f.rate_consume(&rl, 3, 0);
         assert_eq!(f.rate_allowance(&rl, 0), 0);
@@ -395,7 +472,7 @@ mod tests {
             min_calls: 10,
             ..BreakerConfig::default()
         };
-        let mut f = FlowState::default();
+        let mut f = SharedFlow::default();
         for i in 0..100_000u64 {
             f.record(&cfg, false, false, i / 10);
         }
@@ -422,7 +499,7 @@ mod tests {
             half_open_probes: 2,
             ..BreakerConfig::default()
         };
-        let mut f = FlowState::default();
+        let mut f = SharedFlow::default();
         f.record(&cfg, true, false, 0);
         f.record(&cfg, true, false, 0);
         f.record(&cfg, false, false, 0);
