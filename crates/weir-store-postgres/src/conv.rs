@@ -84,3 +84,44 @@ pub(crate) fn job_of(r: &Row) -> Job {
         errors: serde_json::from_value::<Vec<AttemptError>>(errors).unwrap_or_default(),
     }
 }
+
+/// Whether `e` is a transient conflict between transactions (a deadlock PostgreSQL broke,
+/// a serialization failure): the operation changed nothing and may simply run again.
+pub(crate) fn retryable(e: &Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    let Error::Storage {
+        source: Some(src), ..
+    } = e
+    else {
+        return false;
+    };
+    let src: &(dyn std::error::Error + 'static) = &**src;
+    src.downcast_ref::<tokio_postgres::Error>()
+        .and_then(|pg| pg.code())
+        .is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+}
+
+/// Runs a transaction again (up to three times, after a short random pause) when it lost
+/// a conflict with another one; every other outcome is returned as it is.
+pub(crate) async fn with_retry<T, F, Fut>(mut f: F) -> weir_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = weir_core::Result<T>>,
+{
+    let mut tries = 0u64;
+    loop {
+        match f().await {
+            Err(e) if tries < 3 && retryable(&e) => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "transaction conflict; running it again");
+                tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(
+                    1..=10 * tries,
+                )))
+                .await;
+            }
+            r => return r,
+        }
+    }
+}

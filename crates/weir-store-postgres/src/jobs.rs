@@ -168,7 +168,7 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+    pub(crate) async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
         let now = self.now();
         if jobs.len() > self.limits.max_batch {
             return Err(Error::invalid(
@@ -180,7 +180,7 @@ impl Inner {
                 ),
             ));
         }
-        for job in &jobs {
+        for job in jobs {
             validate_new_job(job, &self.limits, now)?;
         }
         if jobs.is_empty() {
@@ -235,7 +235,7 @@ impl Inner {
         let mut ids = Vec::with_capacity(jobs.len());
         let mut groups = BTreeSet::new();
         let mut enqueued: HashMap<String, u64> = HashMap::new();
-        for (job, id) in jobs.into_iter().zip(fresh) {
+        for (job, id) in jobs.iter().zip(fresh) {
             if let Some(key) = &job.unique_key {
                 if let Some(existing) = self.claim_unique(&tx, &job.queue, key, id, now).await? {
                     ids.push(JobId(u(existing)));
@@ -327,7 +327,8 @@ impl Inner {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let (got, next_due) = self.fetch_once(&p.queues, max).await?;
+            let (got, next_due) =
+                crate::conv::with_retry(|| self.fetch_once(&p.queues, max)).await?;
             if !got.is_empty() || p.wait_ms == 0 {
                 return Ok(got);
             }
@@ -762,7 +763,7 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) async fn ack_many(&self, acks: Vec<Ack>) -> Result<BatchOutcome> {
+    pub(crate) async fn ack_many(&self, acks: &[Ack]) -> Result<BatchOutcome> {
         self.check_batch("acks", acks.len())?;
         let now = self.now();
         let mut out = BatchOutcome::default();
@@ -774,7 +775,7 @@ impl Inner {
             }
             ids.push(i(a.id.0));
             leases.push(i(a.lease_id));
-            results.push(a.result.map(|r| r.as_str().to_string()));
+            results.push(a.result.as_ref().map(|r| r.as_str().to_string()));
         }
         if ids.is_empty() {
             return Ok(out);
@@ -862,7 +863,7 @@ impl Inner {
         Ok(out)
     }
 
-    pub(crate) async fn fail_many(&self, fails: Vec<Fail>) -> Result<BatchOutcome> {
+    pub(crate) async fn fail_many(&self, fails: &[Fail]) -> Result<BatchOutcome> {
         self.check_batch("fails", fails.len())?;
         let now = self.now();
         let mut out = BatchOutcome::default();
@@ -876,7 +877,7 @@ impl Inner {
         let mut retry = Vec::with_capacity(fails.len());
         let mut jitter = Vec::with_capacity(fails.len());
         for f in fails {
-            let mut message = f.error;
+            let mut message = f.error.clone();
             truncate_utf8(&mut message, max_message);
             ids.push(i(f.id.0));
             leases.push(i(f.lease_id));
@@ -1222,7 +1223,7 @@ struct InsertRows {
 }
 
 impl InsertRows {
-    fn push(&mut self, id: i64, job: NewJob, cfg: &QueueConfig, now: u64) {
+    fn push(&mut self, id: i64, job: &NewJob, cfg: &QueueConfig, now: u64) {
         let run_at = match (job.delay_ms, job.run_at_ms) {
             (Some(d), _) => now.saturating_add(d),
             (None, Some(at)) => at.max(now),
@@ -1254,11 +1255,11 @@ impl InsertRows {
                 (Some(_), Some(w)) => i(now.saturating_add(w)),
                 _ => 0,
             });
-        self.unique_key.push(job.unique_key);
-        self.grp.push(job.group);
-        self.tags.push(serde_json::Value::from(job.tags));
-        self.queue.push(job.queue);
-        self.kind.push(job.kind);
+        self.unique_key.push(job.unique_key.clone());
+        self.grp.push(job.group.clone());
+        self.tags.push(serde_json::Value::from(job.tags.clone()));
+        self.queue.push(job.queue.clone());
+        self.kind.push(job.kind.clone());
         self.payload.push(job.payload.as_str().to_string());
     }
 

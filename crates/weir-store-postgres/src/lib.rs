@@ -251,7 +251,7 @@ impl Inner {
 #[async_trait]
 impl Store for PostgresStore {
     async fn job_insert_many(&self, p: JobInsertManyParams) -> Result<Vec<JobId>> {
-        self.inner.insert_many(p.jobs).await
+        conv::with_retry(|| self.inner.insert_many(&p.jobs)).await
     }
 
     async fn job_fetch(&self, p: JobFetchParams) -> Result<Vec<FetchedJob>> {
@@ -267,11 +267,11 @@ impl Store for PostgresStore {
     }
 
     async fn job_ack_many(&self, p: JobAckManyParams) -> Result<BatchOutcome> {
-        self.inner.ack_many(p.acks).await
+        conv::with_retry(|| self.inner.ack_many(&p.acks)).await
     }
 
     async fn job_fail_many(&self, p: JobFailManyParams) -> Result<BatchOutcome> {
-        self.inner.fail_many(p.fails).await
+        conv::with_retry(|| self.inner.fail_many(&p.fails)).await
     }
 
     async fn job_release(&self, p: JobReleaseParams) -> Result<()> {

@@ -1,5 +1,5 @@
 //! The conformance suite on PostgreSQL: one test per case, each in a schema of its own on
-//! the local database (`WEIR_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`),
+//! the local database (`TEST_WEIR_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`),
 //! dropped afterwards. Multi-handle cases open a second store on the same schema, as a
 //! second server would.
 
@@ -12,7 +12,7 @@ use weir_store::conformance::Fixture;
 use weir_store_postgres::{PostgresOptions, PostgresStore};
 
 fn url() -> String {
-    std::env::var("WEIR_TEST_POSTGRES")
+    std::env::var("TEST_WEIR_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 

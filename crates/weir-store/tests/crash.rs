@@ -3,7 +3,7 @@
 //! acknowledged it; the parent kills it with SIGKILL at a random moment, reopens the store,
 //! and checks that every acknowledged enqueue, ack and fail is there and nothing is
 //! duplicated. Repeats `WEIR_CRASH_KILLS` times (default 20) on the same data, so recovery
-//! of recovered state is tested too. Seeds are printed; `WEIR_CRASH_SEED` replays a run.
+//! of recovered state is tested too. Seeds are printed; `TEST_WEIR_CRASH_SEED` replays a run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -157,11 +157,11 @@ fn crash_kill_9_loses_nothing_acknowledged() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let seed: u64 = std::env::var("WEIR_CRASH_SEED")
+    let seed: u64 = std::env::var("TEST_WEIR_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("crash test: {kills} kills, WEIR_CRASH_SEED={seed}");
+    eprintln!("crash test: {kills} kills, TEST_WEIR_CRASH_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();

@@ -1,11 +1,12 @@
 //! Scale-out: three real `weir serve` processes on one PostgreSQL schema (the local
-//! database, `WEIR_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`), each
+//! database, `TEST_WEIR_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/test`), each
 //! test in a schema of its own, dropped afterwards.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use common::pg::{pg_url, Schema};
 use common::{raw, Server};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,47 +15,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use weir_api::{NewJobBody, QueueConfigPatch};
 use weir_client::{Client, Concurrency, JobContext, WorkerBuilder};
-
-fn pg_url() -> String {
-    std::env::var("WEIR_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A schema of the test's own, dropped when the test ends.
-struct Schema(String);
-
-impl Schema {
-    fn new(test: &str) -> Schema {
-        Schema(format!(
-            "e2e_{test}_{}_{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ))
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let schema = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 /// `n` servers on one schema, each with its own data directory (unused on PostgreSQL).
 fn servers(
