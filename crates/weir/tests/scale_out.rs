@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use weir_api::{NewJobBody, QueueConfigPatch};
+use weir_api::{NewJobBody, QueueConfigPatch, RateLimitBody};
 use weir_client::{Client, Concurrency, JobContext, WorkerBuilder};
 
 /// `n` servers on one schema, each with its own data directory (unused on PostgreSQL).
@@ -198,4 +198,77 @@ async fn a_long_poll_on_one_server_wakes_on_an_enqueue_on_another() {
         "B woke {latency:?} after A's enqueue: a NOTIFY, not its 30 s poll, woke it"
     );
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_of_50_per_second_holds_in_total_across_three_servers() {
+    let schema = Schema::new("rate");
+    let (_dirs, servers) = servers(&schema, 3, &[], &[]);
+    let clients: Vec<Client> = servers.iter().map(Server::client).collect();
+    let patch = QueueConfigPatch {
+        rate_limit: Some(RateLimitBody {
+            limit: 50,
+            period_ms: 1000,
+            burst: Some(5),
+        }),
+        ..Default::default()
+    };
+    clients[2].configure("rl", &patch).await.unwrap();
+    clients[0].enqueue(jobs("rl", 155)).await.unwrap();
+    let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let s2 = starts.clone();
+    let (stop, handles) = workers_on(&clients, "rl", 2, move |_job| {
+        let s = s2.clone();
+        async move {
+            s.lock().unwrap().push(Instant::now());
+            Ok(None)
+        }
+    });
+    wait_completed(&clients[1], "rl", 155).await;
+    stop.cancel();
+    let mut per_server = Vec::new();
+    for h in handles {
+        per_server.push(h.await.unwrap().completed);
+    }
+    let mut t = starts.lock().unwrap().clone();
+    t.sort();
+    assert_eq!(t.len(), 155);
+    // In any one-second window, at most limit + burst starts over all three servers (a
+    // little slack for the moment a job is handed out versus its handler's start).
+    for (i, a) in t.iter().enumerate() {
+        let within = t[i..]
+            .iter()
+            .take_while(|b| b.duration_since(*a) < Duration::from_millis(950))
+            .count();
+        assert!(within <= 55, "{within} starts within a second across the servers");
+    }
+    // 150 jobs at 50/s after a burst of 5: at least 2.9 s, whatever the servers.
+    assert!(
+        t[154].duration_since(t[0]) >= Duration::from_millis(2_800),
+        "{:?}",
+        t[154].duration_since(t[0])
+    );
+    assert!(
+        per_server.chunks(2).all(|s| s.iter().sum::<u64>() > 0),
+        "every server handed out jobs: {per_server:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_on_one_server_is_seen_by_the_others_within_a_second() {
+    let schema = Schema::new("pause");
+    let (_dirs, servers) = servers(&schema, 2, &[], &[]);
+    let (a, b) = (servers[0].client(), servers[1].client());
+    a.enqueue(jobs("p", 1)).await.unwrap();
+    // B has read the queue's settings (and keeps its copy for a while).
+    assert_eq!(b.fetch(&["p".into()], 1, 0, "b").await.unwrap().len(), 1);
+    a.pause("p").await.unwrap();
+    a.enqueue(jobs("p", 3)).await.unwrap();
+    // The promise is one second: after it, B must hand out nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(b.fetch(&["p".into()], 3, 0, "b").await.unwrap().is_empty());
+    assert!(b.queue("p").await.unwrap().config.paused);
+    a.resume("p").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.fetch(&["p".into()], 3, 0, "b").await.unwrap().len(), 3);
 }
