@@ -1,19 +1,23 @@
 -- Weir's PostgreSQL schema, version 1. `{s}` is the schema (quoted) this deployment uses.
 -- Times are ms since the epoch (bigint), taken from the server's clock and passed in: SQL
--- never reads now(), so every server and every test agrees on what time it is.
+-- never reads now(), so every server and every test agrees on what time it is. Names and
+-- keys compare byte-wise (COLLATE "C"): every index leads with the queue, and a
+-- locale-aware comparison there cost a fifth of the throughput.
 
 -- Queues: the configuration as JSON (what the API reads) and, beside it, the settings that
--- SQL itself needs to order and retry jobs. `tat_us` is the GCRA arrival time of the
--- queue's rate limit.
+-- SQL itself needs to order, retry and finish jobs (`delete_at_ack`: retention keeps no
+-- completed job; `has_breaker`: acks feed a circuit breaker). `flow` is the shared
+-- flow-control state (rate limiter, breaker) as the engine's `SharedFlow` serialises it.
 CREATE TABLE {s}.queues (
-    name             text PRIMARY KEY,
+    name             text COLLATE "C" PRIMARY KEY,
     config           jsonb   NOT NULL,
     aging_ms         bigint  NOT NULL,
     smallest_cost    boolean NOT NULL,
     group_limit      integer NOT NULL,
     backoff_base_ms  bigint  NOT NULL,
     backoff_cap_ms   bigint  NOT NULL,
-    tat_us           bigint  NOT NULL DEFAULT 0,
+    delete_at_ack    boolean NOT NULL,
+    has_breaker      boolean NOT NULL,
     flow             jsonb
 );
 
@@ -23,7 +27,7 @@ CREATE TABLE {s}.queues (
 CREATE SEQUENCE {s}.jobs_id_seq;
 CREATE TABLE {s}.jobs (
     id              bigint   PRIMARY KEY,
-    queue           text     NOT NULL,
+    queue           text     COLLATE "C" NOT NULL,
     kind            text     NOT NULL,
     payload         text     NOT NULL,
     state           smallint NOT NULL,
@@ -43,9 +47,9 @@ CREATE TABLE {s}.jobs (
     finished_at     bigint,
     lease_id        bigint   NOT NULL DEFAULT 0,
     lease_deadline  bigint   NOT NULL DEFAULT 0,
-    unique_key      text,
+    unique_key      text     COLLATE "C",
     unique_until    bigint   NOT NULL DEFAULT 0,
-    grp             text,
+    grp             text     COLLATE "C",
     tags            text[]   NOT NULL DEFAULT '{}',
     progress        text,
     result          text,
@@ -55,9 +59,9 @@ CREATE TABLE {s}.jobs (
 CREATE INDEX jobs_ready ON {s}.jobs (queue, rank, sort_cost, id) WHERE state = 1 AND avail;
 -- Scheduled and failed jobs by due time, kept out of the hot index.
 CREATE INDEX jobs_due ON {s}.jobs (run_at) WHERE state IN (0, 4);
--- Leases by deadline (rescue), and the active jobs of a queue (concurrency limits).
-CREATE INDEX jobs_leases ON {s}.jobs (lease_deadline) WHERE state = 2;
-CREATE INDEX jobs_active ON {s}.jobs (queue) WHERE state = 2;
+-- The active jobs of a queue (concurrency limits) by lease deadline (rescue). Active jobs
+-- are bounded by the workers, so a rescue over every queue scans little.
+CREATE INDEX jobs_leases ON {s}.jobs (queue, lease_deadline) WHERE state = 2;
 -- The oldest waiting job of a queue (its age, starvation).
 CREATE INDEX jobs_waiting_since ON {s}.jobs (queue, run_at) WHERE state = 1;
 -- Listing and counting by queue and state.
@@ -70,8 +74,8 @@ CREATE INDEX jobs_group ON {s}.jobs (queue, grp, id) WHERE grp IS NOT NULL AND s
 -- Unique keys: the job a key points at, and until when it deduplicates (the largest bigint
 -- while that job is unfinished, its unique window's end after).
 CREATE TABLE {s}.unique_keys (
-    queue      text   NOT NULL,
-    key        text   NOT NULL,
+    queue      text   COLLATE "C" NOT NULL,
+    key        text   COLLATE "C" NOT NULL,
     job_id     bigint NOT NULL,
     live_until bigint NOT NULL,
     PRIMARY KEY (queue, key)
@@ -79,7 +83,7 @@ CREATE TABLE {s}.unique_keys (
 
 -- Hourly aggregates, which outlive the jobs they count.
 CREATE TABLE {s}.aggregates (
-    queue       text   NOT NULL,
+    queue       text   COLLATE "C" NOT NULL,
     hour_ms     bigint NOT NULL,
     enqueued    bigint NOT NULL DEFAULT 0,
     started     bigint NOT NULL DEFAULT 0,

@@ -2,8 +2,8 @@
 -- the fetch that hands out the key's jobs; rows whose time has passed equal fresh ones and
 -- are deleted by maintenance.
 CREATE TABLE {s}.group_rates (
-    queue  text   NOT NULL,
-    grp    text   NOT NULL,
+    queue  text   COLLATE "C" NOT NULL,
+    grp    text   COLLATE "C" NOT NULL,
     tat_us bigint NOT NULL,
     PRIMARY KEY (queue, grp)
 );

@@ -15,7 +15,7 @@
 
 use crate::conv::{db, i, u};
 use crate::Inner;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::HashMap;
 use weir_core::{gcra, gcra_allowance, QueueConfig, RateLimit, Result, SharedFlow};
 
@@ -43,7 +43,7 @@ impl Inner {
     /// out now: its concurrency room, its rate limit's tokens and its breaker's allowance.
     pub(crate) async fn hold(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         names: &[String],
         now: u64,
     ) -> Result<HashMap<String, Held>> {
@@ -101,7 +101,7 @@ impl Inner {
     /// changed.
     pub(crate) async fn release_held(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         held: HashMap<String, Held>,
         taken: &HashMap<String, usize>,
         now: u64,
@@ -116,7 +116,7 @@ impl Inner {
 
     async fn store_flow(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         name: &str,
         before: &SharedFlow,
         after: &SharedFlow,
@@ -213,7 +213,7 @@ impl Inner {
     /// repeats), how many jobs each key may start now. Locks the keys' limiter rows.
     pub(crate) async fn group_tokens(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         queue: &str,
         keys: &[String],
         rl: &RateLimit,
@@ -247,7 +247,7 @@ impl Inner {
     /// Uses one token per job handed out of each key.
     pub(crate) async fn use_group_tokens(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         queue: &str,
         used: &HashMap<String, usize>,
         rl: &RateLimit,

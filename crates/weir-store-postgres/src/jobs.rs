@@ -6,7 +6,7 @@
 
 use crate::conv::{db, i, u};
 use crate::Inner;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use weir_core::{
@@ -24,6 +24,10 @@ const LEASE: &str = "UPDATE {s}.jobs j SET state = 2, avail = false, attempt = j
     FROM c WHERE j.id = c.id AND j.state = 1 \
     RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_id, j.lease_deadline, j.run_at, \
       j.rank, j.sort_cost";
+
+/// How often one server promotes due jobs and rescues expired leases of the queues it
+/// fetches from, at most, ms of the store's clock.
+const TICK_MS: u64 = 10;
 
 /// Most errors kept per job; older ones are dropped (as the embedded engine).
 const MAX_ERRORS_KEPT: usize = 32;
@@ -145,8 +149,8 @@ impl Inner {
         let st = tx
             .prepare_cached(&self.q(
                 "INSERT INTO {s}.queues (name, config, aging_ms, smallest_cost, group_limit, \
-                    backoff_base_ms, backoff_cap_ms) \
-                 SELECT n, $2, $3, $4, $5, $6, $7 FROM unnest($1::text[]) AS n \
+                    backoff_base_ms, backoff_cap_ms, delete_at_ack, has_breaker) \
+                 SELECT n, $2, $3, $4, $5, $6, $7, $8, $9 FROM unnest($1::text[]) AS n \
                  ON CONFLICT (name) DO NOTHING",
             ))
             .await
@@ -161,6 +165,8 @@ impl Inner {
                 &cols.group_limit,
                 &cols.backoff_base_ms,
                 &cols.backoff_cap_ms,
+                &cols.delete_at_ack,
+                &cols.has_breaker,
             ],
         )
         .await
@@ -348,6 +354,10 @@ impl Inner {
 
     /// One attempt at a fetch; with nothing handed out, also when the next scheduled job of
     /// these queues is due (ms since the epoch).
+    ///
+    /// Queues without a limit that counts across servers take the fast path: each queue's
+    /// lease is one statement on its own (atomic by itself), one round trip, no lock but the
+    /// jobs' rows. A limited queue's fetch is one transaction under its row's lock.
     async fn fetch_once(
         &self,
         queues: &[String],
@@ -367,81 +377,28 @@ impl Inner {
             return Ok((Vec::new(), None));
         }
         let names: Vec<String> = cands.iter().map(|(n, _)| n.clone()).collect();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        self.tick(&tx, Some(&names), now).await?;
-        // Limits that count across servers: lock the limited queues' rows (every server's
-        // fetch of them waits here), then see how much each may hand out.
-        let mut limited: Vec<String> = cands
+        self.tick_if_due(&names, now).await?;
+        let limited = cands
             .iter()
-            .filter(|(_, c)| crate::flow::is_controlled(c))
-            .map(|(n, _)| n.clone())
-            .collect();
-        limited.sort();
-        let held = self.hold(&tx, &limited, now).await?;
-        // Settings read under the lock win over this server's copy.
-        for (name, c) in &mut cands {
-            if let Some(h) = held.get(name) {
-                *c = h.config.clone();
-            }
-        }
-        cands.retain(|(_, c)| !c.paused);
-        let starving = self.starving(&tx, &cands, now).await?;
-        let room: HashMap<String, usize> = held.iter().map(|(n, h)| (n.clone(), h.room)).collect();
-        let allow = |name: &str| room.get(name).copied().unwrap_or(usize::MAX);
-        let mut out: Vec<Taken> = Vec::with_capacity(max.min(256));
-        let weighted = cands.iter().any(|(_, c)| c.weight > 0);
-        if !weighted {
-            for (name, c) in &cands {
-                let n = (max - out.len()).min(allow(name));
-                if n > 0 {
-                    out.extend(self.take(&tx, name, c, n, now).await?);
-                }
-                if out.len() == max {
-                    break;
-                }
-            }
+            .any(|(_, c)| crate::flow::is_controlled(c) || c.group_rate_limit.is_some());
+        let mut client = self.client().await?;
+        let out = if limited {
+            let tx = client.transaction().await.map_err(db)?;
+            let out = self.fetch_in(&tx, cands, max, now).await?;
+            tx.commit().await.map_err(db)?;
+            out
         } else {
-            // Shares in proportion to weight (unweighted queues count as 1); what a queue
-            // cannot use goes to the others, in the order given.
-            let weight = |name: &str, c: &QueueConfig| {
-                u64::from(c.weight.max(1)) * if starving.contains(name) { 4 } else { 1 }
-            };
-            let total: u64 = cands.iter().map(|(n, c)| weight(n, c)).sum();
-            let mut left: Vec<usize> = cands.iter().map(|(n, _)| allow(n)).collect();
-            let mut open: Vec<bool> = vec![true; cands.len()];
-            for (k, (name, c)) in cands.iter().enumerate() {
-                let share = (max as u64 * weight(name, c)).div_ceil(total) as usize;
-                let n = share.min(max - out.len()).min(left[k]);
-                if n == 0 {
-                    continue;
-                }
-                let got = self.take(&tx, name, c, n, now).await?;
-                open[k] = got.len() == n;
-                left[k] -= got.len();
-                out.extend(got);
-            }
-            for (k, (name, c)) in cands.iter().enumerate() {
-                let n = (max - out.len()).min(left[k]);
-                if !open[k] || n == 0 {
-                    continue;
-                }
-                out.extend(self.take(&tx, name, c, n, now).await?);
-            }
-        }
-        let mut taken: HashMap<String, usize> = HashMap::new();
-        for t in &out {
-            *taken.entry(t.job.queue.clone()).or_default() += 1;
-        }
-        self.release_held(&tx, held, &taken, now).await?;
+            self.fetch_in(&client, cands, max, now).await?
+        };
         let next_due = if out.is_empty() {
-            let st = tx
+            let st = client
                 .prepare_cached(&self.q(
                     "SELECT min(run_at) FROM {s}.jobs WHERE state IN (0, 4) AND queue = ANY($1)",
                 ))
                 .await
                 .map_err(db)?;
-            tx.query_one(&st, &[&names])
+            client
+                .query_one(&st, &[&names])
                 .await
                 .map_err(db)?
                 .get::<_, Option<i64>>(0)
@@ -449,7 +406,7 @@ impl Inner {
         } else {
             None
         };
-        tx.commit().await.map_err(db)?;
+        drop(client);
         if !out.is_empty() {
             let mut agg = self.aggregates.lock();
             let mut local = self.local.lock();
@@ -469,11 +426,144 @@ impl Inner {
         Ok((out.into_iter().map(|t| t.job).collect(), next_due))
     }
 
+    /// Promotes due jobs and rescues expired leases of `names` unless this server did so
+    /// for all of them within the last [`TICK_MS`] (maintenance does it every second
+    /// anyway; this keeps delayed jobs and lost leases prompt without a statement per fetch).
+    async fn tick_if_due(&self, names: &[String], now: u64) -> Result<()> {
+        let due = {
+            let ticks = self.ticks.lock();
+            names
+                .iter()
+                .any(|n| ticks.get(n).is_none_or(|&t| now < t || now - t >= TICK_MS))
+        };
+        if !due {
+            return Ok(());
+        }
+        {
+            let mut ticks = self.ticks.lock();
+            for n in names {
+                ticks.insert(n.clone(), now);
+            }
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let moved = self.tick(&tx, Some(names), now).await?;
+        tx.commit().await.map_err(db)?;
+        if moved > 0 {
+            self.work_arrived();
+        }
+        Ok(())
+    }
+
+    /// Makes the due scheduled and failed jobs of `names` that have no group waiting.
+    async fn promote_plain(
+        &self,
+        c: &impl GenericClient,
+        names: &[String],
+        now: u64,
+    ) -> Result<()> {
+        let st = c
+            .prepare_cached(&self.q(&format!(
+                "WITH due AS ( \
+                   SELECT id FROM {{s}}.jobs WHERE state IN (0, 4) AND run_at <= $1 \
+                     AND queue = ANY($2) AND grp IS NULL \
+                   ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED) \
+                 UPDATE {{s}}.jobs j SET state = 1, avail = true, rank = {rank}, \
+                   sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
+                 FROM due, {{s}}.queues q WHERE j.id = due.id AND q.name = j.queue",
+                rank = rank_sql("j.run_at"),
+            )))
+            .await
+            .map_err(db)?;
+        c.execute(&st, &[&i(now), &names]).await.map_err(db)?;
+        Ok(())
+    }
+
+    /// The leases of one fetch over `cands`, on `c` (a transaction when a queue is limited).
+    async fn fetch_in(
+        &self,
+        c: &impl GenericClient,
+        mut cands: Vec<(String, QueueConfig)>,
+        max: usize,
+        now: u64,
+    ) -> Result<Vec<Taken>> {
+        // Limits that count across servers: lock the limited queues' rows (every server's
+        // fetch of them waits here), then see how much each may hand out.
+        let mut limited: Vec<String> = cands
+            .iter()
+            .filter(|(_, c)| crate::flow::is_controlled(c))
+            .map(|(n, _)| n.clone())
+            .collect();
+        limited.sort();
+        let held = self.hold(c, &limited, now).await?;
+        // Settings read under the lock win over this server's copy.
+        for (name, cfg) in &mut cands {
+            if let Some(h) = held.get(name) {
+                *cfg = h.config.clone();
+            }
+        }
+        cands.retain(|(_, cfg)| !cfg.paused);
+        // Due jobs without a group become ready on the spot, so a delayed job runs at its
+        // time to the millisecond; grouped ones wait for the next tick (their group's ready
+        // set must be re-derived in a transaction).
+        let names: Vec<String> = cands.iter().map(|(n, _)| n.clone()).collect();
+        self.promote_plain(c, &names, now).await?;
+        let starving = self.starving(c, &cands, now).await?;
+        let room: HashMap<String, usize> = held.iter().map(|(n, h)| (n.clone(), h.room)).collect();
+        let allow = |name: &str| room.get(name).copied().unwrap_or(usize::MAX);
+        let mut out: Vec<Taken> = Vec::with_capacity(max.min(256));
+        let weighted = cands.iter().any(|(_, cfg)| cfg.weight > 0);
+        if !weighted {
+            for (name, cfg) in &cands {
+                let n = (max - out.len()).min(allow(name));
+                if n > 0 {
+                    out.extend(self.take(c, name, cfg, n, now).await?);
+                }
+                if out.len() == max {
+                    break;
+                }
+            }
+        } else {
+            // Shares in proportion to weight (unweighted queues count as 1, starving ones
+            // four times); what a queue cannot use goes to the others, in the order given.
+            let weight = |name: &str, cfg: &QueueConfig| {
+                u64::from(cfg.weight.max(1)) * if starving.contains(name) { 4 } else { 1 }
+            };
+            let total: u64 = cands.iter().map(|(n, cfg)| weight(n, cfg)).sum();
+            let mut left: Vec<usize> = cands.iter().map(|(n, _)| allow(n)).collect();
+            let mut open: Vec<bool> = vec![true; cands.len()];
+            for (k, (name, cfg)) in cands.iter().enumerate() {
+                let share = (max as u64 * weight(name, cfg)).div_ceil(total) as usize;
+                let n = share.min(max - out.len()).min(left[k]);
+                if n == 0 {
+                    continue;
+                }
+                let got = self.take(c, name, cfg, n, now).await?;
+                open[k] = got.len() == n;
+                left[k] -= got.len();
+                out.extend(got);
+            }
+            for (k, (name, cfg)) in cands.iter().enumerate() {
+                let n = (max - out.len()).min(left[k]);
+                if !open[k] || n == 0 {
+                    continue;
+                }
+                out.extend(self.take(c, name, cfg, n, now).await?);
+            }
+        }
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        for t in &out {
+            *taken.entry(t.job.queue.clone()).or_default() += 1;
+        }
+        self.release_held(c, held, &taken, now).await?;
+        Ok(out)
+    }
+
     /// Leases up to `n` ready jobs of one queue, in ready order; with a per-key rate limit,
     /// only as many of each key's jobs as it has tokens.
     async fn take(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         queue: &str,
         cfg: &QueueConfig,
         n: usize,
@@ -572,7 +662,7 @@ impl Inner {
     /// waited past it (their share of a weighted fetch counts four times).
     async fn starving(
         &self,
-        tx: &Transaction<'_>,
+        tx: &impl GenericClient,
         cands: &[(String, QueueConfig)],
         now: u64,
     ) -> Result<BTreeSet<String>> {
@@ -768,9 +858,16 @@ impl Inner {
         let now = self.now();
         let mut out = BatchOutcome::default();
         let (mut ids, mut leases, mut results) = (Vec::new(), Vec::new(), Vec::new());
+        let mut seen = std::collections::HashSet::with_capacity(acks.len());
         for a in acks {
             if let Err(e) = self.check_doc("result", a.result.as_ref()) {
                 out.rejected.push(rejection(a.id, e));
+                continue;
+            }
+            if !seen.insert(a.id) {
+                // A second ack of one job in one batch: the first one finished it.
+                out.rejected
+                    .push(rejection(a.id, Error::LeaseExpired(a.id)));
                 continue;
             }
             ids.push(i(a.id.0));
@@ -780,6 +877,102 @@ impl Inner {
         if ids.is_empty() {
             return Ok(out);
         }
+        // The fast path: jobs without a group in queues without a breaker finish in one
+        // statement (deleted at once where retention keeps no completed job), their unique
+        // keys released in the same statement. The rest, and the refused, go through the
+        // transaction below.
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q(
+                "WITH a AS (SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[]) \
+                              AS a(id, lease, result)), \
+                 del AS (DELETE FROM {s}.jobs j USING a, {s}.queues q \
+                   WHERE j.id = a.id AND j.lease_id = a.lease AND a.lease <> 0 AND j.state = 2 \
+                     AND j.lease_deadline > $1 AND j.grp IS NULL AND q.name = j.queue \
+                     AND q.delete_at_ack AND NOT q.has_breaker \
+                   RETURNING j.id, j.queue, j.unique_key, 0::bigint AS until, j.started_at), \
+                 upd AS (UPDATE {s}.jobs j SET state = 3, avail = false, finished_at = $1, \
+                     result = a.result \
+                   FROM a, {s}.queues q \
+                   WHERE j.id = a.id AND j.lease_id = a.lease AND a.lease <> 0 AND j.state = 2 \
+                     AND j.lease_deadline > $1 AND j.grp IS NULL AND q.name = j.queue \
+                     AND NOT q.delete_at_ack AND NOT q.has_breaker \
+                   RETURNING j.id, j.queue, j.unique_key, j.unique_until AS until, \
+                     j.started_at), \
+                 done AS (SELECT * FROM del UNION ALL SELECT * FROM upd), \
+                 uk AS (UPDATE {s}.unique_keys u SET live_until = d.until FROM done d \
+                   WHERE d.unique_key IS NOT NULL AND u.queue = d.queue \
+                     AND u.key = d.unique_key AND u.job_id = d.id) \
+                 SELECT id, queue, started_at FROM done",
+            ))
+            .await
+            .map_err(db)?;
+        let fast = client
+            .query(&st, &[&i(now), &ids, &leases, &results])
+            .await
+            .map_err(db)?;
+        drop(client);
+        let mut runs: Vec<(String, u64)> = Vec::with_capacity(ids.len());
+        let mut applied: BTreeSet<i64> = BTreeSet::new();
+        for r in &fast {
+            applied.insert(r.get(0));
+            let started = r.get::<_, Option<i64>>(2).map_or(now, u);
+            runs.push((r.get(1), now.saturating_sub(started)));
+        }
+        let mut frees_work = false;
+        if applied.len() < ids.len() {
+            let mut rest = (Vec::new(), Vec::new(), Vec::new());
+            for ((id, lease), result) in ids.iter().zip(&leases).zip(&results) {
+                if !applied.contains(id) {
+                    rest.0.push(*id);
+                    rest.1.push(*lease);
+                    rest.2.push(result.clone());
+                }
+            }
+            let slow =
+                crate::conv::with_retry(|| self.ack_slow(&rest.0, &rest.1, &rest.2, now)).await?;
+            out.rejected.extend(slow.rejected);
+            runs.extend(slow.runs);
+            frees_work = slow.frees_work;
+        }
+        out.applied = runs.len();
+        {
+            let mut names: Vec<&String> = runs.iter().map(|(q, _)| q).collect();
+            names.sort();
+            names.dedup();
+            let cache = self.configs.lock();
+            frees_work |= names
+                .iter()
+                .any(|n| cache.get(*n).is_some_and(|(c, _)| c.concurrency > 0));
+        }
+        {
+            let mut agg = self.aggregates.lock();
+            let mut local = self.local.lock();
+            for (queue, run) in runs {
+                agg.bump(&queue, now, |a| {
+                    a.completed += 1;
+                    a.run_ms_sum += run;
+                    a.run_ms_max = a.run_ms_max.max(run);
+                });
+                local.entry(queue).or_default().run_ms.observe(run);
+            }
+        }
+        if frees_work {
+            self.work_arrived();
+        }
+        Ok(out)
+    }
+
+    /// The acks the fast path did not finish: grouped jobs, queues with a breaker, and the
+    /// refused (classified here), in one transaction.
+    async fn ack_slow(
+        &self,
+        ids: &[i64],
+        leases: &[i64],
+        results: &[Option<String>],
+        now: u64,
+    ) -> Result<AckedSlow> {
+        let mut rejected = Vec::new();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let st = tx
@@ -800,11 +993,11 @@ impl Inner {
         let applied: BTreeSet<i64> = done.iter().map(|r| r.get(0)).collect();
         let asked: Vec<(JobId, u64)> = ids
             .iter()
-            .zip(&leases)
+            .zip(leases)
             .filter(|(id, _)| !applied.contains(id))
             .map(|(&id, &l)| (JobId(u(id)), u(l)))
             .collect();
-        out.rejected.extend(self.classify(&tx, &asked, now).await?);
+        rejected.extend(self.classify(&tx, &asked, now).await?);
         let mut names: Vec<String> = done.iter().map(|r| r.get::<_, String>(1)).collect();
         names.sort();
         names.dedup();
@@ -844,23 +1037,11 @@ impl Inner {
         }
         self.refresh_groups(&tx, groups).await?;
         tx.commit().await.map_err(db)?;
-        out.applied = done.len();
-        {
-            let mut agg = self.aggregates.lock();
-            let mut local = self.local.lock();
-            for (queue, run) in runs {
-                agg.bump(&queue, now, |a| {
-                    a.completed += 1;
-                    a.run_ms_sum += run;
-                    a.run_ms_max = a.run_ms_max.max(run);
-                });
-                local.entry(queue).or_default().run_ms.observe(run);
-            }
-        }
-        if frees_work {
-            self.work_arrived();
-        }
-        Ok(out)
+        Ok(AckedSlow {
+            rejected,
+            runs,
+            frees_work,
+        })
     }
 
     pub(crate) async fn fail_many(&self, fails: &[Fail]) -> Result<BatchOutcome> {
@@ -1190,6 +1371,13 @@ impl Inner {
         }
         Ok(n)
     }
+}
+
+/// What the transactional part of an ack did.
+struct AckedSlow {
+    rejected: Vec<Rejection>,
+    runs: Vec<(String, u64)>,
+    frees_work: bool,
 }
 
 /// A leased job with the time it became ready (for its wait).

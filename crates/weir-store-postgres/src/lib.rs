@@ -157,6 +157,8 @@ pub(crate) struct Inner {
     pub(crate) url: String,
     pub(crate) connect_timeout: Duration,
     pub(crate) poll_interval: Duration,
+    /// When this server last ran the time-driven transitions of each queue it fetches.
+    pub(crate) ticks: Mutex<HashMap<String, u64>>,
 }
 
 /// What this server has seen of one queue since it started: latency histograms.
@@ -213,6 +215,7 @@ impl PostgresStore {
             url: opts.url.clone(),
             connect_timeout: opts.connect_timeout,
             poll_interval: opts.poll_interval.max(Duration::from_millis(5)),
+            ticks: Mutex::new(HashMap::new()),
         });
         let tasks = background::Tasks::start(&inner, opts.maintenance_every).await;
         Ok(PostgresStore {
@@ -267,7 +270,7 @@ impl Store for PostgresStore {
     }
 
     async fn job_ack_many(&self, p: JobAckManyParams) -> Result<BatchOutcome> {
-        conv::with_retry(|| self.inner.ack_many(&p.acks)).await
+        self.inner.ack_many(&p.acks).await
     }
 
     async fn job_fail_many(&self, p: JobFailManyParams) -> Result<BatchOutcome> {

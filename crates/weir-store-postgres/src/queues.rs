@@ -21,6 +21,8 @@ pub(crate) struct QueueColumns {
     pub(crate) group_limit: i32,
     pub(crate) backoff_base_ms: i64,
     pub(crate) backoff_cap_ms: i64,
+    pub(crate) delete_at_ack: bool,
+    pub(crate) has_breaker: bool,
 }
 
 impl QueueColumns {
@@ -32,6 +34,8 @@ impl QueueColumns {
             group_limit: i32::try_from(c.group_concurrency.max(1)).unwrap_or(i32::MAX),
             backoff_base_ms: i(c.backoff.base_ms),
             backoff_cap_ms: i(c.backoff.cap_ms),
+            delete_at_ack: c.retention.completed_max == 0 || c.retention.completed_ms == 0,
+            has_breaker: c.breaker.is_some(),
         }
     }
 }
@@ -144,7 +148,8 @@ impl Inner {
         let st = tx
             .prepare_cached(&self.q(
                 "UPDATE {s}.queues SET config = $2, aging_ms = $3, smallest_cost = $4, \
-                   group_limit = $5, backoff_base_ms = $6, backoff_cap_ms = $7 WHERE name = $1",
+                   group_limit = $5, backoff_base_ms = $6, backoff_cap_ms = $7, \
+                   delete_at_ack = $8, has_breaker = $9 WHERE name = $1",
             ))
             .await
             .map_err(db)?;
@@ -158,6 +163,8 @@ impl Inner {
                 &cols.group_limit,
                 &cols.backoff_base_ms,
                 &cols.backoff_cap_ms,
+                &cols.delete_at_ack,
+                &cols.has_breaker,
             ],
         )
         .await

@@ -240,7 +240,10 @@ async fn a_rate_limit_of_50_per_second_holds_in_total_across_three_servers() {
             .iter()
             .take_while(|b| b.duration_since(*a) < Duration::from_millis(950))
             .count();
-        assert!(within <= 55, "{within} starts within a second across the servers");
+        assert!(
+            within <= 55,
+            "{within} starts within a second across the servers"
+        );
     }
     // 150 jobs at 50/s after a burst of 5: at least 2.9 s, whatever the servers.
     assert!(
