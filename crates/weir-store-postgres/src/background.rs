@@ -76,8 +76,8 @@ async fn listen(weak: Weak<Inner>) {
                     let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
                     while let Some(msg) = stream.next().await {
                         match msg {
-                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
-                                if tx.send(()).is_err() {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_string()).is_err() {
                                     return;
                                 }
                             }
@@ -96,9 +96,15 @@ async fn listen(weak: Weak<Inner>) {
                     if let Some(inner) = weak.upgrade() {
                         inner.wake.notify_waiters();
                     }
-                    while rx.recv().await.is_some() {
+                    while let Some(payload) = rx.recv().await {
                         let Some(inner) = weak.upgrade() else { return };
-                        inner.wake.notify_waiters();
+                        if payload.is_empty() || payload.split(' ').any(|q| q == "*") {
+                            inner.wake.notify_waiters();
+                        } else {
+                            for q in payload.split(' ') {
+                                inner.wake_queue(q);
+                            }
+                        }
                     }
                 }
                 pump.abort();
@@ -126,10 +132,20 @@ async fn send_notifies(weak: Weak<Inner>) {
         };
         request.await;
         let Some(inner) = weak.upgrade() else { return };
+        let queues = std::mem::take(&mut *inner.pending_notify.lock());
+        if queues.is_empty() {
+            continue;
+        }
+        // The queues with work, space-separated (names hold no spaces); `*` when too many
+        // for a NOTIFY payload (8,000 bytes) or when any queue may have work.
+        let mut payload = queues.into_iter().collect::<Vec<_>>().join(" ");
+        if payload.len() > 7_000 {
+            payload = "*".to_string();
+        }
         let sent = async {
             let client = inner.client().await?;
             client
-                .execute("SELECT pg_notify($1, '')", &[&inner.channel])
+                .execute("SELECT pg_notify($1, $2)", &[&inner.channel, &payload])
                 .await
                 .map_err(db)?;
             Ok::<_, weir_core::Error>(())

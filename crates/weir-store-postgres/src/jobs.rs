@@ -265,7 +265,7 @@ impl Inner {
                 agg.bump(&q, now, |a| a.enqueued += n);
             }
         }
-        self.work_arrived();
+        self.work_arrived_in(names.iter().map(String::as_str));
         Ok(ids)
     }
 
@@ -329,10 +329,15 @@ impl Inner {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + Duration::from_millis(p.wait_ms);
+        let wakers: Vec<_> = p.queues.iter().map(|q| self.waker(q)).collect();
         loop {
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
+            let mut woken: Vec<_> = std::iter::once(&self.wake)
+                .chain(wakers.iter().map(|w| &**w))
+                .map(|n| Box::pin(n.notified()))
+                .collect();
+            for w in &mut woken {
+                w.as_mut().enable();
+            }
             let (got, next_due) =
                 crate::conv::with_retry(|| self.fetch_once(&p.queues, max)).await?;
             if !got.is_empty() || p.wait_ms == 0 {
@@ -348,7 +353,7 @@ impl Inner {
                 let until = Duration::from_millis(due.saturating_sub(self.now()));
                 nap = nap.min(until.max(Duration::from_millis(5)));
             }
-            let _ = tokio::time::timeout(nap, woken).await;
+            let _ = tokio::time::timeout(nap, futures::future::select_all(woken)).await;
         }
     }
 
@@ -450,7 +455,7 @@ impl Inner {
         let moved = self.tick(&tx, Some(names), now).await?;
         tx.commit().await.map_err(db)?;
         if moved > 0 {
-            self.work_arrived();
+            self.work_arrived_in(names.iter().map(String::as_str));
         }
         Ok(())
     }
@@ -945,6 +950,9 @@ impl Inner {
                 .iter()
                 .any(|n| cache.get(*n).is_some_and(|(c, _)| c.concurrency > 0));
         }
+        let mut finished: Vec<String> = runs.iter().map(|(q, _)| q.clone()).collect();
+        finished.sort();
+        finished.dedup();
         {
             let mut agg = self.aggregates.lock();
             let mut local = self.local.lock();
@@ -958,7 +966,7 @@ impl Inner {
             }
         }
         if frees_work {
-            self.work_arrived();
+            self.work_arrived_in(finished.iter().map(String::as_str));
         }
         Ok(out)
     }
@@ -1131,15 +1139,15 @@ impl Inner {
         out.applied = done.len();
         {
             let mut agg = self.aggregates.lock();
-            for (queue, dead) in outcomes {
-                agg.bump(&queue, now, |a| {
+            for (queue, dead) in &outcomes {
+                agg.bump(queue, now, |a| {
                     a.failed += 1;
-                    a.dead += u64::from(dead);
+                    a.dead += u64::from(*dead);
                 });
             }
         }
         if frees_work {
-            self.work_arrived();
+            self.work_arrived_in(names.iter().map(String::as_str));
         }
         Ok(out)
     }
@@ -1214,12 +1222,13 @@ impl Inner {
             drop(tx);
             return Err(self.lease_error(&client, id, lease).await?);
         };
+        let queue: String = row.get(0);
         if let Some(g) = row.get::<_, Option<String>>(1) {
-            self.refresh_groups(&tx, BTreeSet::from([(row.get::<_, String>(0), g)]))
+            self.refresh_groups(&tx, BTreeSet::from([(queue.clone(), g)]))
                 .await?;
         }
         tx.commit().await.map_err(db)?;
-        self.work_arrived();
+        self.work_arrived_in([queue.as_str()]);
         Ok(())
     }
 
@@ -1250,7 +1259,7 @@ impl Inner {
         self.aggregates
             .lock()
             .bump(&queue, now, |a| a.cancelled += 1);
-        self.work_arrived();
+        self.work_arrived_in([queue.as_str()]);
         Ok(())
     }
 
@@ -1334,11 +1343,11 @@ impl Inner {
                 .map_err(db)?;
         }
         if let Some(g) = row.get::<_, Option<String>>(2) {
-            self.refresh_groups(&tx, BTreeSet::from([(queue, g)]))
+            self.refresh_groups(&tx, BTreeSet::from([(queue.clone(), g)]))
                 .await?;
         }
         tx.commit().await.map_err(db)?;
-        self.work_arrived();
+        self.work_arrived_in([queue.as_str()]);
         Ok(())
     }
 

@@ -150,6 +150,10 @@ pub(crate) struct Inner {
     pub(crate) wake: tokio::sync::Notify,
     /// Asks the notifier task to send one NOTIFY (coalescing requests made meanwhile).
     pub(crate) notify_request: tokio::sync::Notify,
+    /// Long polls waiting on one queue, woken by work in that queue only.
+    pub(crate) wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// The queues the next NOTIFY names (`*`: all).
+    pub(crate) pending_notify: Mutex<std::collections::BTreeSet<String>>,
     pub(crate) configs: Mutex<HashMap<String, (QueueConfig, Instant)>>,
     pub(crate) local: Mutex<HashMap<String, LocalStats>>,
     pub(crate) aggregates: Mutex<background::AggregateBuffer>,
@@ -209,6 +213,8 @@ impl PostgresStore {
             clock: opts.clock.clone(),
             wake: tokio::sync::Notify::new(),
             notify_request: tokio::sync::Notify::new(),
+            wakers: Mutex::new(HashMap::new()),
+            pending_notify: Mutex::new(std::collections::BTreeSet::new()),
             configs: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
             aggregates: Mutex::new(background::AggregateBuffer::default()),
@@ -244,10 +250,40 @@ impl Inner {
         self.pool.get().await.map_err(conv::pool_err)
     }
 
-    /// Wakes this server's long polls now and the other servers' through a NOTIFY.
+    /// Wakes every long poll of this server now and of the others through a NOTIFY (work
+    /// may have arrived in any queue).
     pub(crate) fn work_arrived(&self) {
         self.wake.notify_waiters();
+        self.pending_notify.lock().insert("*".to_string());
         self.notify_request.notify_one();
+    }
+
+    /// Wakes the long polls on `queues`, here now and on the other servers through a NOTIFY
+    /// that names them (so a server's idle workers on other queues stay asleep).
+    pub(crate) fn work_arrived_in<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+        let mut pending = self.pending_notify.lock();
+        for q in queues {
+            self.wake_queue(q);
+            pending.insert(q.to_string());
+        }
+        drop(pending);
+        self.notify_request.notify_one();
+    }
+
+    /// Wakes this server's long polls on `queue`.
+    pub(crate) fn wake_queue(&self, queue: &str) {
+        if let Some(n) = self.wakers.lock().get(queue) {
+            n.notify_waiters();
+        }
+    }
+
+    /// The wake-up of long polls on `queue`.
+    pub(crate) fn waker(&self, queue: &str) -> Arc<tokio::sync::Notify> {
+        self.wakers
+            .lock()
+            .entry(queue.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Notify::new()))
+            .clone()
     }
 }
 

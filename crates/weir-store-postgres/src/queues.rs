@@ -201,7 +201,7 @@ impl Inner {
         self.configs
             .lock()
             .insert(name.to_string(), (new.clone(), Instant::now()));
-        self.work_arrived();
+        self.work_arrived_in([name]);
         Ok(new)
     }
 
