@@ -16,12 +16,14 @@ use weir_core::{
 use weir_store::JobFetchParams;
 
 /// The lease of the jobs a CTE `c` (an `id` column) names, with `$3` the time; returns what
-/// [`Inner::take`] reads. A new lease id is random and never the job's previous one.
+/// [`Inner::take`] reads. A new lease id is random and never the job's previous one. The
+/// jobs are found as `id = ANY(ARRAY(…))`, through the primary key whatever the table's
+/// statistics (see `by_id`), never by joining the CTE to a scan of the table.
 const LEASE: &str = "UPDATE {s}.jobs j SET state = 2, avail = false, attempt = j.attempt + 1, \
     lease_id = mod(j.lease_id + floor(random() * (9007199254740991::bigint - 1))::bigint, \
                    9007199254740991::bigint) + 1, \
     lease_deadline = $3 + j.timeout_ms, started_at = $3 \
-    FROM c WHERE j.id = c.id AND j.state = 1 \
+    WHERE j.id = ANY(ARRAY(SELECT id FROM c)) AND j.state = 1 \
     RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_id, j.lease_deadline, j.run_at, \
       j.rank, j.sort_cost";
 
@@ -475,7 +477,8 @@ impl Inner {
                    ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED) \
                  UPDATE {{s}}.jobs j SET state = 1, avail = true, rank = {rank}, \
                    sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
-                 FROM due, {{s}}.queues q WHERE j.id = due.id AND q.name = j.queue",
+                 FROM {{s}}.queues q \
+                 WHERE j.id = ANY(ARRAY(SELECT id FROM due)) AND q.name = j.queue",
                 rank = rank_sql("j.run_at"),
             )))
             .await
@@ -708,7 +711,14 @@ impl Inner {
         queues: Option<&[String]>,
         now: u64,
     ) -> Result<u64> {
-        let filter = "AND ($2::text[] IS NULL OR queue = ANY($2))";
+        // Two statements, not one with `$2 IS NULL OR …`: a generic plan of that could not
+        // use the queue prefix of the lease index, and every fetch's tick scanned every
+        // active job of every queue.
+        let filter = if queues.is_some() {
+            "AND queue = ANY($2)"
+        } else {
+            "AND $2::text[] IS NULL"
+        };
         let names: Option<Vec<String>> = queues.map(<[String]>::to_vec);
         let promote = tx
             .prepare_cached(&self.q(&format!(
@@ -718,7 +728,8 @@ impl Inner {
                  UPDATE {{s}}.jobs j SET state = 1, avail = (j.grp IS NULL), \
                    rank = {rank}, \
                    sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
-                 FROM due, {{s}}.queues q WHERE j.id = due.id AND q.name = j.queue \
+                 FROM {{s}}.queues q \
+                 WHERE j.id = ANY(ARRAY(SELECT id FROM due)) AND q.name = j.queue \
                  RETURNING j.queue, j.grp",
                 rank = rank_sql("j.run_at"),
             )))
@@ -742,7 +753,7 @@ impl Inner {
                    finished_at = CASE WHEN j.attempt < j.max_attempts THEN j.finished_at \
                                  ELSE $1 END, \
                    errors = {push} \
-                 FROM gone WHERE j.id = gone.id AND j.state = 2 \
+                 WHERE j.id = ANY(ARRAY(SELECT id FROM gone)) AND j.state = 2 \
                  RETURNING j.id, j.queue, j.grp, j.state, j.unique_key, j.unique_until",
                 push = push_error_sql("'lease expired'", "$1"),
             )))
@@ -882,24 +893,28 @@ impl Inner {
         if ids.is_empty() {
             return Ok(out);
         }
+        // The jobs are found through the primary key (`id = ANY`), and each one's lease and
+        // result looked up in a JSON object keyed by id: no join with the batch, whose plan
+        // (from the statistics of a table that was empty at its last ANALYZE) was a nested
+        // loop over the whole batch for every job, quadratic, 40,000 -> 4,000 jobs/s.
         // The fast path: jobs without a group in queues without a breaker finish in one
         // statement (deleted at once where retention keeps no completed job), their unique
         // keys released in the same statement. The rest, and the refused, go through the
         // transaction below.
         let client = self.client().await?;
         let st = client
-            .prepare_cached(&self.q(
-                "WITH a AS (SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[]) \
-                              AS a(id, lease, result)), \
-                 del AS (DELETE FROM {s}.jobs j USING a, {s}.queues q \
-                   WHERE j.id = a.id AND j.lease_id = a.lease AND a.lease <> 0 AND j.state = 2 \
+            .prepare_cached(
+                &self.q("WITH del AS (DELETE FROM {s}.jobs j USING {s}.queues q \
+                   WHERE j.id = ANY($2) AND j.lease_id = ($3::jsonb ->> j.id::text)::bigint \
+                     AND j.lease_id <> 0 AND j.state = 2 \
                      AND j.lease_deadline > $1 AND j.grp IS NULL AND q.name = j.queue \
                      AND q.delete_at_ack AND NOT q.has_breaker \
                    RETURNING j.id, j.queue, j.unique_key, 0::bigint AS until, j.started_at), \
                  upd AS (UPDATE {s}.jobs j SET state = 3, avail = false, finished_at = $1, \
-                     result = a.result \
-                   FROM a, {s}.queues q \
-                   WHERE j.id = a.id AND j.lease_id = a.lease AND a.lease <> 0 AND j.state = 2 \
+                     result = $4::jsonb ->> j.id::text \
+                   FROM {s}.queues q \
+                   WHERE j.id = ANY($2) AND j.lease_id = ($3::jsonb ->> j.id::text)::bigint \
+                     AND j.lease_id <> 0 AND j.state = 2 \
                      AND j.lease_deadline > $1 AND j.grp IS NULL AND q.name = j.queue \
                      AND NOT q.delete_at_ack AND NOT q.has_breaker \
                    RETURNING j.id, j.queue, j.unique_key, j.unique_until AS until, \
@@ -908,12 +923,13 @@ impl Inner {
                  uk AS (UPDATE {s}.unique_keys u SET live_until = d.until FROM done d \
                    WHERE d.unique_key IS NOT NULL AND u.queue = d.queue \
                      AND u.key = d.unique_key AND u.job_id = d.id) \
-                 SELECT id, queue, started_at FROM done",
-            ))
+                 SELECT id, queue, started_at FROM done"),
+            )
             .await
             .map_err(db)?;
+        let (lease_of, result_of) = by_id(&ids, &leases, &results);
         let fast = client
-            .query(&st, &[&i(now), &ids, &leases, &results])
+            .query(&st, &[&i(now), &ids, &lease_of, &result_of])
             .await
             .map_err(db)?;
         drop(client);
@@ -986,16 +1002,16 @@ impl Inner {
         let st = tx
             .prepare_cached(&self.q(
                 "UPDATE {s}.jobs j SET state = 3, avail = false, finished_at = $1, \
-                   result = a.result \
-                 FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS a(id, lease, result) \
-                 WHERE j.id = a.id AND j.lease_id = a.lease AND a.lease <> 0 AND j.state = 2 \
-                   AND j.lease_deadline > $1 \
+                   result = $4::jsonb ->> j.id::text \
+                 WHERE j.id = ANY($2) AND j.lease_id = ($3::jsonb ->> j.id::text)::bigint \
+                   AND j.lease_id <> 0 AND j.state = 2 AND j.lease_deadline > $1 \
                  RETURNING j.id, j.queue, j.grp, j.unique_key, j.unique_until, j.started_at",
             ))
             .await
             .map_err(db)?;
+        let (lease_of, result_of) = by_id(ids, leases, results);
         let done = tx
-            .query(&st, &[&i(now), &ids, &leases, &results])
+            .query(&st, &[&i(now), &ids, &lease_of, &result_of])
             .await
             .map_err(db)?;
         let applied: BTreeSet<i64> = done.iter().map(|r| r.get(0)).collect();
@@ -1077,12 +1093,14 @@ impl Inner {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         // Full jitter: a delay uniform in [0, min(cap, base * 2^(attempt - 1))].
-        let again = "f.retry AND j.attempt < j.max_attempts";
+        // Each job's own fail is looked up by id in a JSON object (see `by_id`).
+        let f = "($2::jsonb -> j.id::text)";
+        let again = format!("({f} ->> 'retry')::boolean AND j.attempt < j.max_attempts");
         let st = tx
             .prepare_cached(&self.q(&format!(
                 "UPDATE {{s}}.jobs j SET \
                    state = CASE WHEN {again} THEN 4 ELSE 5 END, \
-                   run_at = CASE WHEN {again} THEN $1 + floor(f.jitter * (1 + least( \
+                   run_at = CASE WHEN {again} THEN $1 + floor(({f} ->> 'jitter')::float8 * (1 + least( \
                        coalesce(j.backoff_cap_ms, q.backoff_cap_ms)::float8, \
                        coalesce(j.backoff_base_ms, q.backoff_base_ms)::float8 \
                          * power(2::float8, least(greatest(j.attempt - 1, 0), 62)))))::bigint \
@@ -1090,19 +1108,29 @@ impl Inner {
                    finished_at = CASE WHEN {again} THEN j.finished_at ELSE $1 END, \
                    avail = false, \
                    errors = {push} \
-                 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bool[], $6::float8[]) \
-                      AS f(id, lease, err, retry, jitter), {{s}}.queues q \
-                 WHERE j.id = f.id AND q.name = j.queue AND j.lease_id = f.lease \
-                   AND f.lease <> 0 AND j.state = 2 AND j.lease_deadline > $1 \
+                 FROM {{s}}.queues q \
+                 WHERE j.id = ANY($3) AND q.name = j.queue \
+                   AND j.lease_id = ({f} ->> 'lease')::bigint AND j.lease_id <> 0 \
+                   AND j.state = 2 AND j.lease_deadline > $1 \
                  RETURNING j.id, j.queue, j.grp, j.state, j.unique_key, j.unique_until",
-                push = push_error_sql("f.err", "$1"),
+                push = push_error_sql(&format!("({f} ->> 'err')"), "$1"),
             )))
             .await
             .map_err(db)?;
-        let done = tx
-            .query(&st, &[&i(now), &ids, &leases, &errors, &retry, &jitter])
-            .await
-            .map_err(db)?;
+        let mut each = serde_json::Map::with_capacity(ids.len());
+        for k in 0..ids.len() {
+            each.insert(
+                ids[k].to_string(),
+                serde_json::json!({
+                    "lease": leases[k],
+                    "err": errors[k],
+                    "retry": retry[k],
+                    "jitter": jitter[k],
+                }),
+            );
+        }
+        let each = serde_json::Value::from(each);
+        let done = tx.query(&st, &[&i(now), &each, &ids]).await.map_err(db)?;
         let applied: BTreeSet<i64> = done.iter().map(|r| r.get(0)).collect();
         let asked: Vec<(JobId, u64)> = ids
             .iter()
@@ -1380,6 +1408,24 @@ impl Inner {
         }
         Ok(n)
     }
+}
+
+/// The leases and results of a batch as JSON objects keyed by job id, for statements that
+/// look each job's own up (`$3::jsonb ->> j.id::text`) instead of joining the batch.
+fn by_id(
+    ids: &[i64],
+    leases: &[i64],
+    results: &[Option<String>],
+) -> (serde_json::Value, serde_json::Value) {
+    let mut lease_of = serde_json::Map::with_capacity(ids.len());
+    let mut result_of = serde_json::Map::new();
+    for ((id, lease), result) in ids.iter().zip(leases).zip(results) {
+        lease_of.insert(id.to_string(), serde_json::Value::from(*lease));
+        if let Some(r) = result {
+            result_of.insert(id.to_string(), serde_json::Value::String(r.clone()));
+        }
+    }
+    (lease_of.into(), result_of.into())
 }
 
 /// What the transactional part of an ack did.
