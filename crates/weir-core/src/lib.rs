@@ -33,8 +33,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BreakerConfig, ConfigPatch, Limits, Order, QueueConfig, RateLimit, Retention};
 pub use engine::maintenance::RetentionReport;
 pub use engine::{
-    gcra, gcra_allowance, validate_new_job, Breaker, Change, Engine, FlowEvent, JobFilter, JobPage,
-    QueueStats, Restore, SharedFlow,
+    check_batch_size, check_document, gcra, gcra_allowance, validate_new_job, Breaker, Change,
+    Engine, FlowEvent, JobFilter, JobPage, QueueStats, Restore, SharedFlow,
 };
 pub use error::{Error, Result};
 pub use histogram::LatencyHistogram;

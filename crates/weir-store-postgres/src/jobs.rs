@@ -157,37 +157,13 @@ impl Inner {
             ))
             .await
             .map_err(db)?;
-        tx.execute(
-            &st,
-            &[
-                &names,
-                &cols.config,
-                &cols.aging_ms,
-                &cols.smallest_cost,
-                &cols.group_limit,
-                &cols.backoff_base_ms,
-                &cols.backoff_cap_ms,
-                &cols.delete_at_ack,
-                &cols.has_breaker,
-            ],
-        )
-        .await
-        .map_err(db)?;
+        tx.execute(&st, &cols.params(&names)).await.map_err(db)?;
         Ok(())
     }
 
     pub(crate) async fn insert_many(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
         let now = self.now();
-        if jobs.len() > self.limits.max_batch {
-            return Err(Error::invalid(
-                "jobs",
-                format!(
-                    "batch of {} over the limit {}",
-                    jobs.len(),
-                    self.limits.max_batch
-                ),
-            ));
-        }
+        self.check_batch("jobs", jobs.len())?;
         for job in jobs {
             validate_new_job(job, &self.limits, now)?;
         }
@@ -834,39 +810,11 @@ impl Inner {
     }
 
     fn check_doc(&self, field: &'static str, doc: Option<&Payload>) -> Result<()> {
-        match doc {
-            Some(p) if p.len() > self.limits.max_payload_bytes => Err(Error::TooLarge {
-                field,
-                size: p.len(),
-                limit: self.limits.max_payload_bytes,
-            }),
-            Some(p)
-                if self.limits.max_payload_depth > 0
-                    && weir_core::job::nesting_exceeds(
-                        p.as_str(),
-                        self.limits.max_payload_depth,
-                    ) =>
-            {
-                Err(Error::invalid(
-                    field,
-                    format!(
-                        "nested more than {} levels deep (the limit is max_payload_depth)",
-                        self.limits.max_payload_depth
-                    ),
-                ))
-            }
-            _ => Ok(()),
-        }
+        weir_core::check_document(field, doc, &self.limits)
     }
 
     fn check_batch(&self, field: &'static str, n: usize) -> Result<()> {
-        if n > self.limits.max_batch {
-            return Err(Error::invalid(
-                field,
-                format!("batch of {n} over the limit {}", self.limits.max_batch),
-            ));
-        }
-        Ok(())
+        weir_core::check_batch_size(field, n, &self.limits)
     }
 
     pub(crate) async fn ack_many(&self, acks: &[Ack]) -> Result<BatchOutcome> {

@@ -49,7 +49,7 @@ use weir_store::{
     QueueConfigSetParams, QueueConfigUpdateParams, QueuePurgeParams, Store,
 };
 
-pub use schema::{migrate, validate_schema_name, SCHEMA_VERSION};
+pub use schema::{drop_schema_blocking, migrate, validate_schema_name, SCHEMA_VERSION};
 
 /// The default of [`PostgresOptions::poll_interval`].
 pub const LONG_POLL_FALLBACK: Duration = Duration::from_millis(250);

@@ -26,6 +26,26 @@ pub(crate) struct QueueColumns {
 }
 
 impl QueueColumns {
+    /// `$2` onwards of the statements that write a queue row (`$1` is the name or names),
+    /// in the order `config, aging_ms, smallest_cost, group_limit, backoff_base_ms,
+    /// backoff_cap_ms, delete_at_ack, has_breaker`.
+    pub(crate) fn params<'a>(
+        &'a self,
+        first: &'a (dyn tokio_postgres::types::ToSql + Sync),
+    ) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            first,
+            &self.config,
+            &self.aging_ms,
+            &self.smallest_cost,
+            &self.group_limit,
+            &self.backoff_base_ms,
+            &self.backoff_cap_ms,
+            &self.delete_at_ack,
+            &self.has_breaker,
+        ]
+    }
+
     pub(crate) fn of(c: &QueueConfig) -> Self {
         QueueColumns {
             config: serde_json::to_value(c).unwrap_or(serde_json::Value::Null),
@@ -153,22 +173,7 @@ impl Inner {
             ))
             .await
             .map_err(db)?;
-        tx.execute(
-            &st,
-            &[
-                &name,
-                &cols.config,
-                &cols.aging_ms,
-                &cols.smallest_cost,
-                &cols.group_limit,
-                &cols.backoff_base_ms,
-                &cols.backoff_cap_ms,
-                &cols.delete_at_ack,
-                &cols.has_breaker,
-            ],
-        )
-        .await
-        .map_err(db)?;
+        tx.execute(&st, &cols.params(&name)).await.map_err(db)?;
         if old.aging_ms != new.aging_ms || old.order != new.order {
             // The ready order of waiting jobs follows the new settings.
             let st = tx

@@ -99,6 +99,34 @@ pub async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -> Resul
     Ok(applied)
 }
 
+/// Drops `schema` and everything in it, if it exists: what tests do with the schema they
+/// made, from a `Drop` (it connects on a thread and a runtime of its own, so it works
+/// whatever runtime the caller is in, or none). Errors are ignored: a schema that could
+/// not be dropped is left behind, named after its test.
+pub fn drop_schema_blocking(url: &str, schema: &str) {
+    if validate_schema_name(schema).is_err() {
+        return;
+    }
+    let (url, s) = (url.to_string(), quote(schema));
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+                    .await;
+            }
+        });
+    })
+    .join();
+}
+
 fn full(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{}: {}", d.code().code(), d.message()),

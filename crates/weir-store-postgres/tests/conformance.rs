@@ -45,25 +45,7 @@ impl Fixture for Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let schema = self.schema.clone();
-        // Drop is synchronous: a thread of its own with its own runtime drops the schema.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&url(), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        weir_store_postgres::drop_schema_blocking(&url(), &self.schema);
     }
 }
 

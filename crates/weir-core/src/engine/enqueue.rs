@@ -8,16 +8,7 @@ impl Engine {
     /// whole batch with nothing changed. Returns one id per job, in order; a job whose unique
     /// key is live returns the existing job's id.
     pub fn enqueue(&mut self, jobs: Vec<NewJob>, now: u64) -> Result<Vec<JobId>> {
-        if jobs.len() > self.limits.max_batch {
-            return Err(Error::invalid(
-                "jobs",
-                format!(
-                    "batch of {} over the limit {}",
-                    jobs.len(),
-                    self.limits.max_batch
-                ),
-            ));
-        }
+        super::lease::check_batch_size("jobs", jobs.len(), &self.limits)?;
         for job in &jobs {
             self.validate_new(job, now)?;
         }

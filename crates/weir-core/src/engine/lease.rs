@@ -132,15 +132,7 @@ impl Engine {
     }
 
     pub(super) fn check_doc(&self, field: &'static str, doc: Option<&Payload>) -> Result<()> {
-        match doc {
-            Some(p) if p.len() > self.limits.max_payload_bytes => Err(Error::TooLarge {
-                field,
-                size: p.len(),
-                limit: self.limits.max_payload_bytes,
-            }),
-            Some(p) => super::enqueue::check_depth_of(field, p.as_str(), &self.limits),
-            None => Ok(()),
-        }
+        check_document(field, doc, &self.limits)
     }
 
     /// Extends a live lease by the job's timeout from `now` and records progress.
@@ -322,13 +314,7 @@ impl Engine {
     }
 
     pub(super) fn check_batch(&self, field: &'static str, n: usize) -> Result<()> {
-        if n > self.limits.max_batch {
-            return Err(Error::invalid(
-                field,
-                format!("batch of {n} over the limit {}", self.limits.max_batch),
-            ));
-        }
-        Ok(())
+        check_batch_size(field, n, &self.limits)
     }
 
     /// Drops a finished job's unique key unless a window keeps it alive.
@@ -380,4 +366,28 @@ pub(super) fn truncate_utf8(s: &mut String, max: usize) {
         }
         s.truncate(cut);
     }
+}
+
+/// Checks a result or progress document as every backend must: its size and nesting depth.
+pub fn check_document(field: &'static str, doc: Option<&Payload>, limits: &Limits) -> Result<()> {
+    match doc {
+        Some(p) if p.len() > limits.max_payload_bytes => Err(Error::TooLarge {
+            field,
+            size: p.len(),
+            limit: limits.max_payload_bytes,
+        }),
+        Some(p) => super::enqueue::check_depth_of(field, p.as_str(), limits),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a batch (of jobs, acks, fails) larger than `limits.max_batch`.
+pub fn check_batch_size(field: &'static str, n: usize, limits: &Limits) -> Result<()> {
+    if n > limits.max_batch {
+        return Err(Error::invalid(
+            field,
+            format!("batch of {n} over the limit {}", limits.max_batch),
+        ));
+    }
+    Ok(())
 }

@@ -67,6 +67,7 @@ use std::sync::Arc;
 
 pub use enqueue::validate_new_job;
 pub use flow::{gcra, gcra_allowance, Breaker, FlowEvent, SharedFlow};
+pub use lease::{check_batch_size, check_document};
 pub use read::{JobFilter, JobPage, QueueStats};
 
 /// Largest lease id: 2^53 - 1, so lease ids survive JSON clients that read numbers as
