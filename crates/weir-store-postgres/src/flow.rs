@@ -39,6 +39,32 @@ fn flow_of(v: Option<serde_json::Value>) -> SharedFlow {
 }
 
 impl Inner {
+    /// Locks the rows of `names` in name order (so two transactions never wait on each
+    /// other's rows the other way round); returns each one's settings and shared state.
+    async fn lock_flows(
+        &self,
+        tx: &impl GenericClient,
+        names: &[String],
+    ) -> Result<Vec<(String, QueueConfig, SharedFlow)>> {
+        let st = tx
+            .prepare_cached(&self.q(
+                "SELECT name, config, flow FROM {s}.queues WHERE name = ANY($1) \
+                 ORDER BY name FOR UPDATE",
+            ))
+            .await
+            .map_err(db)?;
+        Ok(tx
+            .query(&st, &[&names])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                let config: QueueConfig = serde_json::from_value(r.get(1)).unwrap_or_default();
+                (r.get(0), config, flow_of(r.get(2)))
+            })
+            .collect())
+    }
+
     /// Locks the rows of `names` (in name order) and works out how many jobs each may hand
     /// out now: its concurrency room, its rate limit's tokens and its breaker's allowance.
     pub(crate) async fn hold(
@@ -51,14 +77,7 @@ impl Inner {
         if names.is_empty() {
             return Ok(held);
         }
-        let st = tx
-            .prepare_cached(&self.q(
-                "SELECT name, config, flow FROM {s}.queues WHERE name = ANY($1) \
-                 ORDER BY name FOR UPDATE",
-            ))
-            .await
-            .map_err(db)?;
-        let rows = tx.query(&st, &[&names]).await.map_err(db)?;
+        let rows = self.lock_flows(tx, names).await?;
         let st = tx
             .prepare_cached(&self.q("SELECT queue, count(*) FROM {s}.jobs \
                  WHERE queue = ANY($1) AND state = 2 GROUP BY queue"))
@@ -71,10 +90,7 @@ impl Inner {
             .iter()
             .map(|r| (r.get::<_, String>(0), u(r.get(1))))
             .collect();
-        for r in rows {
-            let name: String = r.get(0);
-            let config: QueueConfig = serde_json::from_value(r.get(1)).unwrap_or_default();
-            let mut flow = flow_of(r.get(2));
+        for (name, config, mut flow) in rows {
             let before = flow.clone();
             let mut room = usize::MAX;
             if config.concurrency > 0 {
@@ -159,18 +175,8 @@ impl Inner {
         }
         names.sort();
         names.dedup();
-        let st = tx
-            .prepare_cached(&self.q(
-                "SELECT name, config, flow FROM {s}.queues WHERE name = ANY($1) \
-                 ORDER BY name FOR UPDATE",
-            ))
-            .await
-            .map_err(db)?;
-        for r in tx.query(&st, &[&names]).await.map_err(db)? {
-            let name: String = r.get(0);
-            let config: QueueConfig = serde_json::from_value(r.get(1)).unwrap_or_default();
+        for (name, config, before) in self.lock_flows(tx, &names).await? {
             let Some(b) = config.breaker else { continue };
-            let before = flow_of(r.get(2));
             let mut flow = before.clone();
             for (_, failed, run_ms) in calls.iter().filter(|(q, _, _)| *q == name) {
                 let slow = !failed && b.slow_call_ms > 0 && *run_ms > b.slow_call_ms;

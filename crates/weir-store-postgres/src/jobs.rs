@@ -740,15 +740,7 @@ impl Inner {
         let mut calls: Vec<(String, bool, u64)> = Vec::new();
         {
             let mut agg = self.aggregates.lock();
-            for r in &expired {
-                let queue: String = r.get(1);
-                if let Some(g) = r.get::<_, Option<String>>(2) {
-                    groups.insert((queue.clone(), g));
-                }
-                let dead = r.get::<_, i16>(3) == JobState::Dead as i16;
-                if dead {
-                    releases.add(&queue, r.get(4), r.get(0), r.get(5));
-                }
+            for (queue, dead) in failed_rows(&expired, &mut releases, &mut groups) {
                 agg.bump(&queue, now, |a| {
                     a.failed += 1;
                     a.expired += 1;
@@ -1089,18 +1081,7 @@ impl Inner {
         out.rejected.extend(self.classify(&tx, &asked, now).await?);
         let mut releases = UniqueReleases::default();
         let mut groups = BTreeSet::new();
-        let mut outcomes = Vec::with_capacity(done.len());
-        for r in &done {
-            let queue: String = r.get(1);
-            if let Some(g) = r.get::<_, Option<String>>(2) {
-                groups.insert((queue.clone(), g));
-            }
-            let dead = r.get::<_, i16>(3) == JobState::Dead as i16;
-            if dead {
-                releases.add(&queue, r.get(4), r.get(0), r.get(5));
-            }
-            outcomes.push((queue, dead));
-        }
+        let outcomes = failed_rows(&done, &mut releases, &mut groups);
         let frees_work = !groups.is_empty() || !done.is_empty();
         let mut names: Vec<String> = outcomes.iter().map(|(q, _)| q.clone()).collect();
         names.sort();
@@ -1356,6 +1337,29 @@ impl Inner {
         }
         Ok(n)
     }
+}
+
+/// Failed attempts as an `UPDATE … RETURNING id, queue, grp, state, unique_key,
+/// unique_until` gave them (fails and expired leases): the unique keys the dead ones release
+/// and the groups to refresh go into `releases` and `groups`; returns (queue, dead) per job.
+fn failed_rows(
+    rows: &[tokio_postgres::Row],
+    releases: &mut UniqueReleases,
+    groups: &mut BTreeSet<GroupKey>,
+) -> Vec<(String, bool)> {
+    rows.iter()
+        .map(|r| {
+            let queue: String = r.get(1);
+            if let Some(g) = r.get::<_, Option<String>>(2) {
+                groups.insert((queue.clone(), g));
+            }
+            let dead = r.get::<_, i16>(3) == JobState::Dead as i16;
+            if dead {
+                releases.add(&queue, r.get(4), r.get(0), r.get(5));
+            }
+            (queue, dead)
+        })
+        .collect()
 }
 
 /// The leases and results of a batch as JSON objects keyed by job id, for statements that

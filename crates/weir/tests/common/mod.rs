@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Server {
     child: Option<Child>,
@@ -97,4 +97,20 @@ impl Drop for Server {
 /// A payload document.
 pub fn raw(v: serde_json::Value) -> Box<serde_json::value::RawValue> {
     serde_json::value::to_raw_value(&v).expect("json")
+}
+
+/// The most of `starts` (sorted) within any window just under a second (950 ms: a little
+/// slack for the moment a job is handed out versus the moment its handler starts).
+pub fn most_within_a_second(starts: &[Instant]) -> usize {
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            starts[i..]
+                .iter()
+                .take_while(|b| b.duration_since(*a) < Duration::from_millis(950))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
 }
