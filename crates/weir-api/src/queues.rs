@@ -266,13 +266,18 @@ pub struct QueueView {
     pub oldest_waiting_ms: u64,
     /// Whether the queue is paused.
     pub paused: bool,
-    /// Ready-to-start wait: the upper bound of the histogram bucket holding the median
-    /// (since the server started); absent before the first start.
+    /// Ready-to-start wait, median, ms, since the server started: interpolated within the
+    /// latency histogram's bucket and never above the longest wait seen; `null` before the
+    /// first start.
     pub wait_ms_p50: Option<u64>,
+    /// Same, 95th percentile.
+    pub wait_ms_p95: Option<u64>,
     /// Same, 99th percentile.
     pub wait_ms_p99: Option<u64>,
-    /// Run time of completed jobs, median bucket bound.
+    /// Run time of completed jobs, median, ms (as the waits); `null` before the first.
     pub run_ms_p50: Option<u64>,
+    /// Same, 95th percentile.
+    pub run_ms_p95: Option<u64>,
     /// Same, 99th percentile.
     pub run_ms_p99: Option<u64>,
     /// The circuit breaker: `off`, `closed`, `open` or `half_open`.
@@ -299,10 +304,12 @@ impl From<QueueStats> for QueueView {
             counts: s.counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             oldest_waiting_ms: s.oldest_waiting_ms,
             paused: s.config.paused,
-            wait_ms_p50: s.wait_ms.quantile_upper_bound(0.5),
-            wait_ms_p99: s.wait_ms.quantile_upper_bound(0.99),
-            run_ms_p50: s.run_ms.quantile_upper_bound(0.5),
-            run_ms_p99: s.run_ms.quantile_upper_bound(0.99),
+            wait_ms_p50: s.wait_ms.quantile(0.5),
+            wait_ms_p95: s.wait_ms.quantile(0.95),
+            wait_ms_p99: s.wait_ms.quantile(0.99),
+            run_ms_p50: s.run_ms.quantile(0.5),
+            run_ms_p95: s.run_ms.quantile(0.95),
+            run_ms_p99: s.run_ms.quantile(0.99),
             breaker: s.breaker.to_string(),
             starving: s.starving,
             arrival_per_s: s.arrival_per_s,

@@ -121,12 +121,24 @@ impl Client {
 
     /// Enqueues like [`Client::enqueue`], but when the server sheds load (a queue at its
     /// `max_depth`, HTTP 429) waits as long as it says (at least 50 ms, with jitter, growing
-    /// if it keeps refusing) and tries again, for up to `patience`. Nothing was enqueued by a
+    /// if it keeps refusing) and tries again, for up to `patience` (the last try at its end;
+    /// a zero patience gives up at the first refusal). Nothing was enqueued by a
     /// refused attempt, so retrying cannot duplicate.
     pub async fn enqueue_patiently(
         &self,
         jobs: Vec<NewJobBody>,
         patience: Duration,
+    ) -> ClientResult<Vec<u64>> {
+        self.enqueue_patiently_with(jobs, patience, |_, _| {}).await
+    }
+
+    /// [`Client::enqueue_patiently`], calling `on_wait(wait, refusal)` before each wait, so
+    /// that a caller can say why it is waiting.
+    pub async fn enqueue_patiently_with(
+        &self,
+        jobs: Vec<NewJobBody>,
+        patience: Duration,
+        mut on_wait: impl FnMut(Duration, &ClientError) + Send,
     ) -> ClientResult<Vec<u64>> {
         let give_up = std::time::Instant::now() + patience;
         let body = EnqueueRequest { jobs };
@@ -140,14 +152,18 @@ impl Client {
                     let Some(wait) = overloaded_wait(&e, refusals) else {
                         return Err(e);
                     };
-                    if std::time::Instant::now() + wait > give_up {
+                    // The last try goes at the deadline rather than never.
+                    let left = give_up.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
                         return Err(e);
                     }
+                    let wait = wait.min(left);
                     refusals += 1;
                     tracing::debug!(
                         wait_ms = wait.as_millis() as u64,
                         "server shed load; waiting"
                     );
+                    on_wait(wait, &e);
                     tokio::time::sleep(wait).await;
                 }
             }

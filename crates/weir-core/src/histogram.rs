@@ -22,6 +22,8 @@ pub struct LatencyHistogram {
     pub sum_ms: u64,
     /// Number of observations.
     pub count: u64,
+    /// The largest observation, ms (0 when empty).
+    pub max_ms: u64,
 }
 
 impl LatencyHistogram {
@@ -31,6 +33,34 @@ impl LatencyHistogram {
         self.buckets[i] += 1;
         self.sum_ms = self.sum_ms.saturating_add(ms);
         self.count += 1;
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    /// The `q` quantile (0..=1), ms: found in its bucket and interpolated linearly between
+    /// the bucket's bounds, as Prometheus' `histogram_quantile` does, and never above the
+    /// largest observation (so the overflow bucket, which has no upper bound, ends there).
+    /// `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n > 0 && (below + n) as f64 >= rank {
+                let lo = if i == 0 { 0 } else { BUCKET_BOUNDS_MS[i - 1] };
+                let hi = BUCKET_BOUNDS_MS
+                    .get(i)
+                    .copied()
+                    .unwrap_or(self.max_ms)
+                    .min(self.max_ms);
+                let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
+                let v = lo as f64 + within * hi.saturating_sub(lo) as f64;
+                return Some((v.round() as u64).min(self.max_ms));
+            }
+            below += n;
+        }
+        Some(self.max_ms)
     }
 
     /// The value under which a fraction `q` (0..=1) of observations fall, as the upper bound
@@ -71,5 +101,37 @@ mod tests {
         assert_eq!(h.quantile_upper_bound(0.5), Some(2));
         assert_eq!(h.quantile_upper_bound(1.0), Some(u64::MAX));
         assert_eq!(LatencyHistogram::default().quantile_upper_bound(0.5), None);
+        assert_eq!(h.max_ms, 300_001);
+    }
+
+    /// Regression: p99 past the last bucket answered u64::MAX (the dashboard printed
+    /// "18446744073709552.0 s"), and a bucket's upper bound stood for every value in it (p99
+    /// "300 s" while the longest wait was 66 s).
+    #[test]
+    fn quantiles_interpolate_and_never_pass_the_largest_observation() {
+        let mut h = LatencyHistogram::default();
+        for _ in 0..99 {
+            h.observe(40);
+        }
+        h.observe(66_000);
+        assert_eq!(h.quantile(0.99), Some(50), "the 99th of 100 is in (25, 50]");
+        assert_eq!(h.quantile(1.0), Some(66_000), "capped at the largest wait");
+        let p50 = h.quantile(0.5).unwrap_or(0);
+        assert!(p50 > 25 && p50 <= 50, "{p50}");
+        let mut over = LatencyHistogram::default();
+        over.observe(400_000);
+        over.observe(500_000);
+        assert_eq!(
+            over.quantile(1.0),
+            Some(500_000),
+            "overflow ends at the max"
+        );
+        let p99 = over.quantile(0.99).unwrap_or(0);
+        assert!((300_000..=500_000).contains(&p99), "{p99}");
+        assert!(over.quantile(0.5).unwrap_or(0) >= 300_000);
+        let mut small = LatencyHistogram::default();
+        small.observe(3);
+        assert_eq!(small.quantile(0.99), Some(3));
+        assert_eq!(LatencyHistogram::default().quantile(0.5), None);
     }
 }

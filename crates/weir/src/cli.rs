@@ -107,9 +107,16 @@ pub struct PushArgs {
     /// Priority (higher first).
     #[arg(long)]
     pub priority: Option<i32>,
-    /// Delay before the job may run, ms.
-    #[arg(long)]
+    /// Delay before the job may run: `30s`, `5m`, `2h`, `1d`, or ms.
+    #[arg(long, value_name = "DURATION")]
+    pub delay: Option<String>,
+    /// Delay before the job may run, ms (the same as --delay with a plain number).
+    #[arg(long, hide = true, conflicts_with = "delay")]
     pub delay_ms: Option<u64>,
+    /// How long to keep retrying while a queue is full (at its max_depth): `30s`, `5m`,
+    /// or ms; 0 gives up at the first refusal.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub timeout: String,
     /// Ordered group.
     #[arg(long)]
     pub group: Option<String>,
@@ -160,8 +167,22 @@ pub enum QueuesCmd {
     /// Hand out jobs again.
     Resume { name: String },
     /// Change settings: `key=value` pairs, e.g. `order=smallest_cost max_attempts=5
-    /// concurrency=10 group_concurrency=3 rate_limit=50/1000/10 max_depth=100000
-    /// retention.completed_max=1000`.
+    /// concurrency=10 rate_limit=50/1000/10 breaker=on max_depth=100000`.
+    #[command(
+        long_about = "Change settings: key=value pairs; only the keys named change.\n\n\
+        Keys are those of PUT /v1/queues/{q} (see `weir queues show` and docs/flow_control.md); \
+        nested ones are dotted: retention.completed_max=1000, breaker.consecutive_failures=5.\n\n\
+        Shorthands:\n  \
+        rate_limit=LIMIT[/PERIOD_MS[/BURST]]  at most LIMIT jobs start per PERIOD_MS \
+        (default 1000 ms), and up to BURST at once after a quiet spell (default LIMIT); \
+        rate_limit=0 removes it. group_rate_limit takes the same, per group key.\n  \
+        backoff=BASE_MS..CAP_MS               retry delays double from BASE_MS up to CAP_MS.\n  \
+        breaker=on|off                        add a circuit breaker with default settings, \
+        or remove it.\n\n\
+        Examples:\n  weir queues set emails concurrency=10 rate_limit=50/1000/10\n  \
+        weir queues set emails breaker=on breaker.cooldown_ms=30000\n  \
+        weir queues set reports order=smallest_cost aging_ms=60000 retention.dead_max=100"
+    )]
     Set {
         name: String,
         #[arg(required = true)]
@@ -295,7 +316,32 @@ pub struct BenchArgs {
 /// Parses the command line. Help and version print and exit 0; a usage error prints one
 /// line and exits 2.
 pub fn parse() -> Result<Cli, ExitCode> {
-    match Cli::try_parse() {
+    use clap::{Arg, ArgAction, CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    // The client flags are global so that they go before or after the subcommand, but the
+    // server commands do not read them: a hidden flag of the same name in those commands
+    // keeps them out of their help (clap does not propagate a global over a local one).
+    for server_side in ["serve", "migrate"] {
+        cmd = cmd.mut_subcommand(server_side, |c| {
+            let c = c
+                .arg(Arg::new("server").long("server").hide(true))
+                .arg(Arg::new("token").long("token").hide(true));
+            if server_side == "serve" {
+                c.arg(
+                    Arg::new("json")
+                        .long("json")
+                        .action(ArgAction::SetTrue)
+                        .hide(true),
+                )
+            } else {
+                c
+            }
+        });
+    }
+    match cmd
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => Ok(c),
         Err(e) => {
             use clap::error::ErrorKind;

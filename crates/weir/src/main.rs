@@ -6,6 +6,7 @@
 mod cli;
 mod cmd;
 mod out;
+mod units;
 
 use mimalloc::MiMalloc;
 
@@ -21,6 +22,12 @@ fn main() -> std::process::ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
+    // A client command piped into `head` ends quietly when the pipe closes, as Unix tools
+    // do, instead of panicking in `println!`. The server keeps Rust's default (EPIPE as an
+    // error): its logs must never kill it.
+    if !matches!(args.command, cli::Command::Serve(_)) {
+        sigpipe::reset();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -63,6 +63,13 @@ pub fn json<T: serde::Serialize>(v: &T) -> CmdResult {
     Ok(())
 }
 
+/// Prints a value as one line of JSON (for streams: NDJSON).
+pub fn json_line<T: serde::Serialize>(v: &T) -> CmdResult {
+    let text = serde_json::to_string(v).map_err(|e| Failure::Runtime(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
 /// Prints rows as an aligned table: first column left, the rest right-aligned.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

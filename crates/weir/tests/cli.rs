@@ -203,3 +203,208 @@ fn bench_reports_rates_latency_and_the_rate_it_held() {
         assert_eq!(q["counts"][state].as_u64(), Some(0), "{state}: {q}");
     }
 }
+
+/// Regression: `weir … | head` panicked with "failed printing to stdout: Broken pipe" and
+/// exit 101. A closed pipe now ends the command quietly, as it ends Unix tools.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    assert!(weir(&server.base, &["push", "q", "k"], None)
+        .status
+        .success());
+    for args in [
+        &["queues", "ls"][..],
+        &["jobs", "ls"],
+        &["--json", "jobs", "ls"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("--server")
+            .arg(&server.base)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command writes anything.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(o.status.code(), Some(101), "{args:?}: {o:?}");
+        assert!(err.is_empty(), "{args:?}: nothing on stderr, got {err}");
+    }
+}
+
+/// Regression: `weir push` to a queue at its max_depth waited forever and said nothing.
+#[test]
+fn a_full_queue_is_reported_and_push_gives_up_at_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let s = server.base.as_str();
+    assert!(weir(s, &["queues", "set", "full", "max_depth=1"], None)
+        .status
+        .success());
+    assert!(weir(s, &["push", "full", "k"], None).status.success());
+    let o = weir(s, &["push", "full", "k", "--timeout", "1s"], None);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("queue full") && err.contains("retrying in"),
+        "{err}"
+    );
+    assert!(err.contains("gave up (--timeout 1s)"), "{err}");
+    let o = weir(s, &["push", "full", "k", "--timeout", "0"], None);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let o = weir(s, &["--json", "queues", "show", "full"], None);
+    let q: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        q["counts"]["waiting"], 1,
+        "the refused pushes changed nothing: {q}"
+    );
+    one_line_exit_2(
+        &weir(s, &["push", "full", "k", "--timeout", "soon"], None),
+        "bad timeout",
+    );
+    // --delay takes a duration.
+    let o = weir(s, &["--json", "push", "later", "k", "--delay", "5m"], None);
+    assert!(o.status.success(), "{o:?}");
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["ids"][0]
+        .as_u64()
+        .unwrap();
+    let o = weir(s, &["--json", "jobs", "show", &id.to_string()], None);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["state"], "scheduled", "{j}");
+    let wait = j["run_at_ms"].as_u64().unwrap() - j["created_at_ms"].as_u64().unwrap();
+    assert_eq!(wait, 300_000, "{j}");
+}
+
+/// `queues show` prints every flow control in words; `set breaker=on|off` works; the
+/// pagination hint keeps the filters; `stats` writes no terminal codes into a pipe and
+/// `--json stats` writes one line per refresh.
+#[test]
+fn queue_settings_read_back_and_output_suits_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let s = server.base.as_str();
+    let o = weir(
+        s,
+        &[
+            "queues",
+            "set",
+            "load",
+            "concurrency=7",
+            "rate_limit=50/1000/10",
+            "group_rate_limit=3",
+            "max_depth=900",
+            "breaker=on",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "concurrency          7",
+        "rate_limit           50 per 1000 ms, bursts of 10",
+        "group_rate_limit     3 per 1000 ms, bursts of 3",
+        "max_depth            900 jobs",
+        "breaker              closed",
+        "cooldown",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    let o = weir(s, &["queues", "set", "load", "breaker=off"], None);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("breaker              none"));
+
+    for _ in 0..3 {
+        assert!(weir(s, &["push", "load", "k"], None).status.success());
+    }
+    let o = weir(s, &["jobs", "ls", "--queue", "load", "--limit", "2"], None);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let hint = text.lines().last().unwrap();
+    assert!(
+        hint.starts_with("more: weir jobs ls --queue load --limit 2 --cursor "),
+        "{hint}"
+    );
+
+    let o = weir(s, &["--json", "stats", "--once"], None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v.as_array().is_some_and(|a| !a.is_empty()), "{v}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--server", s, "stats", "--interval-ms", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = Vec::new();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    while first.iter().filter(|&&b| b == b'\n').count() < 12 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            break;
+        }
+        first.extend_from_slice(line.as_bytes());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.len() > 20, "{}", String::from_utf8_lossy(&first));
+    assert!(
+        !first.contains(&0x1b),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+}
+
+/// Regression: server logs kept ANSI colour codes when written to a file.
+#[test]
+fn server_logs_in_a_file_are_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("weir.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .env("WEIR_CACHE_DIR", dir.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("API:") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(dir.path().join("weir.log")).unwrap();
+    assert!(text.contains("INFO"), "the server logged at info: {text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+/// `weir --help` names every command; `serve --help` lists no client-only flag.
+#[test]
+fn help_names_every_command_and_only_the_flags_that_apply() {
+    let help = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    let about = top.lines().next().unwrap();
+    for cmd in [
+        "push", "jobs", "queues", "cache", "stats", "bench", "migrate",
+    ] {
+        assert!(about.contains(cmd), "{cmd} in {about}");
+    }
+    let serve = help(&["serve", "--help"]);
+    for flag in ["--server", "--token", "--json"] {
+        assert!(!serve.contains(flag), "{flag} in\n{serve}");
+    }
+    assert!(help(&["jobs", "ls", "--help"]).contains("--server"));
+}

@@ -3,6 +3,7 @@
 
 use crate::cli::{CacheCmd, Global};
 use crate::out::{self, CmdResult, Failure};
+use crate::units::{parse_duration_ms, parse_size};
 use std::io::{Read, Write};
 use weir_api::{CachePruneBody, CacheStatsView, CacheTierView};
 use weir_cache::{CacheConfig, Disk};
@@ -226,61 +227,5 @@ fn human_bytes(b: u64) -> String {
         format!("{b} B")
     } else {
         format!("{v:.1} {}", UNITS[i])
-    }
-}
-
-/// `500ms`, `30s`, `15m`, `24h`, `7d`, or plain ms.
-pub fn parse_duration_ms(s: &str) -> Result<u64, Failure> {
-    const UNITS: &[(&str, u64)] = &[
-        ("ms", 1),
-        ("s", 1000),
-        ("m", 60_000),
-        ("h", 3_600_000),
-        ("d", 86_400_000),
-    ];
-    with_unit(s, UNITS, "a duration (500ms, 30s, 15m, 24h, 7d)")
-}
-
-/// `500MiB`, `2GiB`, `10KiB`, `1000` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, Failure> {
-    const UNITS: &[(&str, u64)] = &[
-        ("KiB", 1 << 10),
-        ("MiB", 1 << 20),
-        ("GiB", 1 << 30),
-        ("TiB", 1 << 40),
-        ("B", 1),
-    ];
-    with_unit(s, UNITS, "a size (500MiB, 2GiB, or bytes)")
-}
-
-/// A whole number with an optional unit suffix (the first in `units` that matches).
-fn with_unit(s: &str, units: &[(&str, u64)], what: &str) -> Result<u64, Failure> {
-    let s = s.trim();
-    let (num, mult) = units
-        .iter()
-        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
-        .unwrap_or((s, 1));
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| Failure::usage(format!("{s:?} is not {what}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_and_sizes_parse_or_refuse() {
-        assert_eq!(parse_duration_ms("15m").ok(), Some(900_000));
-        assert_eq!(parse_duration_ms("500ms").ok(), Some(500));
-        assert_eq!(parse_duration_ms("7d").ok(), Some(604_800_000));
-        assert_eq!(parse_duration_ms("250").ok(), Some(250));
-        assert!(parse_duration_ms("soon").is_err());
-        assert!(parse_duration_ms("-5s").is_err());
-        assert_eq!(parse_size("2GiB").ok(), Some(2 << 30));
-        assert_eq!(parse_size("1000").ok(), Some(1000));
-        assert!(parse_size("lots").is_err());
     }
 }

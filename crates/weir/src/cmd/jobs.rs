@@ -41,13 +41,41 @@ pub async fn run(client: &Client, cmd: JobsCmd, json: bool) -> CmdResult {
                 &rows,
             );
             if let Some(c) = page.next_cursor {
-                println!("more: weir jobs ls --cursor {c}");
+                println!(
+                    "more: {}",
+                    next_page(queue.as_deref(), state.as_deref(), limit, c)
+                );
             }
             Ok(())
         }
         JobsCmd::Show { id } => show(&client.job(id).await?, json),
         JobsCmd::Retry { id } => show(&client.retry(id).await?, json),
         JobsCmd::Cancel { id } => show(&client.cancel(id).await?, json),
+    }
+}
+
+/// The command that prints the next page: the same filters and limit, after `cursor`.
+fn next_page(queue: Option<&str>, state: Option<&str>, limit: usize, cursor: u64) -> String {
+    let mut cmd = String::from("weir jobs ls");
+    if let Some(q) = queue {
+        cmd += &format!(" --queue {}", shell_word(q));
+    }
+    if let Some(s) = state {
+        cmd += &format!(" --state {}", shell_word(s));
+    }
+    cmd += &format!(" --limit {limit} --cursor {cursor}");
+    cmd
+}
+
+/// `s` quoted for a POSIX shell when it holds anything but safe characters.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
@@ -80,4 +108,26 @@ fn show(j: &JobView, json: bool) -> CmdResult {
         println!("error (attempt {}): {}", e.attempt, e.message);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the hint printed `weir jobs ls --cursor N`, dropping the filters.
+    #[test]
+    fn the_next_page_hint_keeps_the_filters() {
+        assert_eq!(
+            next_page(Some("load"), Some("dead"), 2, 41),
+            "weir jobs ls --queue load --state dead --limit 2 --cursor 41"
+        );
+        assert_eq!(
+            next_page(None, None, 50, 7),
+            "weir jobs ls --limit 50 --cursor 7"
+        );
+        assert_eq!(
+            next_page(Some("it's"), None, 1, 1),
+            r"weir jobs ls --queue 'it'\''s' --limit 1 --cursor 1"
+        );
+    }
 }

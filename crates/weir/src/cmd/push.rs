@@ -5,12 +5,63 @@
 
 use crate::cli::PushArgs;
 use crate::out::{self, CmdResult, Failure};
+use crate::units::parse_duration_ms;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::value::RawValue;
 use std::io::{BufRead, IsTerminal};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use weir_api::NewJobBody;
-use weir_client::Client;
+use weir_client::{Client, ClientError};
+
+/// `--timeout` as a duration.
+fn patience(timeout: &str) -> Result<Duration, Failure> {
+    Ok(Duration::from_millis(parse_duration_ms(timeout)?))
+}
+
+/// Enqueues a batch, waiting while its queue is full (429) for up to `patience` and saying so
+/// on stderr each time (unless `--json`, whose caller reads only stdout).
+async fn enqueue(
+    client: &Client,
+    jobs: Vec<NewJobBody>,
+    patience: Duration,
+    json: bool,
+) -> Result<Vec<u64>, Failure> {
+    let started = Instant::now();
+    let result = client
+        .enqueue_patiently_with(jobs, patience, |wait, why| {
+            if !json {
+                let reason = match why {
+                    ClientError::Problem(p) => p.detail.clone(),
+                    other => other.to_string(),
+                };
+                eprintln!(
+                    "weir: queue full ({reason}); retrying in {:.1} s",
+                    wait.as_secs_f64()
+                );
+            }
+        })
+        .await;
+    match result {
+        Ok(ids) => Ok(ids),
+        Err(e) if weir_client::overloaded_wait(&e, 0).is_some() => Err(Failure::Runtime(format!(
+            "queue still full after {:.0} s, gave up (--timeout {}); nothing of this batch was \
+             enqueued",
+            started.elapsed().as_secs_f64(),
+            humantime_ms(patience)
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `90000` ms as `90s`, for messages that echo a flag back.
+fn humantime_ms(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
 
 pub async fn run(client: &Client, a: PushArgs, json: bool) -> CmdResult {
     match a.file.clone() {
@@ -30,14 +81,16 @@ async fn one(client: &Client, a: PushArgs, json: bool) -> CmdResult {
         .map_err(|e| Failure::usage(format!("PAYLOAD is not JSON: {e}")))?;
     let mut job = NewJobBody::new(queue, kind, payload);
     job.priority = a.priority;
-    job.delay_ms = a.delay_ms;
+    job.delay_ms = match &a.delay {
+        Some(d) => Some(parse_duration_ms(d)?),
+        None => a.delay_ms,
+    };
     job.group = a.group;
     job.unique_key = a.unique_key;
     job.max_attempts = a.max_attempts;
     job.cost = a.cost;
-    let ids = client
-        .enqueue_patiently(vec![job], std::time::Duration::from_secs(60))
-        .await?;
+    let patience = patience(&a.timeout)?;
+    let ids = enqueue(client, vec![job], patience, json).await?;
     if json {
         out::json(&serde_json::json!({ "ids": ids }))
     } else {
@@ -67,6 +120,7 @@ async fn many(client: &Client, a: &PushArgs, path: &std::path::Path, json: bool)
             .map_err(|e| Failure::usage(format!("line {}: {e}", n + 1)))?;
         jobs.push(job);
     }
+    let patience = patience(&a.timeout)?;
     let total = jobs.len() as u64;
     let bar = if json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -85,14 +139,11 @@ async fn many(client: &Client, a: &PushArgs, path: &std::path::Path, json: bool)
         let n = batch.len() as u64;
         // A queue at its max_depth answers 429: wait as told and send the same batch again
         // (a refused batch enqueued nothing, so this cannot duplicate).
-        match client
-            .enqueue_patiently(batch, std::time::Duration::from_secs(600))
-            .await
-        {
+        match enqueue(client, batch, patience, json).await {
             Ok(got) => ids.extend(got),
             Err(e) => {
                 bar.abandon();
-                let f = Failure::from(e);
+                let f = e;
                 return Err(match f {
                     Failure::Usage(m) => Failure::Usage(format!(
                         "{m} (the {} jobs before this batch were enqueued)",

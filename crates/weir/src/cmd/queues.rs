@@ -78,19 +78,105 @@ fn show(q: &QueueView, json: bool) -> CmdResult {
         return out::json(q);
     }
     list(std::slice::from_ref(q));
-    let c = &q.config;
-    println!(
-        "\norder {}  aging {} ms  max_attempts {}  timeout {} ms  backoff {}..{} ms",
-        c.order, c.aging_ms, c.max_attempts, c.timeout_ms, c.backoff.base_ms, c.backoff.cap_ms
-    );
-    println!(
-        "retention: completed {} ms / {} jobs, dead {} ms / {} jobs",
-        c.retention.completed_ms,
-        c.retention.completed_max,
-        c.retention.dead_ms,
-        c.retention.dead_max
-    );
+    println!();
+    let status = [
+        ("breaker", q.breaker.clone()),
+        (
+            "starving",
+            if q.starving { "yes" } else { "no" }.to_string(),
+        ),
+        (
+            "rates (last minute)",
+            format!(
+                "+{:.1}/s enqueued, {:.1}/s completed, {:.1}/s failed",
+                q.arrival_per_s, q.completed_per_s, q.failed_per_s
+            ),
+        ),
+        (
+            "advice",
+            format!("{} workers: {}", q.recommended_workers, q.reason),
+        ),
+    ];
+    for (k, v) in status.iter().chain(settings(&q.config).iter()) {
+        println!("{k:<20} {v}");
+    }
     Ok(())
+}
+
+/// Every setting of a queue, in words, with the key `queues set` takes for it.
+fn settings(c: &weir_core::QueueConfig) -> Vec<(&'static str, String)> {
+    let unlimited = |n: u64, unit: &str| {
+        if n == 0 {
+            "unlimited".to_string()
+        } else {
+            format!("{n}{unit}")
+        }
+    };
+    let off = |n: u64, unit: &str| {
+        if n == 0 {
+            "off".to_string()
+        } else {
+            format!("{n}{unit}")
+        }
+    };
+    let rate = |r: &Option<weir_core::RateLimit>| match r {
+        None => "none".to_string(),
+        Some(r) => format!(
+            "{} per {} ms, bursts of {} ({}/{}/{})",
+            r.limit, r.period_ms, r.burst, r.limit, r.period_ms, r.burst
+        ),
+    };
+    let breaker = match &c.breaker {
+        None => "none".to_string(),
+        Some(b) => format!(
+            "opens at {:.0} % failures over {} ms (after {} calls){}{}; cooldown {} ms, then {} probes",
+            b.failure_rate * 100.0,
+            b.window_ms,
+            b.min_calls,
+            if b.consecutive_failures > 0 {
+                format!(" or {} failures in a row", b.consecutive_failures)
+            } else {
+                String::new()
+            },
+            if b.slow_call_ms > 0 {
+                format!(", calls over {} ms count as failures", b.slow_call_ms)
+            } else {
+                String::new()
+            },
+            b.cooldown_ms,
+            b.half_open_probes
+        ),
+    };
+    vec![
+        ("paused", c.paused.to_string()),
+        ("order", c.order.to_string()),
+        ("aging_ms", off(c.aging_ms, " ms")),
+        ("concurrency", unlimited(c.concurrency.into(), "")),
+        ("group_concurrency", c.group_concurrency.to_string()),
+        ("rate_limit", rate(&c.rate_limit)),
+        ("group_rate_limit", rate(&c.group_rate_limit)),
+        ("breaker", breaker),
+        ("max_depth", unlimited(c.max_depth, " jobs")),
+        ("weight", off(c.weight.into(), "")),
+        ("starvation_ms", off(c.starvation_ms, " ms")),
+        ("drain_window_ms", format!("{} ms", c.drain_window_ms)),
+        ("max_attempts", c.max_attempts.to_string()),
+        ("timeout_ms", format!("{} ms", c.timeout_ms)),
+        (
+            "backoff",
+            format!("{}..{} ms", c.backoff.base_ms, c.backoff.cap_ms),
+        ),
+        (
+            "retention",
+            format!(
+                "completed {} ms / {} jobs, dead {} ms / {} jobs",
+                c.retention.completed_ms,
+                c.retention.completed_max,
+                c.retention.dead_ms,
+                c.retention.dead_max
+            ),
+        ),
+    ]
 }
 
 /// Parses `key=value` settings into a patch. The keys are the patch's own (`PUT
@@ -98,7 +184,7 @@ fn show(q: &QueueView, json: bool) -> CmdResult {
 /// `breaker.consecutive_failures=5`), so serde checks them and names the known ones: there is
 /// no second list of settings here. Two shorthands read better on a command line:
 /// `rate_limit=LIMIT[/PERIOD_MS[/BURST]]` (also `group_rate_limit`; 0 removes it) and
-/// `backoff=BASE_MS..CAP_MS`.
+/// `backoff=BASE_MS..CAP_MS`, and `breaker=on|off`.
 pub fn parse_settings(settings: &[String]) -> Result<QueueConfigPatch, Failure> {
     let mut root = serde_json::Map::new();
     for s in settings {
@@ -142,6 +228,16 @@ fn shorthand(k: &str, v: &str) -> Result<Option<serde_json::Value>, Failure> {
             }
             Some(body)
         }
+        "breaker" => match v {
+            "on" | "true" => Some(serde_json::json!({ "enabled": true })),
+            "off" | "false" | "none" => Some(serde_json::json!({ "enabled": false })),
+            _ => {
+                return Err(Failure::usage(format!(
+                    "breaker: {v:?}: expected on or off (set its keys as \
+                     breaker.consecutive_failures=5, breaker.cooldown_ms=30000, ...)"
+                )))
+            }
+        },
         "backoff" => {
             let (b, c) = v.split_once("..").ok_or_else(|| {
                 Failure::usage("backoff: expected BASE_MS..CAP_MS, e.g. 1000..60000")
@@ -218,12 +314,27 @@ mod tests {
             Some((50, 1000, Some(10)))
         );
         assert_eq!(p.paused, Some(true));
+        // Regression: `breaker=...` was refused though the docs say the CLI sets it.
+        let off = s(&["breaker=off"]).map_err(|f| f.message().to_string());
+        assert_eq!(
+            off.ok()
+                .and_then(|p| p.breaker)
+                .map(|b| b.apply(Some(Default::default()))),
+            Some(None)
+        );
+        let on = s(&["breaker=on"]).map_err(|f| f.message().to_string());
+        assert!(on
+            .ok()
+            .and_then(|p| p.breaker)
+            .and_then(|b| b.apply(None))
+            .is_some());
         for bad in [
             &["order=random"][..],
             &["nope=1"],
             &["max_attempts=x"],
             &["timeout_ms"],
             &["backoff=5"],
+            &["breaker=maybe"],
             &["concurrency=99999999999"],
             &["retention=3", "retention.dead_max=1"],
         ] {

@@ -1,16 +1,15 @@
-//! `weir stats`: the queue table, redrawn every interval with completion rates.
+//! `weir stats`: the queue table, redrawn every interval with the server's rates.
 
 use crate::cli::StatsArgs;
 use crate::out::{self, CmdResult, Failure};
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+use std::time::Duration;
 use weir_client::Client;
 
 pub async fn run(client: &Client, a: StatsArgs, json: bool) -> CmdResult {
     if a.interval_ms == 0 {
         return Err(Failure::usage("--interval-ms must be at least 1"));
     }
-    let mut last: HashMap<String, (u64, Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(a.interval_ms));
     loop {
         tokio::select! {
@@ -19,31 +18,30 @@ pub async fn run(client: &Client, a: StatsArgs, json: bool) -> CmdResult {
         }
         let qs = client.queues().await?;
         if json {
-            out::json(&qs)?;
+            // One line per refresh, so that a pipe reads one document per line.
+            out::json_line(&qs)?;
         } else {
-            if !a.once {
+            if !a.once && std::io::stdout().is_terminal() {
                 // Clear the screen and home the cursor, then redraw.
                 print!("\x1b[2J\x1b[H");
             }
             crate::cmd::queues::list(&qs);
-            let now = Instant::now();
-            let mut rates = Vec::new();
-            for q in &qs {
-                let done = ["completed", "dead", "cancelled"]
-                    .iter()
-                    .map(|k| q.counts.get(*k).copied().unwrap_or(0))
-                    .sum::<u64>();
-                if let Some((prev, at)) = last.insert(q.name.clone(), (done, now)) {
-                    let secs = now.duration_since(at).as_secs_f64().max(1e-9);
-                    rates.push(format!(
-                        "{} {:.0}/s",
-                        q.name,
-                        done.saturating_sub(prev) as f64 / secs
-                    ));
-                }
-            }
+            // The server's own meters (the last minute), not differences of the retained
+            // counts, which stand still once retention caps a queue.
+            let rates: Vec<String> = qs
+                .iter()
+                .filter(|q| {
+                    q.arrival_per_s > 0.0 || q.completed_per_s > 0.0 || q.failed_per_s > 0.0
+                })
+                .map(|q| {
+                    format!(
+                        "{} +{:.1}/s done {:.1}/s failed {:.1}/s",
+                        q.name, q.arrival_per_s, q.completed_per_s, q.failed_per_s
+                    )
+                })
+                .collect();
             if !rates.is_empty() {
-                println!("\nfinished per second: {}", rates.join(", "));
+                println!("\nlast minute: {}", rates.join("; "));
             }
         }
         if a.once {
