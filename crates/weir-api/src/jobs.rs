@@ -22,7 +22,7 @@ pub struct NewJobBody {
     /// What the job does; workers dispatch on it.
     pub kind: String,
     /// The job's input: any JSON document.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     /// Higher runs first (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,7 +173,7 @@ pub struct FetchedJobView {
     /// Its kind.
     pub kind: String,
     /// Its payload.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     /// This attempt's number, from 1.
     pub attempt: u32,
@@ -225,7 +225,7 @@ pub struct AckItem {
     pub lease_id: u64,
     /// Its result, any JSON document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Box<RawValue>>,
 }
 
@@ -331,7 +331,7 @@ pub struct HeartbeatRequest {
     pub lease_id: u64,
     /// Progress to record, any JSON document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub progress: Option<Box<RawValue>>,
 }
 
@@ -371,7 +371,7 @@ pub struct JobView {
     /// The kind.
     pub kind: String,
     /// The payload.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     /// `scheduled`, `waiting`, `active`, `completed`, `failed`, `dead` or `cancelled`.
     pub state: String,
@@ -404,10 +404,10 @@ pub struct JobView {
     /// Tags.
     pub tags: Vec<String>,
     /// Last progress a heartbeat reported.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub progress: Option<Box<RawValue>>,
     /// The result its ack carried.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Box<RawValue>>,
     /// Failed attempts, oldest first (the last 32).
     pub errors: Vec<AttemptErrorView>,

@@ -27,3 +27,14 @@ pub use cache::*;
 pub use jobs::*;
 pub use problem::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
 pub use queues::*;
+
+/// The body of `/health` and `/ready`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct StatusBody {
+    /// `ok` (`/health`); `ready`, `shutting down`, `store failed` or `store not answering`
+    /// (`/ready`).
+    pub status: String,
+    /// Why the store failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}

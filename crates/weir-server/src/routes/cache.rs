@@ -24,6 +24,7 @@ use weir_cache::{SetOptions, TierStats};
 
 /// `PUT`'s options in the query string.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PutQuery {
     /// Time to live, ms (default: the server's `cache.default_ttl_ms`).

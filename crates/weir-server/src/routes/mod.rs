@@ -51,8 +51,8 @@ use weir_core::JobId;
         system::ready,
         system::metrics,
     ),
-    components(schemas(weir_api::Problem)),
-    modifiers(&BearerAuth),
+    components(schemas(weir_api::Problem, weir_api::StatusBody)),
+    modifiers(&BearerAuth, &CommonResponses),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -67,6 +67,106 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// What every operation can answer besides its own replies, added to each so that the
+/// document is complete without repeating them on every handler: 401 and 403 wherever a
+/// token is needed, 415 wherever a body is read, 503 when the store does not answer in time,
+/// and 429 where load shedding refuses work. Also makes operation ids unique and readable
+/// for generated clients (`jobs_list`, `queues_list`).
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, Response};
+        let problem = |what: &str| {
+            Response::builder()
+                .description(what)
+                .content(
+                    "application/problem+json",
+                    Content::new(Some(Ref::from_schema_name("Problem"))),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                ("get", item.get.as_mut()),
+                ("put", item.put.as_mut()),
+                ("post", item.post.as_mut()),
+                ("delete", item.delete.as_mut()),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                let tag = op
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.first())
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(id) = &op.operation_id {
+                    if !tag.is_empty() && !id.starts_with(&format!("{tag}_")) {
+                        op.operation_id = Some(format!("{tag}_{id}"));
+                    }
+                }
+                let open = op.security.as_ref().is_some_and(|s| s.is_empty());
+                let r = &mut op.responses.responses;
+                let mut add = |code: &str, what: &str| {
+                    r.entry(code.to_string())
+                        .or_insert_with(|| problem(what).into());
+                };
+                if !open {
+                    add("401", "No token, or a token the server does not know");
+                    add(
+                        "403",
+                        "The token may not do this on this queue or namespace",
+                    );
+                }
+                if op.request_body.is_some() {
+                    add("415", "The body is not application/json");
+                    add("413", "The body is over the server's limit");
+                }
+                if path.starts_with("/v1/") {
+                    add(
+                        "503",
+                        "The store did not answer in time (request_timeout_ms) or is failing",
+                    );
+                }
+                if path == "/v1/jobs" && method == "post" {
+                    add(
+                        "429",
+                        "A queue is at its max_depth: nothing was enqueued; retry after the \
+                         Retry-After header",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The OpenAPI document as served. A default beside a reference to an object schema
+/// (`QueueConfig`'s nested settings, from its `#[serde(default)]`) is valid but trips client
+/// generators, and the replies carry every field anyway: those defaults are dropped here.
+pub fn document() -> serde_json::Value {
+    let mut v = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    drop_defaults_beside_refs(&mut v);
+    v
+}
+
+/// Removes `default` from every schema that is a `$ref`, `oneOf` or `allOf`.
+fn drop_defaults_beside_refs(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if ["$ref", "oneOf", "allOf"]
+                .iter()
+                .any(|k| map.contains_key(*k))
+            {
+                map.remove("default");
+            }
+            map.values_mut().for_each(drop_defaults_beside_refs);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_defaults_beside_refs),
+        _ => {}
     }
 }
 

@@ -1,6 +1,5 @@
 //! Health, readiness, metrics, the OpenAPI document and the dashboard page.
 
-use super::ApiDoc;
 use crate::auth::Principal;
 use crate::config::Rights;
 use crate::error::ApiResult;
@@ -11,13 +10,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use utoipa::OpenApi;
 use weir_core::Aggregate;
 use weir_store::AggregateListParams;
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/health", tag = "system", security(),
-    responses((status = 200, description = "Alive")))]
+    responses((status = 200, description = "Alive", body = weir_api::StatusBody)))]
 pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -25,7 +23,9 @@ pub async fn health() -> Json<serde_json::Value> {
 /// Readiness: the store is healthy (it answers within a second, and no failed write or
 /// panicked operation has broken it) and the server is not shutting down.
 #[utoipa::path(get, path = "/ready", tag = "system", security(),
-    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+    responses((status = 200, description = "Ready", body = weir_api::StatusBody),
+        (status = 503, description = "Not ready: shutting down, or the store failed or does not answer",
+         body = weir_api::StatusBody)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     if state.shutdown_token().is_cancelled() {
         return (
@@ -90,8 +90,8 @@ pub async fn metrics(State(state): State<AppState>, who: Principal) -> ApiResult
 }
 
 /// The OpenAPI document of this API.
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(super::document())
 }
 
 /// The dashboard: queues, depth and throughput, refreshed live from the API.
