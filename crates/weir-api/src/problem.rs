@@ -43,6 +43,8 @@ pub enum ProblemType {
     LeaseExpired,
     /// 409: the job's state does not allow the operation.
     InvalidState,
+    /// 409: the queue has active jobs, so it cannot be deleted yet.
+    QueueBusy,
     /// 429: load shedding: the queue is full; retry after `retry_after_ms`.
     Overloaded,
     /// 501: the backend lacks the operation.
@@ -58,7 +60,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every type, for documentation and tests.
-    pub const ALL: [ProblemType; 20] = [
+    pub const ALL: [ProblemType; 21] = [
         ProblemType::MalformedJson,
         ProblemType::InvalidInput,
         ProblemType::PayloadTooLarge,
@@ -74,6 +76,7 @@ impl ProblemType {
         ProblemType::LeaseMismatch,
         ProblemType::LeaseExpired,
         ProblemType::InvalidState,
+        ProblemType::QueueBusy,
         ProblemType::Overloaded,
         ProblemType::Unsupported,
         ProblemType::StorageUnavailable,
@@ -99,6 +102,7 @@ impl ProblemType {
             ProblemType::LeaseMismatch => "lease-mismatch",
             ProblemType::LeaseExpired => "lease-expired",
             ProblemType::InvalidState => "invalid-state",
+            ProblemType::QueueBusy => "queue-busy",
             ProblemType::Overloaded => "overloaded",
             ProblemType::Unsupported => "unsupported",
             ProblemType::StorageUnavailable => "storage-unavailable",
@@ -127,9 +131,10 @@ impl ProblemType {
             | ProblemType::CacheMiss
             | ProblemType::NamespaceNotFound => 404,
             ProblemType::MethodNotAllowed => 405,
-            ProblemType::LeaseMismatch | ProblemType::LeaseExpired | ProblemType::InvalidState => {
-                409
-            }
+            ProblemType::LeaseMismatch
+            | ProblemType::LeaseExpired
+            | ProblemType::InvalidState
+            | ProblemType::QueueBusy => 409,
             ProblemType::Overloaded => 429,
             ProblemType::Unsupported => 501,
             ProblemType::StorageUnavailable | ProblemType::Timeout => 503,
@@ -155,6 +160,7 @@ impl ProblemType {
             ProblemType::LeaseMismatch => "The lease is not the job's current lease",
             ProblemType::LeaseExpired => "The lease has expired",
             ProblemType::InvalidState => "The job's state does not allow this",
+            ProblemType::QueueBusy => "The queue has running jobs",
             ProblemType::Overloaded => "The queue is full; retry later",
             ProblemType::Unsupported => "Not supported by this backend",
             ProblemType::StorageUnavailable => "The store is unavailable",

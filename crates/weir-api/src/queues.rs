@@ -330,6 +330,14 @@ pub struct QueueListReply {
     pub queues: Vec<QueueView>,
 }
 
+/// Reply to a bulk action on a queue's jobs (`POST /v1/queues/{q}/retry`,
+/// `DELETE /v1/queues/{q}/jobs`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BulkReply {
+    /// Jobs the action applied to.
+    pub jobs: u64,
+}
+
 /// Reply to `POST /v1/queues/{q}/purge`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PurgeReply {

@@ -103,7 +103,9 @@ impl Client {
                 )),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        // 204 No Content (a delete) reads as JSON null: `()`.
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// Enqueues jobs atomically; returns their ids in order.
@@ -328,6 +330,54 @@ impl Client {
             None,
         )
         .await
+    }
+
+    /// Deletes a job that is not running.
+    pub async fn delete_job(&self, id: u64) -> ClientResult<()> {
+        self.call::<(), ()>(Method::DELETE, &format!("/v1/jobs/{id}"), None, None)
+            .await
+    }
+
+    /// Deletes a queue with every job it holds (refused while any is active); returns how
+    /// many jobs went.
+    pub async fn delete_queue(&self, name: &str) -> ClientResult<u64> {
+        let r: PurgeReply = self
+            .call::<(), _>(
+                Method::DELETE,
+                &format!("/v1/queues/{}", encode(name)),
+                None,
+                None,
+            )
+            .await?;
+        Ok(r.deleted)
+    }
+
+    /// Retries every job of a queue in `state` (`dead`, `cancelled`, `failed` or
+    /// `scheduled`); returns how many.
+    pub async fn retry_jobs(&self, name: &str, state: &str) -> ClientResult<u64> {
+        let r: BulkReply = self
+            .call::<(), _>(
+                Method::POST,
+                &format!("/v1/queues/{}/retry?state={}", encode(name), encode(state)),
+                None,
+                None,
+            )
+            .await?;
+        Ok(r.jobs)
+    }
+
+    /// Deletes every job of a queue in a finished `state` (`completed`, `dead` or
+    /// `cancelled`); returns how many.
+    pub async fn delete_jobs(&self, name: &str, state: &str) -> ClientResult<u64> {
+        let r: BulkReply = self
+            .call::<(), _>(
+                Method::DELETE,
+                &format!("/v1/queues/{}/jobs?state={}", encode(name), encode(state)),
+                None,
+                None,
+            )
+            .await?;
+        Ok(r.jobs)
     }
 
     /// Deletes a queue's unstarted jobs; returns how many.

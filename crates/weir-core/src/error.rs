@@ -54,6 +54,15 @@ pub enum Error {
         /// The job's state, lower case.
         state: &'static str,
     },
+    /// The queue still has active jobs, so it cannot be deleted: pause it and let them
+    /// finish (or cancel them) first.
+    #[error("queue {queue:?} has {active} active jobs: pause it and let them finish, or cancel them, then delete it")]
+    QueueBusy {
+        /// The queue.
+        queue: String,
+        /// Its active jobs.
+        active: u64,
+    },
     /// The queue is at its `max_depth` (or, with `max_depth` 0, the server at its memory
     /// budget, `depth` then counting every job held): the enqueue was refused (load
     /// shedding); try again after `retry_after_ms`.
@@ -93,6 +102,7 @@ impl Error {
             Error::LeaseMismatch(_) => "lease-mismatch",
             Error::LeaseExpired(_) => "lease-expired",
             Error::InvalidState { .. } => "invalid-state",
+            Error::QueueBusy { .. } => "queue-busy",
             Error::Overloaded { .. } => "overloaded",
             Error::Unsupported(_) => "unsupported",
             Error::Storage { .. } => "storage",

@@ -43,6 +43,7 @@ impl From<Error> for ApiError {
             Error::LeaseMismatch(_) => ProblemType::LeaseMismatch,
             Error::LeaseExpired(_) => ProblemType::LeaseExpired,
             Error::InvalidState { .. } => ProblemType::InvalidState,
+            Error::QueueBusy { .. } => ProblemType::QueueBusy,
             Error::Unsupported(_) => ProblemType::Unsupported,
             Error::Storage { message, source } => {
                 match source {

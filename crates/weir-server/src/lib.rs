@@ -112,7 +112,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/jobs",
             post(routes::jobs::enqueue).get(routes::jobs::list),
         )
-        .route("/v1/jobs/{id}", get(routes::jobs::show))
+        .route(
+            "/v1/jobs/{id}",
+            get(routes::jobs::show).delete(routes::jobs::delete),
+        )
         .route("/v1/jobs/{id}/cancel", post(routes::jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(routes::jobs::retry))
         .route("/v1/jobs/{id}/heartbeat", post(routes::work::heartbeat))
@@ -123,8 +126,15 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues", get(routes::queues::list))
         .route(
             "/v1/queues/{name}",
-            get(routes::queues::show).put(routes::queues::configure),
+            get(routes::queues::show)
+                .put(routes::queues::configure)
+                .delete(routes::queues::delete),
         )
+        .route(
+            "/v1/queues/{name}/jobs",
+            axum::routing::delete(routes::queues::delete_jobs),
+        )
+        .route("/v1/queues/{name}/retry", post(routes::queues::retry_jobs))
         .route("/v1/queues/{name}/pause", post(routes::queues::pause))
         .route("/v1/queues/{name}/resume", post(routes::queues::resume))
         .route("/v1/queues/{name}/purge", post(routes::queues::purge))

@@ -112,6 +112,9 @@ impl Store for RoundTripReads {
     async fn job_retry(&self, p: JobRetryParams) -> Result<()> {
         self.inner.job_retry(p).await
     }
+    async fn job_delete(&self, p: JobDeleteParams) -> Result<()> {
+        self.inner.job_delete(p).await
+    }
     async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
         self.inner.job_get(id).await
     }
@@ -129,6 +132,9 @@ impl Store for RoundTripReads {
     }
     async fn queue_purge(&self, p: QueuePurgeParams) -> Result<u64> {
         self.inner.queue_purge(p).await
+    }
+    async fn queue_delete(&self, p: QueueDeleteParams) -> Result<u64> {
+        self.inner.queue_delete(p).await
     }
     async fn queue_list(&self) -> Result<Vec<String>> {
         self.inner.queue_list().await
@@ -338,4 +344,118 @@ async fn a_fail_reply_counts_what_failed() {
         r.get("failed").is_none(),
         "an ack reply has no `failed`: {r}"
     );
+}
+
+/// Issue 16: `DELETE /v1/jobs/{id}` and `DELETE /v1/queues/{q}`, and the bulk actions the
+/// dashboard offers (retry every dead job, delete finished jobs by state). Refusals change
+/// nothing.
+#[tokio::test]
+async fn jobs_and_queues_are_deleted_and_bulk_actions_apply_to_one_state() {
+    let fx = setup(ServerConfig::default(), |s| Arc::new(s)).await;
+    let r = &fx.router;
+    let jobs: Vec<Value> = (0..6)
+        .map(|n| json!({"queue":"mail","kind":"k","payload":n,"max_attempts":1}))
+        .collect();
+    let (status, got) = call(r, Method::POST, "/v1/jobs", Some(json!({ "jobs": jobs }))).await;
+    assert_eq!(status, StatusCode::CREATED, "{got}");
+    let ids: Vec<u64> = got["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // Four run: two die, one completes, one stays active.
+    let (_, got) = call(
+        r,
+        Method::POST,
+        "/v1/fetch",
+        Some(json!({"queues":["mail"],"max":4})),
+    )
+    .await;
+    let leased: Vec<&Value> = got["jobs"].as_array().unwrap().iter().collect();
+    let item = |j: &Value| json!({"id": j["id"], "lease_id": j["lease_id"], "error": "no"});
+    let fails = json!({"fails": [item(leased[0]), item(leased[1])]});
+    assert_eq!(
+        call(r, Method::POST, "/v1/fail", Some(fails)).await.1["failed"],
+        2
+    );
+    let ack = json!({"acks": [{"id": leased[2]["id"], "lease_id": leased[2]["lease_id"]}]});
+    assert_eq!(
+        call(r, Method::POST, "/v1/ack", Some(ack)).await.1["acked"],
+        1
+    );
+    let active = leased[3]["id"].as_u64().unwrap();
+
+    let (status, p) = call(r, Method::DELETE, &format!("/v1/jobs/{active}"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["type"], "urn:weir:problem:invalid-state");
+    let (status, p) = call(r, Method::DELETE, "/v1/queues/mail", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{p}");
+    assert_eq!(p["type"], "urn:weir:problem:queue-busy");
+    assert!(p["detail"].as_str().unwrap().contains("1 active"), "{p}");
+
+    let (status, p) = call(r, Method::POST, "/v1/queues/mail/retry?state=waiting", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    let (status, p) = call(r, Method::DELETE, "/v1/queues/mail/jobs", None).await;
+    assert_eq!(
+        (status, p["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("state"))
+    );
+    let (status, v) = call(r, Method::POST, "/v1/queues/mail/retry", None).await;
+    assert_eq!(
+        (status, v["jobs"].clone()),
+        (StatusCode::OK, json!(2)),
+        "{v}"
+    );
+    let (_, v) = call(r, Method::GET, "/v1/queues/mail", None).await;
+    assert_eq!(v["counts"]["dead"], 0);
+    assert_eq!(
+        v["counts"]["waiting"], 4,
+        "two waiting and two retried: {v}"
+    );
+    let (status, v) = call(
+        r,
+        Method::DELETE,
+        "/v1/queues/mail/jobs?state=completed",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["jobs"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{v}"
+    );
+
+    let waiting = ids.iter().copied().find(|&id| id != active).unwrap();
+    let (status, _) = call(r, Method::DELETE, &format!("/v1/jobs/{waiting}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(r, Method::GET, &format!("/v1/jobs/{waiting}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, p) = call(r, Method::DELETE, &format!("/v1/jobs/{waiting}"), None).await;
+    assert_eq!(
+        (status, p["type"].clone()),
+        (
+            StatusCode::NOT_FOUND,
+            json!("urn:weir:problem:job-not-found")
+        )
+    );
+
+    // Once the active job finishes, the queue goes with everything in it.
+    let ack = json!({"acks": [{"id": active, "lease_id": leased[3]["lease_id"]}]});
+    assert_eq!(
+        call(r, Method::POST, "/v1/ack", Some(ack)).await.1["acked"],
+        1
+    );
+    let (status, v) = call(r, Method::DELETE, "/v1/queues/mail", None).await;
+    assert_eq!(
+        (status, v["deleted"].clone()),
+        (StatusCode::OK, json!(4)),
+        "{v}"
+    );
+    let (status, _) = call(r, Method::GET, "/v1/queues/mail", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, v) = call(r, Method::GET, "/v1/queues", None).await;
+    assert!(v["queues"].as_array().unwrap().is_empty(), "{v}");
+    let (status, _) = call(r, Method::DELETE, "/v1/queues/mail", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

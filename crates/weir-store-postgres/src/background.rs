@@ -31,6 +31,11 @@ impl AggregateBuffer {
         let key = (queue.to_string(), hour);
         f(self.pending.entry(key).or_default());
     }
+
+    /// Forgets every count of a deleted queue.
+    pub(crate) fn forget(&mut self, queue: &str) {
+        self.pending.retain(|(q, _), _| q != queue);
+    }
 }
 
 /// The background tasks; aborted when the last handle on the store goes.

@@ -1308,6 +1308,85 @@ impl Inner {
         Ok(())
     }
 
+    /// Deletes one job that is not running (one unfinished is counted as cancelled).
+    pub(crate) async fn delete(&self, id: JobId) -> Result<()> {
+        let now = self.now();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let st = tx
+            .prepare_cached(&self.q("DELETE FROM {s}.jobs WHERE id = $1 AND state <> 2 \
+                 RETURNING queue, grp, unique_key, state"))
+            .await
+            .map_err(db)?;
+        let Some(row) = tx.query_opt(&st, &[&i(id.0)]).await.map_err(db)? else {
+            return Err(self.state_error(&tx, id, "delete").await?);
+        };
+        let queue: String = row.get(0);
+        let mut releases = UniqueReleases::default();
+        releases.add(&queue, row.get(2), i(id.0), 0);
+        releases.apply(self, &tx).await?;
+        if let Some(g) = row.get::<_, Option<String>>(1) {
+            self.refresh_groups(&tx, BTreeSet::from([(queue.clone(), g)]))
+                .await?;
+        }
+        tx.commit().await.map_err(db)?;
+        let state = crate::conv::state_of(row.get(3));
+        if !state.is_terminal() {
+            self.aggregates
+                .lock()
+                .bump(&queue, now, |a| a.cancelled += 1);
+            self.work_arrived_in([queue.as_str()]);
+        }
+        Ok(())
+    }
+
+    /// Deletes a queue with all its jobs, keys, rate state and aggregates, unless a job of it
+    /// is active. The queue's row is locked first, so a fetch on another server (which locks
+    /// it for a controlled queue, and otherwise leases by `UPDATE`, which waits on the jobs'
+    /// row locks) cannot start one of its jobs meanwhile.
+    pub(crate) async fn delete_queue(&self, name: &str) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let st = tx
+            .prepare_cached(&self.q("SELECT 1 FROM {s}.queues WHERE name = $1 FOR UPDATE"))
+            .await
+            .map_err(db)?;
+        if tx.query_opt(&st, &[&name]).await.map_err(db)?.is_none() {
+            return Err(Error::QueueNotFound(name.to_string()));
+        }
+        let st = tx
+            .prepare_cached(&self.q(
+                "WITH gone AS (DELETE FROM {s}.jobs WHERE queue = $1 RETURNING state) \
+                 SELECT count(*) FILTER (WHERE state = 2), count(*) FROM gone",
+            ))
+            .await
+            .map_err(db)?;
+        let row = tx.query_one(&st, &[&name]).await.map_err(db)?;
+        let (active, deleted): (i64, i64) = (row.get(0), row.get(1));
+        if active > 0 {
+            // Rolls the deletion back.
+            return Err(Error::QueueBusy {
+                queue: name.to_string(),
+                active: active as u64,
+            });
+        }
+        for table in ["unique_keys", "group_rates", "aggregates"] {
+            tx.execute(
+                &self.q(&format!("DELETE FROM {{s}}.{table} WHERE queue = $1")),
+                &[&name],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.execute(&self.q("DELETE FROM {s}.queues WHERE name = $1"), &[&name])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        self.configs.lock().remove(name);
+        self.aggregates.lock().forget(name);
+        Ok(deleted as u64)
+    }
+
     pub(crate) async fn purge(&self, name: &str) -> Result<u64> {
         let now = self.now();
         let mut client = self.client().await?;

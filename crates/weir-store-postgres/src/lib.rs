@@ -44,9 +44,10 @@ use weir_core::{
     LatencyHistogram, Limits, QueueConfig, QueueStats, Result, SystemClock,
 };
 use weir_store::{
-    AggregateListParams, JobAckManyParams, JobCancelParams, JobFailManyParams, JobFetchParams,
-    JobHeartbeatParams, JobInsertManyParams, JobReleaseParams, JobRetryParams, MaintenanceReport,
-    QueueConfigSetParams, QueueConfigUpdateParams, QueuePurgeParams, Store,
+    AggregateListParams, JobAckManyParams, JobCancelParams, JobDeleteParams, JobFailManyParams,
+    JobFetchParams, JobHeartbeatParams, JobInsertManyParams, JobReleaseParams, JobRetryParams,
+    MaintenanceReport, QueueConfigSetParams, QueueConfigUpdateParams, QueueDeleteParams,
+    QueuePurgeParams, Store,
 };
 
 pub use schema::{drop_schema_blocking, migrate, validate_schema_name, SCHEMA_VERSION};
@@ -325,6 +326,10 @@ impl Store for PostgresStore {
         self.inner.retry(p.id).await
     }
 
+    async fn job_delete(&self, p: JobDeleteParams) -> Result<()> {
+        self.inner.delete(p.id).await
+    }
+
     async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
         self.inner.get(id).await
     }
@@ -354,6 +359,10 @@ impl Store for PostgresStore {
 
     async fn queue_purge(&self, p: QueuePurgeParams) -> Result<u64> {
         self.inner.purge(&p.name).await
+    }
+
+    async fn queue_delete(&self, p: QueueDeleteParams) -> Result<u64> {
+        self.inner.delete_queue(&p.name).await
     }
 
     async fn queue_list(&self) -> Result<Vec<String>> {

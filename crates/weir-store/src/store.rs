@@ -80,6 +80,13 @@ pub struct JobRetryParams {
     pub id: JobId,
 }
 
+/// Delete one job.
+#[derive(Debug, Clone, Copy)]
+pub struct JobDeleteParams {
+    /// The job.
+    pub id: JobId,
+}
+
 /// Set a queue's configuration.
 #[derive(Debug, Clone)]
 pub struct QueueConfigSetParams {
@@ -102,6 +109,13 @@ pub struct QueueConfigUpdateParams {
 /// Delete a queue's jobs that have not started.
 #[derive(Debug, Clone)]
 pub struct QueuePurgeParams {
+    /// The queue.
+    pub name: String,
+}
+
+/// Delete a queue.
+#[derive(Debug, Clone)]
+pub struct QueueDeleteParams {
     /// The queue.
     pub name: String,
 }
@@ -148,6 +162,10 @@ pub trait Store: Send + Sync + 'static {
     async fn job_cancel(&self, p: JobCancelParams) -> Result<()>;
     /// Retries a job now; durable before it returns.
     async fn job_retry(&self, p: JobRetryParams) -> Result<()>;
+    /// Deletes a job that is not active (an unfinished one counts as cancelled: its group
+    /// moves on, its unique key is free); durable before it returns. An active job is
+    /// refused with [`weir_core::Error::InvalidState`].
+    async fn job_delete(&self, p: JobDeleteParams) -> Result<()>;
     /// Reads one job.
     async fn job_get(&self, id: JobId) -> Result<Option<Job>>;
     /// Lists jobs.
@@ -163,6 +181,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every waiting, scheduled and failed (awaiting retry) job of a queue; active
     /// jobs finish. Durable before it returns. Returns how many were deleted.
     async fn queue_purge(&self, p: QueuePurgeParams) -> Result<u64>;
+    /// Deletes a queue: every job, its configuration, its rate and breaker state and its
+    /// aggregates; durable before it returns. Refused with [`weir_core::Error::QueueBusy`]
+    /// while any of its jobs is active, and [`weir_core::Error::QueueNotFound`] for an
+    /// unknown queue. A later enqueue or configuration starts a new queue of that name.
+    /// Returns how many jobs were deleted.
+    async fn queue_delete(&self, p: QueueDeleteParams) -> Result<u64>;
     /// Names of the known queues.
     async fn queue_list(&self) -> Result<Vec<String>>;
     /// One queue's counts, oldest waiting age and configuration.

@@ -508,3 +508,87 @@ async fn an_attempt_running_at_a_restart_counts_when_its_lease_expires() {
 async fn state_of(s: &EmbeddedStore, id: JobId) -> JobState {
     s.job_get(id).await.expect("get").expect("job").state
 }
+
+/// A deleted queue stays deleted across a restart: no configuration, job or aggregate record
+/// of it is left on disk, and a queue of the same name made afterwards is the one restored.
+#[tokio::test]
+async fn a_deleted_queue_leaves_no_record_and_stays_deleted_after_reopen() {
+    let fx = setup();
+    {
+        let s = fx.open();
+        s.queue_config_set(QueueConfigSetParams {
+            name: "gone".into(),
+            config: QueueConfig {
+                max_attempts: 9,
+                ..Default::default()
+            },
+        })
+        .await
+        .expect("configure");
+        s.job_insert_many(JobInsertManyParams {
+            jobs: (0..5).map(|n| job("gone", n)).collect(),
+        })
+        .await
+        .expect("enqueue");
+        let got = fetch(&s, "gone", 2).await;
+        s.job_ack_many(JobAckManyParams {
+            acks: got.iter().map(Ack::of).collect(),
+        })
+        .await
+        .expect("ack");
+        s.job_insert_many(JobInsertManyParams {
+            jobs: vec![job("kept", 0)],
+        })
+        .await
+        .expect("enqueue");
+        s.maintenance_run().await.expect("maintain");
+        assert_eq!(
+            s.queue_delete(QueueDeleteParams {
+                name: "gone".into()
+            })
+            .await
+            .expect("delete"),
+            5
+        );
+        // The name used again at once, in the same commit window as the delete.
+        s.job_insert_many(JobInsertManyParams {
+            jobs: vec![job("gone", 99)],
+        })
+        .await
+        .expect("enqueue again");
+    }
+    assert_eq!(
+        records_in(fx.dir.path(), "queues"),
+        0,
+        "no configuration left"
+    );
+    let s = fx.open();
+    assert_eq!(
+        s.queue_list().await.expect("list"),
+        vec!["gone".to_string(), "kept".to_string()]
+    );
+    let st = s
+        .queue_stats("gone")
+        .await
+        .expect("stats")
+        .expect("recreated");
+    assert_eq!(
+        st.counts["waiting"], 1,
+        "only the job enqueued after the delete"
+    );
+    assert_eq!(st.counts["completed"], 0);
+    assert_eq!(st.config.max_attempts, QueueConfig::default().max_attempts);
+    let aggregates = s
+        .aggregate_list(AggregateListParams {
+            queue: Some("gone".into()),
+            from_ms: 0,
+            to_ms: u64::MAX,
+        })
+        .await
+        .expect("aggregates");
+    let enqueued: u64 = aggregates.iter().map(|a| a.counts.enqueued).sum();
+    assert_eq!(
+        enqueued, 1,
+        "only the new queue's enqueue is counted: {aggregates:?}"
+    );
+}

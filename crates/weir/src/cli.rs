@@ -39,10 +39,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Enqueue one job, or many from an NDJSON file or stdin.
     Push(PushArgs),
-    /// List, show, retry and cancel jobs.
+    /// List, show, retry, cancel and delete jobs.
     #[command(subcommand)]
     Jobs(JobsCmd),
-    /// List, show, configure, pause, resume and purge queues.
+    /// List, show, configure, pause, resume, purge and delete queues.
     #[command(subcommand)]
     Queues(QueuesCmd),
     /// Read, write and invalidate the tiered cache; prune its disk folder.
@@ -154,6 +154,8 @@ pub enum JobsCmd {
     Retry { id: u64 },
     /// Cancel a job.
     Cancel { id: u64 },
+    /// Delete a job that is not running (an unfinished one counts as cancelled).
+    Rm { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +193,30 @@ pub enum QueuesCmd {
     /// Delete every unstarted job of the queue.
     Purge {
         name: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete the queue: every job, its settings and its history (refused while a job of it
+    /// runs: pause it and let them finish first).
+    Rm {
+        name: String,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Retry every job of the queue in one state: dead (default), cancelled, failed or
+    /// scheduled.
+    Retry {
+        name: String,
+        #[arg(long, default_value = "dead")]
+        state: String,
+    },
+    /// Delete every finished job of the queue in one state: completed, dead or cancelled.
+    Clean {
+        name: String,
+        #[arg(long)]
+        state: String,
         /// Confirm.
         #[arg(long)]
         yes: bool,

@@ -408,3 +408,48 @@ fn help_names_every_command_and_only_the_flags_that_apply() {
     }
     assert!(help(&["jobs", "ls", "--help"]).contains("--server"));
 }
+
+/// `weir jobs rm`, `weir queues retry|clean|rm`: the CLI side of deletion and bulk actions,
+/// with `--yes` required for what cannot be undone.
+#[test]
+fn deletion_and_bulk_actions_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[], &[]);
+    let s = server.base.as_str();
+    let ids: Vec<u64> = (0..3)
+        .map(|_| {
+            let o = weir(s, &["push", "tmp", "k", "--max-attempts", "1"], None);
+            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+        })
+        .collect();
+    let o = weir(s, &["jobs", "rm", &ids[0].to_string()], None);
+    assert!(o.status.success(), "{o:?}");
+    let o = weir(s, &["jobs", "show", &ids[0].to_string()], None);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a deleted job is not found: {o:?}"
+    );
+    one_line_exit_2(&weir(s, &["queues", "rm", "tmp"], None), "rm without --yes");
+    one_line_exit_2(
+        &weir(
+            s,
+            &["queues", "clean", "tmp", "--state", "waiting", "--yes"],
+            None,
+        ),
+        "clean of a state that is not finished",
+    );
+    let o = weir(s, &["--json", "queues", "retry", "tmp"], None);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["retried"], 0, "no dead job yet: {v}");
+    let o = weir(s, &["--json", "queues", "rm", "tmp", "--yes"], None);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["deleted"], 2, "{v}");
+    let o = weir(s, &["queues", "show", "tmp"], None);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    one_line_exit_2(
+        &weir(s, &["queues", "rm", "tmp", "--yes"], None),
+        "rm of a queue gone",
+    );
+}

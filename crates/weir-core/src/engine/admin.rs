@@ -1,4 +1,4 @@
-//! An operator's changes to jobs: cancel, retry, purge.
+//! An operator's changes to jobs and queues: cancel, retry, delete, purge.
 
 use super::*;
 
@@ -49,6 +49,67 @@ impl Engine {
             }
         }
         ids.len() as u64
+    }
+
+    /// Deletes one job that is not running: one that has not finished is cancelled first (so
+    /// that its group and unique key move on, and the hourly aggregates count it as
+    /// cancelled). An active job is refused: cancel it, or let it finish.
+    pub fn delete_job(&mut self, id: JobId, now: u64) -> Result<()> {
+        let s = self.jobs.get(&id.0).ok_or(Error::JobNotFound(id))?;
+        match s.state {
+            JobState::Active => {
+                return Err(Error::InvalidState {
+                    id,
+                    op: "delete",
+                    state: s.state.as_str(),
+                })
+            }
+            st if !st.is_terminal() => self.cancel(id, now)?,
+            _ => {}
+        }
+        self.delete(id.0);
+        Ok(())
+    }
+
+    /// Deletes queue `name` with every job it holds, its configuration, its flow-control
+    /// state and its hourly aggregates. Refused while any of its jobs is active (pause the
+    /// queue and let them finish, or cancel them). Returns how many jobs were deleted. A
+    /// later enqueue or configuration of the name starts a new queue.
+    pub fn delete_queue(&mut self, name: &str, now: u64) -> Result<u64> {
+        let q = self
+            .find_queue(name)
+            .ok_or_else(|| Error::QueueNotFound(name.to_string()))?;
+        let active = self.queues[q as usize].counts[JobState::Active as usize];
+        if active > 0 {
+            return Err(Error::QueueBusy {
+                queue: name.to_string(),
+                active,
+            });
+        }
+        let ids: Vec<u64> = self.queues[q as usize]
+            .ids
+            .iter()
+            .flat_map(|set| set.iter())
+            .collect();
+        for &id in &ids {
+            self.delete_job(JobId(id), now)?;
+        }
+        let hours: Vec<u64> = self
+            .aggregates
+            .range((q, 0)..=(q, u64::MAX))
+            .map(|(&(_, h), _)| h)
+            .collect();
+        for h in hours {
+            self.aggregates.remove(&(q, h));
+        }
+        self.group_tats.retain(|(gq, _), _| *gq != q);
+        self.throttled.retain(|(_, gq, _)| *gq != q);
+        self.groups.retain(|(gq, _), _| *gq != q);
+        let qs = &mut self.queues[q as usize];
+        *qs = QueueState::fresh(qs.name.clone());
+        qs.deleted = true;
+        self.changes.push(Change::QueueDeleted(q));
+        Ok(ids.len() as u64)
     }
 
     /// Runs a job again now: a dead or cancelled job returns to waiting with fresh attempts;

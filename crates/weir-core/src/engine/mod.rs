@@ -102,6 +102,10 @@ pub enum Change {
     Queue(u32),
     /// An hourly aggregate changed: `(queue index, hour start)`.
     Aggregate(u32, u64),
+    /// A queue was deleted: remove its configuration and every hourly aggregate of its name
+    /// (its jobs went with their own [`Change::Delete`]s before this). The queue's name stays
+    /// readable at this index ([`Engine::queue_name`]).
+    QueueDeleted(u32),
 }
 
 pub(crate) struct QueueState {
@@ -127,6 +131,29 @@ pub(crate) struct QueueState {
     /// one queue's jobs in one state is a walk from the cursor, not a scan of every job.
     /// Compressed bitmaps: ids are dense, so this costs a bit or two per job.
     pub(crate) ids: [RoaringTreemap; 7],
+    /// Deleted: unknown to every read until a job or a configuration names it again, when
+    /// it starts afresh. (Queue indexes are never reused, so the slot stays.)
+    pub(crate) deleted: bool,
+}
+
+impl QueueState {
+    fn fresh(name: Arc<str>) -> Self {
+        QueueState {
+            name,
+            config: QueueConfig::default(),
+            configured: false,
+            ready: BTreeSet::new(),
+            completed: BTreeSet::new(),
+            dead: BTreeSet::new(),
+            counts: [0; 7],
+            wait_hist: LatencyHistogram::default(),
+            run_hist: LatencyHistogram::default(),
+            flow: flow::FlowState::default(),
+            waiting_since: BTreeMap::new(),
+            ids: Default::default(),
+            deleted: false,
+        }
+    }
 }
 
 pub(crate) type JobMap = indexmap::IndexMap<u64, Slot, rustc_hash::FxBuildHasher>;
@@ -260,30 +287,30 @@ impl Engine {
 
     pub(crate) fn queue_idx(&mut self, name: &str) -> u32 {
         if let Some(&i) = self.queue_ids.get(name) {
+            let qs = &mut self.queues[i as usize];
+            if qs.deleted {
+                *qs = QueueState::fresh(qs.name.clone());
+            }
             return i;
         }
         let i = self.queues.len() as u32;
         let name: Arc<str> = name.into();
-        self.queues.push(QueueState {
-            name: name.clone(),
-            config: QueueConfig::default(),
-            configured: false,
-            ready: BTreeSet::new(),
-            completed: BTreeSet::new(),
-            dead: BTreeSet::new(),
-            counts: [0; 7],
-            wait_hist: LatencyHistogram::default(),
-            run_hist: LatencyHistogram::default(),
-            flow: flow::FlowState::default(),
-            waiting_since: BTreeMap::new(),
-            ids: Default::default(),
-        });
+        self.queues.push(QueueState::fresh(name.clone()));
         self.queue_ids.insert(name, i);
         i
     }
 
+    /// The name of queue index `q`, deleted or not.
+    pub fn queue_name(&self, q: u32) -> Option<&str> {
+        self.queues.get(q as usize).map(|qs| &*qs.name)
+    }
+
+    /// The index of a queue that exists (not deleted).
     pub(crate) fn find_queue(&self, name: &str) -> Option<u32> {
-        self.queue_ids.get(name).copied()
+        self.queue_ids
+            .get(name)
+            .copied()
+            .filter(|&q| !self.queues[q as usize].deleted)
     }
 
     fn kind_idx(&mut self, kind: &str) -> u32 {

@@ -151,7 +151,11 @@ impl Engine {
 
     /// Names of every queue that has jobs or a configuration.
     pub fn queue_names(&self) -> Vec<String> {
-        self.queues.iter().map(|q| q.name.to_string()).collect()
+        self.queues
+            .iter()
+            .filter(|q| !q.deleted)
+            .map(|q| q.name.to_string())
+            .collect()
     }
 
     /// When the oldest waiting job of queue `q` became ready, grouped jobs held back by

@@ -1,4 +1,4 @@
-//! `/v1/jobs`: enqueue, read, list, cancel, retry.
+//! `/v1/jobs`: enqueue, read, list, cancel, retry, delete.
 
 use super::{check_batch, job_not_found, require_on_job, reread};
 use crate::auth::Principal;
@@ -12,7 +12,7 @@ use axum::Json;
 use serde::Deserialize;
 use weir_api::{EnqueueReply, EnqueueRequest, JobPageView, JobView, Problem};
 use weir_core::{JobFilter, JobId, JobState};
-use weir_store::{JobCancelParams, JobInsertManyParams, JobRetryParams};
+use weir_store::{JobCancelParams, JobDeleteParams, JobInsertManyParams, JobRetryParams};
 
 /// Enqueue jobs (atomic: one bad job refuses the batch and nothing changes).
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
@@ -72,18 +72,7 @@ pub async fn list(
         Some(name) => who.require(name, Rights::Read)?,
         None => who.require_all(Rights::Read)?,
     }
-    let st = match &q.state {
-        None => None,
-        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                "state",
-                format!(
-                    "{s:?}: expected one of {}",
-                    JobState::ALL.map(JobState::as_str).join(", ")
-                ),
-            )
-        })?),
-    };
+    let st = q.state.as_deref().map(parse_state).transpose()?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid(
@@ -122,6 +111,38 @@ pub async fn show(
         .ok_or_else(|| job_not_found(id))?;
     who.require(&job.queue, Rights::Read)?;
     Ok(Json(job.into()))
+}
+
+/// A job state named in a query.
+pub(crate) fn parse_state(s: &str) -> ApiResult<JobState> {
+    JobState::parse(s).ok_or_else(|| {
+        ApiError::invalid(
+            "state",
+            format!(
+                "{s:?}: expected one of {}",
+                JobState::ALL.map(JobState::as_str).join(", ")
+            ),
+        )
+    })
+}
+
+/// Delete a job that is not running (cancel an active one first, or let it finish). One
+/// that has not finished counts as cancelled: its group moves on and its unique key is free.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = u64, Path, description = "Job id")),
+    responses((status = 204, description = "Deleted; durable before this reply"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is active", body = Problem, content_type = "application/problem+json")))]
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<StatusCode> {
+    require_on_job(&state, &who, id, Rights::Write).await?;
+    state
+        .store()
+        .job_delete(JobDeleteParams { id: JobId(id) })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Cancel a job that has not finished; an active job's lease is revoked.

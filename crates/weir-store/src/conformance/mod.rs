@@ -113,6 +113,8 @@ macro_rules! __weir_conformance_cases {
                 long_poll_wakes_on_enqueue,
                 concurrent_config_updates_all_land,
                 purge_deletes_unstarted_jobs_only,
+                delete_job_frees_its_group_and_key_and_refuses_a_running_one,
+                delete_queue_removes_everything_but_waits_for_running_jobs,
             },
             flow {
                 rate_limit_hands_out_at_most_limit_plus_burst_per_second,

@@ -539,3 +539,182 @@ pub async fn concurrent_config_updates_all_land<S: Store>(s: &S, _c: &ManualCloc
     assert_eq!(s.queue_config_get("cfg").await.unwrap().unwrap(), c);
     assert!(s.queue_config_get("never-seen").await.unwrap().is_none());
 }
+
+/// Deleting one job: any state but active; an unfinished one frees its group and its
+/// unique key; gone from reads and listings.
+pub async fn delete_job_frees_its_group_and_key_and_refuses_a_running_one<S: Store>(
+    s: &S,
+    _c: &ManualClock,
+) {
+    let ids = put(
+        s,
+        vec![
+            NewJob {
+                group: Some("g".into()),
+                ..job("q", 1)
+            },
+            NewJob {
+                group: Some("g".into()),
+                unique_key: Some("u".into()),
+                ..job("q", 2)
+            },
+            NewJob {
+                group: Some("g".into()),
+                ..job("q", 3)
+            },
+        ],
+    )
+    .await;
+    let running = fetch(s, &["q"], 10).await;
+    assert_eq!(running.len(), 1, "the group runs one at a time");
+    let refused = s
+        .job_delete(JobDeleteParams { id: ids[0] })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            weir_core::Error::InvalidState {
+                op: "delete",
+                state: "active",
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(state(s, ids[0]).await, weir_core::JobState::Active);
+    // The second, held back by its group, goes; its unique key is free again.
+    s.job_delete(JobDeleteParams { id: ids[1] }).await.unwrap();
+    assert!(s.job_get(ids[1]).await.unwrap().is_none());
+    let again = put1(
+        s,
+        NewJob {
+            unique_key: Some("u".into()),
+            ..job("other", 9)
+        },
+    )
+    .await;
+    let reuse = put1(
+        s,
+        NewJob {
+            unique_key: Some("u".into()),
+            ..job("q", 10)
+        },
+    )
+    .await;
+    assert_ne!(
+        reuse, ids[1],
+        "the deleted job's key no longer deduplicates"
+    );
+    assert_ne!(again, reuse);
+    assert_eq!(ack(s, &running[0], None).await.applied, 1);
+    // The group moved past the deleted job to the third.
+    let next = fetch(s, &["q"], 10).await;
+    let ns: Vec<u64> = next.iter().map(n_of).collect();
+    assert!(ns.contains(&3), "{ns:?}");
+    assert!(!ns.contains(&2), "{ns:?}");
+    // A finished job can be deleted too.
+    s.job_delete(JobDeleteParams { id: ids[0] }).await.unwrap();
+    assert!(s.job_get(ids[0]).await.unwrap().is_none());
+    let page = s
+        .job_list(weir_core::JobFilter {
+            queue: Some("q".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.jobs.iter().all(|j| j.id != ids[0] && j.id != ids[1]));
+    let gone = s
+        .job_delete(JobDeleteParams { id: ids[1] })
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, weir_core::Error::JobNotFound(_)), "{gone:?}");
+}
+
+/// Deleting a queue: refused while a job of it runs (changing nothing), then every job,
+/// its configuration and its aggregates go; the name can be used again from scratch.
+pub async fn delete_queue_removes_everything_but_waits_for_running_jobs<S: Store>(
+    s: &S,
+    c: &ManualClock,
+) {
+    configure(s, "q", |cfg| cfg.max_attempts = 7).await;
+    let ids = put(
+        s,
+        vec![
+            job("q", 1),
+            job("q", 2),
+            NewJob {
+                delay_ms: Some(60_000),
+                unique_key: Some("u".into()),
+                ..job("q", 3)
+            },
+            job("other", 4),
+        ],
+    )
+    .await;
+    let running = fetch(s, &["q"], 1).await;
+    let busy = s
+        .queue_delete(QueueDeleteParams { name: "q".into() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(busy, weir_core::Error::QueueBusy { active: 1, .. }),
+        "{busy:?}"
+    );
+    for id in &ids[..3] {
+        assert!(
+            s.job_get(*id).await.unwrap().is_some(),
+            "a refused delete changes nothing"
+        );
+    }
+    assert_eq!(ack(s, &running[0], None).await.applied, 1);
+    s.maintenance_run().await.unwrap();
+    let deleted = s
+        .queue_delete(QueueDeleteParams { name: "q".into() })
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3, "two waiting or scheduled and the completed one");
+    for id in &ids[..3] {
+        assert!(s.job_get(*id).await.unwrap().is_none(), "job {id} deleted");
+    }
+    assert!(
+        s.job_get(ids[3]).await.unwrap().is_some(),
+        "other queues untouched"
+    );
+    assert!(!s.queue_list().await.unwrap().contains(&"q".to_string()));
+    assert!(s.queue_stats("q").await.unwrap().is_none());
+    assert!(s.queue_config_get("q").await.unwrap().is_none());
+    let aggregates = s
+        .aggregate_list(AggregateListParams {
+            queue: Some("q".into()),
+            from_ms: 0,
+            to_ms: u64::MAX,
+        })
+        .await
+        .unwrap();
+    assert!(aggregates.is_empty(), "{aggregates:?}");
+    let unknown = s
+        .queue_delete(QueueDeleteParams { name: "q".into() })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, weir_core::Error::QueueNotFound(_)),
+        "{unknown:?}"
+    );
+    // The name starts afresh: default settings, no old key.
+    c.advance(1);
+    let fresh = put1(
+        s,
+        NewJob {
+            unique_key: Some("u".into()),
+            ..job("q", 5)
+        },
+    )
+    .await;
+    assert_ne!(fresh, ids[2]);
+    let st = s.queue_stats("q").await.unwrap().unwrap();
+    assert_eq!(st.counts["waiting"], 1);
+    assert_eq!(st.counts["completed"], 0);
+    assert_eq!(st.config.max_attempts, QueueConfig::default().max_attempts);
+}

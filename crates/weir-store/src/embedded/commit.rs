@@ -47,6 +47,8 @@ pub(crate) enum Op {
         status: bool,
     },
     Queue(String, Vec<u8>),
+    /// Remove a queue's configuration and every aggregate of its name.
+    QueueDelete(String),
     Aggregate(Vec<u8>, Vec<u8>),
     /// A write cancelled before it was made (see the module's documentation).
     Cancelled,
@@ -174,6 +176,13 @@ pub(crate) fn encode_change(engine: &Engine, change: Change, pending: &mut Pendi
             }
         }
         Change::Lease(id) => pending.leases.push(id.0),
+        Change::QueueDeleted(q) => {
+            if let Some(name) = engine.queue_name(q) {
+                // Aggregates of this batch for the queue were made before it was deleted.
+                pending.aggregates.retain(|&(aq, _)| aq != q);
+                pending.ops.push(Op::QueueDelete(name.to_string()));
+            }
+        }
     }
 }
 
@@ -304,6 +313,16 @@ fn write(shared: &Shared, pending: &Pending, next_id: u64) -> Result<(), String>
                 }
             }
             Op::Queue(name, v) => batch.insert(&ks.queues, name.as_str(), v.as_slice()),
+            Op::QueueDelete(name) => {
+                batch.remove(&ks.queues, name.as_str());
+                // Aggregates written before this batch; later ops of the batch (a new
+                // queue of the same name) come after these removals.
+                let prefix = aggregate_key(name, 0);
+                for kv in ks.aggregates.prefix(&prefix[..name.len() + 1]) {
+                    let key = kv.key().map_err(|e| e.to_string())?;
+                    batch.remove(&ks.aggregates, key);
+                }
+            }
             Op::Aggregate(k, v) => batch.insert(&ks.aggregates, k.as_slice(), v.as_slice()),
             Op::Cancelled => {}
         }
@@ -373,7 +392,7 @@ mod tests {
                 Op::Status(..) => Some("status"),
                 Op::Delete { .. } => Some("delete"),
                 Op::Cancelled => Some("cancelled"),
-                Op::Queue(..) | Op::Aggregate(..) => None,
+                Op::Queue(..) | Op::QueueDelete(..) | Op::Aggregate(..) => None,
             })
             .collect()
     }

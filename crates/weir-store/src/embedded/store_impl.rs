@@ -135,6 +135,13 @@ impl Store for EmbeddedStore {
         Ok(())
     }
 
+    async fn job_delete(&self, p: JobDeleteParams) -> Result<()> {
+        self.apply_durable(|e, now| e.delete_job(p.id, now)).await?;
+        // A group's next job may start now.
+        self.wake_fetchers();
+        Ok(())
+    }
+
     async fn job_get(&self, id: JobId) -> Result<Option<Job>> {
         Ok(self.read(|e, _| e.job(id)))
     }
@@ -169,6 +176,11 @@ impl Store for EmbeddedStore {
         // Purging a group's held-back jobs can free nothing, but keep fetchers honest.
         self.wake_fetchers();
         Ok(n)
+    }
+
+    async fn queue_delete(&self, p: QueueDeleteParams) -> Result<u64> {
+        self.apply_durable(|e, now| e.delete_queue(&p.name, now))
+            .await
     }
 
     async fn queue_list(&self) -> Result<Vec<String>> {

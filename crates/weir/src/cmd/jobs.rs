@@ -1,4 +1,4 @@
-//! `weir jobs ls|show|retry|cancel`.
+//! `weir jobs ls|show|retry|cancel|rm`.
 
 use crate::cli::JobsCmd;
 use crate::out::{self, CmdResult};
@@ -51,6 +51,15 @@ pub async fn run(client: &Client, cmd: JobsCmd, json: bool) -> CmdResult {
         JobsCmd::Show { id } => show(&client.job(id).await?, json),
         JobsCmd::Retry { id } => show(&client.retry(id).await?, json),
         JobsCmd::Cancel { id } => show(&client.cancel(id).await?, json),
+        JobsCmd::Rm { id } => {
+            client.delete_job(id).await?;
+            if json {
+                out::json(&serde_json::json!({ "deleted": id }))
+            } else {
+                println!("deleted job {id}");
+                Ok(())
+            }
+        }
     }
 }
 

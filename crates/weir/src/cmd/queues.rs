@@ -1,4 +1,4 @@
-//! `weir queues ls|show|pause|resume|set|purge`.
+//! `weir queues ls|show|pause|resume|set|purge|rm|retry|clean`.
 
 use crate::cli::QueuesCmd;
 use crate::out::{self, CmdResult, Failure};
@@ -23,19 +23,54 @@ pub async fn run(client: &Client, cmd: QueuesCmd, json: bool) -> CmdResult {
             show(&client.configure(&name, &patch).await?, json)
         }
         QueuesCmd::Purge { name, yes } => {
-            if !yes {
-                return Err(Failure::usage(format!(
-                    "purge deletes every unstarted job of {name:?}; add --yes to confirm"
-                )));
-            }
+            confirm(
+                yes,
+                &format!("purge deletes every unstarted job of {name:?}"),
+            )?;
             let n = client.purge(&name).await?;
-            if json {
-                out::json(&serde_json::json!({ "deleted": n }))
-            } else {
-                println!("deleted {n} jobs");
-                Ok(())
-            }
+            counted(json, "deleted", n, "deleted {} jobs")
         }
+        QueuesCmd::Rm { name, yes } => {
+            confirm(
+                yes,
+                &format!("rm deletes queue {name:?} with every job, setting and aggregate"),
+            )?;
+            let n = client.delete_queue(&name).await?;
+            counted(
+                json,
+                "deleted",
+                n,
+                &format!("deleted queue {name} and {{}} jobs"),
+            )
+        }
+        QueuesCmd::Retry { name, state } => {
+            let n = client.retry_jobs(&name, &state).await?;
+            counted(json, "retried", n, &format!("{{}} {state} jobs wait again"))
+        }
+        QueuesCmd::Clean { name, state, yes } => {
+            confirm(yes, &format!("clean deletes every {state} job of {name:?}"))?;
+            let n = client.delete_jobs(&name, &state).await?;
+            counted(json, "deleted", n, &format!("deleted {{}} {state} jobs"))
+        }
+    }
+}
+
+/// Refuses a destructive command without `--yes`, saying what it would do.
+fn confirm(yes: bool, what: &str) -> CmdResult {
+    if yes {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!("{what}; add --yes to confirm")))
+    }
+}
+
+/// Prints a count: `{"<key>": n}` with `--json`, else `text` with `{}` replaced by `n`.
+fn counted(json: bool, key: &str, n: u64, text: &str) -> CmdResult {
+    if json {
+        out::json(&serde_json::json!({ key: n }))
+    } else {
+        println!("{}", text.replace("{}", &n.to_string()));
+        Ok(())
     }
 }
 
