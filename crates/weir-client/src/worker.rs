@@ -8,6 +8,12 @@
 //! leased are run), let running handlers finish within the grace period, then give the
 //! leases of those still running back to the server so another worker
 //! picks them up at once rather than after the lease expires (the attempt is not counted).
+//!
+//! A job of a kind the worker has no handler for is given back the same way, untouched, for
+//! a worker that has one (during a rolling deploy, a new kind reaches old workers first);
+//! each such kind is logged once, counted in [`WorkerReport::unhandled`], and a fetch that
+//! brought nothing else is followed by a short pause so that a worker alone with such jobs
+//! does not spin on them.
 
 use crate::client::{Client, ClientError};
 use futures::future::BoxFuture;
@@ -242,6 +248,7 @@ struct Stats {
     failed: AtomicU64,
     given_back: AtomicU64,
     refused: AtomicU64,
+    unhandled: AtomicU64,
 }
 
 /// What a worker did, when [`Worker::run`] returns.
@@ -249,8 +256,11 @@ struct Stats {
 pub struct WorkerReport {
     /// Jobs acked.
     pub completed: u64,
-    /// Attempts failed (handler error, panic, unknown kind).
+    /// Attempts failed (handler error or panic).
     pub failed: u64,
+    /// Jobs of a kind this worker has no handler for, given back untouched (their attempt
+    /// not counted) for a worker that has one.
+    pub unhandled: u64,
     /// Jobs still running after the grace period, whose leases were given back.
     pub given_back: u64,
     /// Acks or fails the server refused (the lease was already gone).
@@ -289,6 +299,7 @@ impl Worker {
         let tracker = TaskTracker::new();
         let abandon = CancellationToken::new();
         let mut failures = 0u32;
+        let mut unknown_kinds = std::collections::HashSet::new();
         while !shutdown.is_cancelled() {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -309,10 +320,27 @@ impl Worker {
             {
                 Ok(jobs) => {
                     failures = 0;
+                    let (mut ran, mut unhandled) = (0, 0);
                     for job in jobs {
+                        if !w.handlers.contains_key(&job.kind) {
+                            // Another worker (a newer deployment) may know the kind: give the
+                            // job back without burning an attempt.
+                            unhandled += 1;
+                            self.release_unhandled(&job, &mut unknown_kinds).await;
+                            continue;
+                        }
                         let Some(permit) = permits.pop() else { break };
                         let ctx = (w.clone(), tx.clone(), abandon.clone(), self.stats.clone());
                         tracker.spawn(run_one(job, permit, ctx));
+                        ran += 1;
+                    }
+                    if unhandled > 0 && ran == 0 {
+                        // Only jobs nobody here can run: do not spin on them.
+                        let pause = Duration::from_millis(fastrand::u64(250..=750));
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = shutdown.cancelled() => {}
+                        }
                     }
                 }
                 Err(e) => {
@@ -339,6 +367,31 @@ impl Worker {
             failed: s.failed.load(Ordering::Relaxed),
             given_back: s.given_back.load(Ordering::Relaxed),
             refused: s.refused.load(Ordering::Relaxed),
+            unhandled: s.unhandled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Worker {
+    /// Gives back the lease of a job whose kind has no handler here, logging each such kind
+    /// once.
+    async fn release_unhandled(
+        &self,
+        job: &FetchedJobView,
+        seen: &mut std::collections::HashSet<String>,
+    ) {
+        if seen.insert(job.kind.clone()) {
+            tracing::warn!(
+                kind = %job.kind,
+                queue = %job.queue,
+                "no handler for this kind on this worker: its jobs are given back for a worker \
+                 that has one (logged once per kind)"
+            );
+        }
+        self.stats.unhandled.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.inner.client.release(job.id, job.lease_id).await {
+            // The lease then expires and the job is handed out again, its attempt counted.
+            tracing::warn!(job = job.id, error = %e, "could not give back an unhandled job");
         }
     }
 }
@@ -385,13 +438,9 @@ async fn run_one(job: FetchedJobView, permit: OwnedSemaphorePermit, ctx: RunCtx)
         })
     };
     let outcome = match w.handlers.get(&job.kind).cloned() {
-        None => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            fail(
-                format!("no handler for kind {:?} on this worker", job.kind),
-                true,
-            )
-        }
+        // Kinds without a handler are given back before a job is spawned; a handler cannot
+        // go away meanwhile, but stay safe.
+        None => Outcome::Release { id, lease_id },
         Some(handler) => {
             let ctx = JobContext {
                 id,
