@@ -106,6 +106,9 @@ pub struct PruneReport {
 /// The disk tier. Blocking I/O: async callers run it on the blocking pool.
 pub struct Disk {
     root: PathBuf,
+    /// The folder's lock, held while this tier is open: one process per folder, or one's
+    /// pruning and generation changes would delete another's entries under it.
+    _lock: std::fs::File,
     max_bytes: u64,
     cap_ms: u64,
     files: Mutex<Files>,
@@ -122,11 +125,47 @@ fn hash_of(ns: &str, key: &str) -> String {
 }
 
 impl Disk {
+    /// Takes the folder's exclusive lock (released when the process ends, however it ends),
+    /// or says which process holds it.
+    fn lock(root: &Path) -> std::io::Result<std::fs::File> {
+        let path = root.join("lock");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                use std::io::{Seek, Write};
+                file.set_len(0)?;
+                file.seek(std::io::SeekFrom::Start(0))?;
+                write!(file, "{}", std::process::id())?;
+                Ok(file)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "the cache folder {} is in use by another process (pid {}): give each \
+                         server its own cache.dir (WEIR_CACHE_DIR)",
+                        root.parent().unwrap_or(root).display(),
+                        holder.trim()
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     /// Opens (or creates) the tier in `dir`, rebuilding its index from the files there and
-    /// removing what is torn, foreign, expired or from a retired generation.
+    /// removing what is torn, foreign, expired or from a retired generation. Refused while
+    /// another process has the folder open.
     pub fn open(dir: &Path, max_bytes: u64, cap_ms: u64, now_ms: u64) -> std::io::Result<Disk> {
         let root = dir.join("v1");
         std::fs::create_dir_all(root.join("tmp"))?;
+        let lock = Self::lock(&root)?;
         for e in std::fs::read_dir(root.join("tmp"))?.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
@@ -136,6 +175,7 @@ impl Disk {
             .unwrap_or_default();
         let disk = Disk {
             root,
+            _lock: lock,
             max_bytes,
             cap_ms,
             files: Mutex::new(Files::default()),

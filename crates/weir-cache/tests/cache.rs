@@ -344,7 +344,7 @@ async fn the_disk_tier_stays_within_its_budget() {
     assert_eq!(c.invalidate("n", &[], &["t".into()]).await.unwrap(), n);
     let files = walk(s.dir.path());
     assert!(
-        files.iter().all(|p| !p.contains("/tmp/")),
+        files.iter().all(|p| !p.contains("/v1/tmp/")),
         "no temp files left: {files:?}"
     );
 }
@@ -607,4 +607,35 @@ async fn invalidations_made_while_redis_stalls_are_replayed() {
         })
         .await;
     assert_eq!(c2.get("n", "k").await.unwrap(), None, "replayed into Redis");
+}
+
+/// Regression (issue 16): two servers on one machine shared `~/.cache/weir` by default, with
+/// no lock, so pruning through one deleted the other's entries. A folder is now held by one
+/// process at a time, and a second one is refused with a reason that says what to do.
+#[tokio::test]
+async fn a_disk_folder_is_held_by_one_cache_at_a_time() {
+    let s = Setup::new();
+    let first = s.open(s.config(false)).await;
+    let second = Cache::open(s.config(false)).await;
+    let err = second
+        .err()
+        .expect("a second cache on the same folder is refused");
+    let msg = err.to_string();
+    assert!(msg.contains("in use by another process"), "{msg}");
+    assert!(
+        msg.contains(&std::process::id().to_string()),
+        "names the holder: {msg}"
+    );
+    drop(first);
+    // Once the first is gone, the folder can be opened again. (Another test of this binary
+    // forking a child can hold a copy of the lock's descriptor until the child execs, a few
+    // microseconds: allow that window, nothing longer.)
+    let start = Instant::now();
+    loop {
+        match Cache::open(s.config(false)).await {
+            Ok(_) => break,
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(2), "{e}"),
+        }
+        tokio::task::yield_now().await;
+    }
 }

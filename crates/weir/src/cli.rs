@@ -271,11 +271,11 @@ pub enum CacheCmd {
         /// Remove files unused for this long: `7d`, `12h`, ... or ms.
         #[arg(long)]
         older_than: Option<String>,
-        /// Prune this cache folder directly, without a server (`~/.cache/weir` is the
-        /// default folder).
+        /// Prune this cache folder directly, without a server (a server's is
+        /// `<data_dir>/cache`; refused while a server has it open).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// With --dir: prune the default folder.
+        /// Prune a library user's default folder (`~/.cache/weir`).
         #[arg(long, conflicts_with = "dir")]
         default_dir: bool,
     },

@@ -453,3 +453,57 @@ fn deletion_and_bulk_actions_from_the_command_line() {
         "rm of a queue gone",
     );
 }
+
+/// Regression (issue 16): two servers on one machine shared `~/.cache/weir` by default. The
+/// default disk tier is now under the server's data directory, and a folder that another
+/// server holds is refused at start with a reason.
+#[test]
+fn each_server_has_its_own_cache_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |data: &str, cache: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join(data))
+            .env("HOME", dir.path())
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("WEIR_CACHE_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(c) = cache {
+            cmd.env("WEIR_CACHE_DIR", c);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+                break;
+            }
+            text += &line;
+            if line.contains("Stop with") {
+                break;
+            }
+        }
+        (child, text)
+    };
+    let (mut a, text) = serve("a", None);
+    let own = dir.path().join("a").join("cache");
+    assert!(text.contains(&own.display().to_string()), "{text}");
+    assert!(
+        own.join("v1").is_dir(),
+        "the disk tier is under the data directory"
+    );
+    assert!(
+        !dir.path().join(".cache").join("weir").exists(),
+        "not in ~/.cache"
+    );
+    // A second server pointed at the first one's folder is refused, saying why.
+    let (b, _) = serve("b", Some(&own));
+    let o = b.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    let _ = a.kill();
+    let _ = a.wait();
+}

@@ -56,6 +56,12 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         .local_addr()
         .map_err(|e| Failure::Runtime(e.to_string()))?;
     let opened = open_store(&config, durability, limits).await?;
+    // The disk tier belongs to this server: under its data directory unless configured, so
+    // two servers on one machine never share (and prune) one folder.
+    let mut config = config;
+    if config.cache.dir.is_none() {
+        config.cache.dir = Some(config.data_dir.join("cache"));
+    }
     let cache = weir_cache::Cache::open(config.cache.clone())
         .await
         .map_err(|e| Failure::Runtime(format!("cannot open the cache: {e}")))?;
