@@ -617,9 +617,9 @@ async fn a_disk_folder_is_held_by_one_cache_at_a_time() {
     let s = Setup::new();
     let first = s.open(s.config(false)).await;
     let second = Cache::open(s.config(false)).await;
-    let err = second
-        .err()
-        .expect("a second cache on the same folder is refused");
+    let Err(err) = second else {
+        panic!("a second cache on the same folder is refused");
+    };
     let msg = err.to_string();
     assert!(msg.contains("in use by another process"), "{msg}");
     assert!(

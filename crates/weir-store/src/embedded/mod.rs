@@ -445,7 +445,7 @@ fn debug_check(engine: &Engine) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static OPS: AtomicU64 = AtomicU64::new(0);
     let n = OPS.fetch_add(1, Ordering::Relaxed);
-    if engine.len() <= DEBUG_CHECK_ALL_UP_TO || n % 1024 == 0 {
+    if engine.len() <= DEBUG_CHECK_ALL_UP_TO || n.is_multiple_of(1024) {
         if let Err(e) = engine.check_invariants() {
             panic!("engine invariant broken after an operation: {e}");
         }

@@ -56,7 +56,7 @@ async fn enqueue(
 /// `90000` ms as `90s`, for messages that echo a flag back.
 fn humantime_ms(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
