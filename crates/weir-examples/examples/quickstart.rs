@@ -3,7 +3,7 @@
 //! ten fails once and is retried with backoff), and prints throughput and the queue's counts.
 //! Run it twice: the second run recovers the first run's jobs from disk.
 //!
-//! `cargo run --release -p weir-store --example quickstart [-- JOBS]`
+//! `cargo run --release -p weir-examples --example quickstart [-- JOBS]`
 
 use std::time::Instant;
 use weir_core::{Ack, Fail, NewJob, Payload};
