@@ -44,7 +44,7 @@ use weir_core::{
     LatencyHistogram, Limits, QueueConfig, QueueStats, Result, SystemClock,
 };
 use weir_store::{
-    AggregateListParams, JobAckManyParams, JobCancelParams, JobDeleteParams, JobFailManyParams,
+    AggregateListParams, CronRecord, JobAckManyParams, JobCancelParams, JobDeleteParams, JobFailManyParams,
     JobFetchParams, JobHeartbeatParams, JobInsertManyParams, JobReleaseParams, JobRetryParams,
     MaintenanceReport, QueueConfigSetParams, QueueConfigUpdateParams, QueueDeleteParams,
     QueuePurgeParams, Store,
@@ -371,6 +371,76 @@ impl Store for PostgresStore {
 
     async fn queue_stats(&self, name: &str) -> Result<Option<QueueStats>> {
         self.inner.queue_stats(name).await
+    }
+
+    async fn cron_put(&self, r: CronRecord) -> Result<CronRecord> {
+        let client = self.inner.client().await?;
+        let row = client
+            .query_one(
+                &self.inner.q(
+                    "INSERT INTO {s}.cron (name, spec, last_tick_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE \
+                     SET spec = excluded.spec, updated_at_ms = excluded.updated_at_ms \
+                     RETURNING last_tick_ms",
+                ),
+                &[
+                    &r.name,
+                    &r.spec,
+                    &(r.last_tick_ms as i64),
+                    &(r.updated_at_ms as i64),
+                ],
+            )
+            .await
+            .map_err(conv::db)?;
+        Ok(CronRecord {
+            last_tick_ms: row.get::<_, i64>(0) as u64,
+            ..r
+        })
+    }
+
+    async fn cron_delete(&self, name: &str) -> Result<bool> {
+        let client = self.inner.client().await?;
+        let n = client
+            .execute(&self.inner.q("DELETE FROM {s}.cron WHERE name = $1"), &[&name])
+            .await
+            .map_err(conv::db)?;
+        Ok(n > 0)
+    }
+
+    async fn cron_list(&self) -> Result<Vec<CronRecord>> {
+        let client = self.inner.client().await?;
+        let rows = client
+            .query(
+                &self.inner.q(
+                    "SELECT name, spec, last_tick_ms, updated_at_ms FROM {s}.cron ORDER BY name",
+                ),
+                &[],
+            )
+            .await
+            .map_err(conv::db)?;
+        Ok(rows
+            .iter()
+            .map(|r| CronRecord {
+                name: r.get(0),
+                spec: r.get(1),
+                last_tick_ms: r.get::<_, i64>(2) as u64,
+                updated_at_ms: r.get::<_, i64>(3) as u64,
+            })
+            .collect())
+    }
+
+    async fn cron_advance(&self, name: &str, from_ms: u64, to_ms: u64) -> Result<bool> {
+        let client = self.inner.client().await?;
+        let n = client
+            .execute(
+                &self.inner.q(
+                    "UPDATE {s}.cron SET last_tick_ms = $3 WHERE name = $1 AND last_tick_ms = $2",
+                ),
+                &[&name, &(from_ms as i64), &(to_ms as i64)],
+            )
+            .await
+            .map_err(conv::db)?;
+        Ok(n == 1)
     }
 
     async fn aggregate_list(&self, p: AggregateListParams) -> Result<Vec<AggregateRecord>> {

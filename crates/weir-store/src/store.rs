@@ -131,6 +131,21 @@ pub struct AggregateListParams {
     pub to_ms: u64,
 }
 
+/// A cron entry as a store keeps it: the definition as the API took it (JSON text, which the
+/// server parses and checks; the store does not read it) and the last tick enqueued.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CronRecord {
+    /// The entry's name.
+    pub name: String,
+    /// The definition (schedule, time zone, job, missed-tick policy), as JSON.
+    pub spec: String,
+    /// The last tick handled (enqueued, or skipped by the missed-tick policy), ms since the
+    /// epoch; ticks up to it are never enqueued again.
+    pub last_tick_ms: u64,
+    /// When the definition was last set, ms since the epoch.
+    pub updated_at_ms: u64,
+}
+
 /// What one maintenance pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MaintenanceReport {
@@ -191,6 +206,18 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_list(&self) -> Result<Vec<String>>;
     /// One queue's counts, oldest waiting age and configuration.
     async fn queue_stats(&self, name: &str) -> Result<Option<QueueStats>>;
+    /// Creates or replaces a cron entry; durable before it returns. Replacing keeps the
+    /// stored `last_tick_ms` (a changed schedule does not replay ticks already handled).
+    /// Returns the entry as stored.
+    async fn cron_put(&self, r: CronRecord) -> Result<CronRecord>;
+    /// Deletes a cron entry; false if there was none. Durable before it returns.
+    async fn cron_delete(&self, name: &str) -> Result<bool>;
+    /// Every cron entry, by name.
+    async fn cron_list(&self) -> Result<Vec<CronRecord>>;
+    /// Moves entry `name`'s last tick from `from_ms` to `to_ms` if it is still `from_ms`
+    /// (compare and set, across every server of a shared store); false if another server
+    /// moved it first or the entry is gone. Durable before it returns.
+    async fn cron_advance(&self, name: &str, from_ms: u64, to_ms: u64) -> Result<bool>;
     /// Hourly aggregates.
     async fn aggregate_list(&self, p: AggregateListParams) -> Result<Vec<AggregateRecord>>;
     /// Runs time-driven work now: promotes due jobs, reclaims expired leases, enforces

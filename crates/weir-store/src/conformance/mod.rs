@@ -115,6 +115,7 @@ macro_rules! __weir_conformance_cases {
                 purge_deletes_unstarted_jobs_only,
                 delete_job_frees_its_group_and_key_and_refuses_a_running_one,
                 delete_queue_removes_everything_but_waits_for_running_jobs,
+                cron_entries_keep_their_last_tick_and_advance_by_compare_and_set,
             },
             flow {
                 rate_limit_hands_out_at_most_limit_plus_burst_per_second,
@@ -131,6 +132,7 @@ macro_rules! __weir_conformance_cases {
             multi {
                 two_handles_never_lease_one_job_twice,
                 a_concurrency_limit_holds_across_handles,
+                one_handle_wins_each_cron_tick,
             }
         }
     };

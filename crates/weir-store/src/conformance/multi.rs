@@ -67,3 +67,27 @@ pub async fn a_concurrency_limit_holds_across_handles<S: Store>(a: &S, b: &S, _c
     let next = fetch(other, &["limited"], 10).await;
     assert_eq!(next.len(), 1, "the freed slot, and only it");
 }
+
+/// Two servers racing for one cron tick: exactly one advance wins, and both see it.
+pub async fn one_handle_wins_each_cron_tick<S: Store>(a: &S, b: &S, _c: &ManualClock) {
+    a.cron_put(CronRecord {
+        name: "nightly".into(),
+        spec: "{}".into(),
+        last_tick_ms: T0,
+        updated_at_ms: T0,
+    })
+    .await
+    .unwrap();
+    for round in 1..=20u64 {
+        let from = T0 + (round - 1) * 1000;
+        let to = T0 + round * 1000;
+        let (wa, wb) = tokio::join!(
+            a.cron_advance("nightly", from, to),
+            b.cron_advance("nightly", from, to)
+        );
+        let (wa, wb) = (wa.unwrap(), wb.unwrap());
+        assert!(wa ^ wb, "round {round}: exactly one wins ({wa}, {wb})");
+    }
+    let seen = b.cron_list().await.unwrap();
+    assert_eq!(seen[0].last_tick_ms, T0 + 20_000);
+}

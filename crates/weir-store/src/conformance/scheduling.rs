@@ -718,3 +718,48 @@ pub async fn delete_queue_removes_everything_but_waits_for_running_jobs<S: Store
     assert_eq!(st.counts["completed"], 0);
     assert_eq!(st.config.max_attempts, QueueConfig::default().max_attempts);
 }
+
+/// Cron entries: stored, listed by name, replaced without losing their last tick, advanced
+/// only from the tick a caller read (compare and set), deleted.
+pub async fn cron_entries_keep_their_last_tick_and_advance_by_compare_and_set<S: Store>(
+    s: &S,
+    _c: &ManualClock,
+) {
+    let rec = |name: &str, spec: &str, last: u64| CronRecord {
+        name: name.into(),
+        spec: spec.into(),
+        last_tick_ms: last,
+        updated_at_ms: T0,
+    };
+    assert!(s.cron_list().await.unwrap().is_empty());
+    s.cron_put(rec("b", r#"{"schedule":"* * * * *"}"#, T0))
+        .await
+        .unwrap();
+    s.cron_put(rec("a", "{}", T0)).await.unwrap();
+    let names: Vec<String> = s.cron_list().await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(s.cron_advance("b", T0, T0 + 60_000).await.unwrap());
+    assert!(
+        !s.cron_advance("b", T0, T0 + 120_000).await.unwrap(),
+        "a stale read cannot move the tick"
+    );
+    // Replacing the definition keeps the tick already handled.
+    let stored = s
+        .cron_put(rec("b", r#"{"schedule":"*/5 * * * *"}"#, T0 + 999))
+        .await
+        .unwrap();
+    assert_eq!(stored.last_tick_ms, T0 + 60_000);
+    let b = s
+        .cron_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == "b")
+        .unwrap();
+    assert_eq!(b.spec, r#"{"schedule":"*/5 * * * *"}"#);
+    assert_eq!(b.last_tick_ms, T0 + 60_000);
+    assert!(s.cron_delete("b").await.unwrap());
+    assert!(!s.cron_delete("b").await.unwrap());
+    assert!(!s.cron_advance("b", T0 + 60_000, T0 + 120_000).await.unwrap());
+    assert_eq!(s.cron_list().await.unwrap().len(), 1);
+}

@@ -143,6 +143,9 @@ pub(crate) struct Keyspaces {
     pub(crate) queues: Keyspace,
     pub(crate) aggregates: Keyspace,
     pub(crate) meta: Keyspace,
+    /// Cron entries by name (JSON [`crate::CronRecord`]s), written outside the job
+    /// committer: they change rarely, each write persisted on its own.
+    pub(crate) cron: Keyspace,
 }
 
 pub(crate) struct State {
@@ -212,6 +215,8 @@ pub(crate) struct Shared {
     pub(crate) durability: Durability,
     /// Wakes long-polling fetchers when work may have arrived.
     pub(crate) work: Notify,
+    /// Serialises cron writes, so that an advance compares and sets in one step.
+    pub(crate) cron_lock: Mutex<()>,
 }
 
 struct Inner {
@@ -283,6 +288,7 @@ impl EmbeddedStore {
             queues: open("queues")?,
             aggregates: open("aggregates")?,
             meta: open("meta")?,
+            cron: open("cron")?,
         };
         let started = Instant::now();
         let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
@@ -317,6 +323,7 @@ impl EmbeddedStore {
             clock: opts.clock.clone(),
             durability: opts.durability,
             work: Notify::new(),
+            cron_lock: Mutex::new(()),
         });
         let mut threads = Vec::new();
         let s = shared.clone();

@@ -191,6 +191,74 @@ impl Store for EmbeddedStore {
         Ok(self.read(|e, now| e.queue_stats(name, now)))
     }
 
+    async fn cron_put(&self, r: CronRecord) -> Result<CronRecord> {
+        let shared = self.inner.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let _serial = shared.cron_lock.lock();
+            let stored = match cron_read(&shared, &r.name)? {
+                Some(old) => CronRecord {
+                    last_tick_ms: old.last_tick_ms,
+                    ..r
+                },
+                None => r,
+            };
+            cron_write(&shared, Some(&stored), &stored.name)?;
+            Ok(stored)
+        })
+        .await
+        .map_err(|e| Error::storage(format!("cron write task: {e}")))?
+    }
+
+    async fn cron_delete(&self, name: &str) -> Result<bool> {
+        let shared = self.inner.shared.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let _serial = shared.cron_lock.lock();
+            if cron_read(&shared, &name)?.is_none() {
+                return Ok(false);
+            }
+            cron_write(&shared, None, &name)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|e| Error::storage(format!("cron write task: {e}")))?
+    }
+
+    async fn cron_list(&self) -> Result<Vec<CronRecord>> {
+        let mut out = Vec::new();
+        for kv in self.inner.shared.ks.cron.iter() {
+            let (_, v) = kv
+                .into_inner()
+                .map_err(|e| Error::storage(e.to_string()))?;
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| Error::storage(format!("bad cron record: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn cron_advance(&self, name: &str, from_ms: u64, to_ms: u64) -> Result<bool> {
+        let shared = self.inner.shared.clone();
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || {
+            let _serial = shared.cron_lock.lock();
+            match cron_read(&shared, &name)? {
+                Some(r) if r.last_tick_ms == from_ms => {
+                    let moved = CronRecord {
+                        last_tick_ms: to_ms,
+                        ..r
+                    };
+                    cron_write(&shared, Some(&moved), &name)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+        .map_err(|e| Error::storage(format!("cron write task: {e}")))?
+    }
+
     async fn aggregate_list(&self, p: AggregateListParams) -> Result<Vec<AggregateRecord>> {
         Ok(self.read(|e, _| e.aggregates(p.queue.as_deref(), p.from_ms, p.to_ms)))
     }
@@ -259,4 +327,41 @@ mod tests {
         assert_eq!(long_poll_nap(None, ms(5000)), ms(1000));
         assert_eq!(long_poll_nap(Some(9000), ms(5000)), ms(1000));
     }
+}
+
+/// The stored cron entry `name`.
+fn cron_read(shared: &super::Shared, name: &str) -> Result<Option<CronRecord>> {
+    match shared
+        .ks
+        .cron
+        .get(name)
+        .map_err(|e| Error::storage(e.to_string()))?
+    {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|e| Error::storage(format!("bad cron record: {e}"))),
+    }
+}
+
+/// Writes (or with `None` removes) cron entry `name` and persists it as the store's
+/// durability says.
+fn cron_write(shared: &super::Shared, r: Option<&CronRecord>, name: &str) -> Result<()> {
+    let ks = &shared.ks.cron;
+    let result = match r {
+        Some(r) => {
+            let bytes = serde_json::to_vec(r).map_err(|e| Error::storage(e.to_string()))?;
+            ks.insert(name, bytes)
+        }
+        None => ks.remove(name),
+    };
+    result.map_err(|e| Error::storage(e.to_string()))?;
+    let mode = match shared.durability {
+        crate::Durability::Fsync => fjall::PersistMode::SyncData,
+        crate::Durability::Os => fjall::PersistMode::Buffer,
+    };
+    shared
+        .db
+        .persist(mode)
+        .map_err(|e| Error::storage(e.to_string()))
 }
