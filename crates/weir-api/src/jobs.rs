@@ -14,7 +14,7 @@ pub struct EnqueueRequest {
 }
 
 /// One job to enqueue. Only `queue`, `kind` and `payload` are required.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewJobBody {
     /// Queue name: 1–128 characters of `A-Z a-z 0-9 _ - . :`.

@@ -16,14 +16,17 @@
 //! - [`jobs`]: enqueue, fetch, ack, fail, heartbeat, job views and pages.
 //! - [`queues`]: queue views and configuration patches.
 //! - [`cache`]: the cache routes' bodies.
+//! - [`cron`]: cron entries.
 //! - [`problem`]: the `application/problem+json` error body and its stable types.
 
 pub mod cache;
+pub mod cron;
 pub mod jobs;
 pub mod problem;
 pub mod queues;
 
 pub use cache::*;
+pub use cron::*;
 pub use jobs::*;
 pub use problem::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
 pub use queues::*;

@@ -332,6 +332,36 @@ impl Client {
         .await
     }
 
+    /// Every cron entry.
+    pub async fn cron_list(&self) -> ClientResult<Vec<CronView>> {
+        let r: CronListReply = self
+            .call::<(), _>(Method::GET, "/v1/cron", None, None)
+            .await?;
+        Ok(r.cron)
+    }
+
+    /// Creates or replaces cron entry `name`.
+    pub async fn cron_set(&self, name: &str, body: &CronBody) -> ClientResult<CronView> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/cron/{}", encode(name)),
+            Some(body),
+            None,
+        )
+        .await
+    }
+
+    /// Deletes cron entry `name`.
+    pub async fn cron_delete(&self, name: &str) -> ClientResult<()> {
+        self.call::<(), ()>(
+            Method::DELETE,
+            &format!("/v1/cron/{}", encode(name)),
+            None,
+            None,
+        )
+        .await
+    }
+
     /// Deletes a job that is not running.
     pub async fn delete_job(&self, id: u64) -> ClientResult<()> {
         self.call::<(), ()>(Method::DELETE, &format!("/v1/jobs/{id}"), None, None)

@@ -73,8 +73,61 @@ pub struct ServerConfig {
     /// Queue settings applied at start, by queue name, in the shape `PUT /v1/queues/{q}`
     /// takes (`[queues.emails] concurrency = 10`); only the keys named change.
     pub queues: std::collections::BTreeMap<String, weir_api::QueueConfigPatch>,
+    /// Cron entries set at start (`[[cron]]`, each a `name` and the body `PUT
+    /// /v1/cron/{name}` takes); an entry already stored keeps its last tick.
+    pub cron: Vec<CronConfig>,
     /// The tiered cache (`[cache]`; `WEIR_CACHE_REDIS_URL`, `WEIR_CACHE_DIR`, ...).
     pub cache: weir_cache::CacheConfig,
+}
+
+/// One `[[cron]]` entry of the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronConfig {
+    /// The entry's name.
+    pub name: String,
+    /// Its cron expression (seconds optional).
+    pub schedule: String,
+    /// Its time zone (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// The job, as `POST /v1/jobs` takes it.
+    pub job: weir_api::NewJobBody,
+    /// `skip` (default) or `run_once`.
+    #[serde(default)]
+    pub missed: weir_api::Missed,
+}
+
+impl ServerConfig {
+    /// The limits jobs are checked against.
+    pub fn limits(&self) -> weir_core::Limits {
+        weir_core::Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            max_batch: self.max_batch,
+            max_memory_bytes: self.max_memory_bytes,
+            max_payload_depth: self.max_payload_depth,
+            ..weir_core::Limits::default()
+        }
+    }
+}
+
+impl PartialEq for CronConfig {
+    /// Equal when they serialise alike (a job's payload is raw JSON text).
+    fn eq(&self, other: &Self) -> bool {
+        serde_json::to_string(self).ok() == serde_json::to_string(other).ok()
+    }
+}
+
+impl CronConfig {
+    /// The body `PUT /v1/cron/{name}` would take.
+    pub fn body(&self) -> weir_api::CronBody {
+        weir_api::CronBody {
+            schedule: self.schedule.clone(),
+            timezone: self.timezone.clone().unwrap_or_else(|| "UTC".into()),
+            job: self.job.clone(),
+            missed: self.missed,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -100,6 +153,7 @@ impl Default for ServerConfig {
             log_format: "text".to_string(),
             tokens: Vec::new(),
             queues: std::collections::BTreeMap::new(),
+            cron: Vec::new(),
             cache: weir_cache::CacheConfig::default(),
         }
     }

@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cron;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -138,6 +139,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues/{name}/pause", post(routes::queues::pause))
         .route("/v1/queues/{name}/resume", post(routes::queues::resume))
         .route("/v1/queues/{name}/purge", post(routes::queues::purge))
+        .route("/v1/cron", get(routes::cron::list))
+        .route(
+            "/v1/cron/{name}",
+            get(routes::cron::show)
+                .put(routes::cron::put)
+                .delete(routes::cron::delete),
+        )
         .route("/v1/cache", get(routes::cache::stats))
         .route("/v1/cache/prune", post(routes::cache::prune))
         .route(
@@ -268,6 +276,17 @@ pub async fn apply_queue_settings(
             })
             .await?;
     }
+    // `[[cron]]` entries: checked as `PUT /v1/cron/{name}` checks them.
+    let limits = config.limits();
+    let now = store.clock().now_ms();
+    for c in &config.cron {
+        let entry = cron::check(&c.name, c.body(), &limits, now).map_err(|e| {
+            weir_core::Error::invalid("cron", format!("[[cron]] {:?}: {}", c.name, e.0.detail))
+        })?;
+        cron::put(store, &entry, now).await.map_err(|e| {
+            weir_core::Error::storage(format!("[[cron]] {:?}: {}", c.name, e.0.detail))
+        })?;
+    }
     Ok(())
 }
 
@@ -282,6 +301,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let token = state.shutdown_token();
     let grace = Duration::from_millis(state.config().shutdown_grace_ms);
+    // The cron scheduler runs while the server serves (it stops with the shutdown token).
+    let scheduler = tokio::spawn(cron::run(state.clone()));
     let router = app(state);
     let stop = token.clone();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -290,19 +311,22 @@ pub async fn serve(
         stop.cancel();
     });
     let mut server = tokio::spawn(async move { server.await });
-    tokio::select! {
-        r = &mut server => return r.map_err(std::io::Error::other)?,
-        () = token.cancelled() => {}
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(join)) => Err(std::io::Error::other(join)),
-        Err(_) => {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "requests still running after the grace period; closing them"
-            );
-            Ok(())
-        }
-    }
+    let result = tokio::select! {
+        r = &mut server => r.map_err(std::io::Error::other).and_then(|r| r),
+        () = token.cancelled() => match tokio::time::timeout(grace, server).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "requests still running after the grace period; closing them"
+                );
+                Ok(())
+            }
+        },
+    };
+    // The scheduler holds the store: let it go before the caller drops (and flushes) it.
+    token.cancel();
+    let _ = scheduler.await;
+    result
 }

@@ -136,6 +136,18 @@ impl Store for RoundTripReads {
     async fn queue_delete(&self, p: QueueDeleteParams) -> Result<u64> {
         self.inner.queue_delete(p).await
     }
+    async fn cron_put(&self, r: CronRecord) -> Result<CronRecord> {
+        self.inner.cron_put(r).await
+    }
+    async fn cron_delete(&self, name: &str) -> Result<bool> {
+        self.inner.cron_delete(name).await
+    }
+    async fn cron_list(&self) -> Result<Vec<CronRecord>> {
+        self.inner.cron_list().await
+    }
+    async fn cron_advance(&self, name: &str, from_ms: u64, to_ms: u64) -> Result<bool> {
+        self.inner.cron_advance(name, from_ms, to_ms).await
+    }
     async fn queue_list(&self) -> Result<Vec<String>> {
         self.inner.queue_list().await
     }

@@ -44,10 +44,10 @@ use weir_core::{
     LatencyHistogram, Limits, QueueConfig, QueueStats, Result, SystemClock,
 };
 use weir_store::{
-    AggregateListParams, CronRecord, JobAckManyParams, JobCancelParams, JobDeleteParams, JobFailManyParams,
-    JobFetchParams, JobHeartbeatParams, JobInsertManyParams, JobReleaseParams, JobRetryParams,
-    MaintenanceReport, QueueConfigSetParams, QueueConfigUpdateParams, QueueDeleteParams,
-    QueuePurgeParams, Store,
+    AggregateListParams, CronRecord, JobAckManyParams, JobCancelParams, JobDeleteParams,
+    JobFailManyParams, JobFetchParams, JobHeartbeatParams, JobInsertManyParams, JobReleaseParams,
+    JobRetryParams, MaintenanceReport, QueueConfigSetParams, QueueConfigUpdateParams,
+    QueueDeleteParams, QueuePurgeParams, Store,
 };
 
 pub use schema::{drop_schema_blocking, migrate, validate_schema_name, SCHEMA_VERSION};
@@ -401,7 +401,10 @@ impl Store for PostgresStore {
     async fn cron_delete(&self, name: &str) -> Result<bool> {
         let client = self.inner.client().await?;
         let n = client
-            .execute(&self.inner.q("DELETE FROM {s}.cron WHERE name = $1"), &[&name])
+            .execute(
+                &self.inner.q("DELETE FROM {s}.cron WHERE name = $1"),
+                &[&name],
+            )
             .await
             .map_err(conv::db)?;
         Ok(n > 0)

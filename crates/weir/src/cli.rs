@@ -48,6 +48,9 @@ pub enum Command {
     /// Read, write and invalidate the tiered cache; prune its disk folder.
     #[command(subcommand)]
     Cache(CacheCmd),
+    /// List, set and remove cron entries (jobs enqueued on a schedule).
+    #[command(subcommand)]
+    Cron(CronCmd),
     /// A live table of every queue.
     Stats(StatsArgs),
     /// Drive a running server end to end and report throughput and latency.
@@ -221,6 +224,39 @@ pub enum QueuesCmd {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CronCmd {
+    /// Every entry with its last and next run.
+    Ls,
+    /// Create or replace an entry: `weir cron set nightly '0 3 * * *' reports daily
+    /// '{"full":true}' --timezone Europe/Paris`.
+    Set {
+        name: String,
+        /// Cron expression, seconds field optional (`*/5 * * * * *`: every 5 s).
+        schedule: String,
+        /// The job's queue.
+        queue: String,
+        /// The job's kind.
+        kind: String,
+        /// The job's payload as JSON (default `{}`).
+        payload: Option<String>,
+        /// IANA time zone of the schedule.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Ticks missed while no server ran: skip (default) or run_once.
+        #[arg(long, default_value = "skip")]
+        missed: String,
+        /// The job's priority.
+        #[arg(long)]
+        priority: Option<i32>,
+        /// The job's attempts before dead.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// Remove an entry (jobs it enqueued stay).
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]

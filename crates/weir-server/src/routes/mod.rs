@@ -2,6 +2,7 @@
 //! annotations.
 
 pub mod cache;
+pub mod cron;
 pub mod jobs;
 pub mod queues;
 pub mod system;
@@ -44,6 +45,10 @@ use weir_core::JobId;
         queues::delete,
         queues::retry_jobs,
         queues::delete_jobs,
+        cron::list,
+        cron::show,
+        cron::put,
+        cron::delete,
         cache::get,
         cache::put,
         cache::delete,

@@ -736,7 +736,13 @@ pub async fn cron_entries_keep_their_last_tick_and_advance_by_compare_and_set<S:
         .await
         .unwrap();
     s.cron_put(rec("a", "{}", T0)).await.unwrap();
-    let names: Vec<String> = s.cron_list().await.unwrap().into_iter().map(|r| r.name).collect();
+    let names: Vec<String> = s
+        .cron_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, ["a", "b"]);
     assert!(s.cron_advance("b", T0, T0 + 60_000).await.unwrap());
     assert!(
@@ -760,6 +766,9 @@ pub async fn cron_entries_keep_their_last_tick_and_advance_by_compare_and_set<S:
     assert_eq!(b.last_tick_ms, T0 + 60_000);
     assert!(s.cron_delete("b").await.unwrap());
     assert!(!s.cron_delete("b").await.unwrap());
-    assert!(!s.cron_advance("b", T0 + 60_000, T0 + 120_000).await.unwrap());
+    assert!(!s
+        .cron_advance("b", T0 + 60_000, T0 + 120_000)
+        .await
+        .unwrap());
     assert_eq!(s.cron_list().await.unwrap().len(), 1);
 }

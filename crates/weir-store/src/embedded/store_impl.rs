@@ -227,9 +227,7 @@ impl Store for EmbeddedStore {
     async fn cron_list(&self) -> Result<Vec<CronRecord>> {
         let mut out = Vec::new();
         for kv in self.inner.shared.ks.cron.iter() {
-            let (_, v) = kv
-                .into_inner()
-                .map_err(|e| Error::storage(e.to_string()))?;
+            let (_, v) = kv.into_inner().map_err(|e| Error::storage(e.to_string()))?;
             out.push(
                 serde_json::from_slice(&v)
                     .map_err(|e| Error::storage(format!("bad cron record: {e}")))?,
@@ -304,31 +302,6 @@ impl Store for EmbeddedStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::long_poll_nap;
-    use std::time::Duration;
-
-    #[test]
-    fn long_poll_nap_stays_within_what_is_left() {
-        let ms = Duration::from_millis;
-        // Less than a millisecond left (this once panicked in `clamp`).
-        assert_eq!(
-            long_poll_nap(Some(50), Duration::from_micros(300)),
-            Duration::from_micros(300)
-        );
-        assert_eq!(
-            long_poll_nap(None, Duration::from_micros(300)),
-            Duration::from_micros(300)
-        );
-        assert_eq!(long_poll_nap(Some(0), ms(500)), ms(1));
-        assert_eq!(long_poll_nap(Some(20), ms(500)), ms(20));
-        assert_eq!(long_poll_nap(None, ms(500)), ms(500));
-        assert_eq!(long_poll_nap(None, ms(5000)), ms(1000));
-        assert_eq!(long_poll_nap(Some(9000), ms(5000)), ms(1000));
-    }
-}
-
 /// The stored cron entry `name`.
 fn cron_read(shared: &super::Shared, name: &str) -> Result<Option<CronRecord>> {
     match shared
@@ -364,4 +337,29 @@ fn cron_write(shared: &super::Shared, r: Option<&CronRecord>, name: &str) -> Res
         .db
         .persist(mode)
         .map_err(|e| Error::storage(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::long_poll_nap;
+    use std::time::Duration;
+
+    #[test]
+    fn long_poll_nap_stays_within_what_is_left() {
+        let ms = Duration::from_millis;
+        // Less than a millisecond left (this once panicked in `clamp`).
+        assert_eq!(
+            long_poll_nap(Some(50), Duration::from_micros(300)),
+            Duration::from_micros(300)
+        );
+        assert_eq!(
+            long_poll_nap(None, Duration::from_micros(300)),
+            Duration::from_micros(300)
+        );
+        assert_eq!(long_poll_nap(Some(0), ms(500)), ms(1));
+        assert_eq!(long_poll_nap(Some(20), ms(500)), ms(20));
+        assert_eq!(long_poll_nap(None, ms(500)), ms(500));
+        assert_eq!(long_poll_nap(None, ms(5000)), ms(1000));
+        assert_eq!(long_poll_nap(Some(9000), ms(5000)), ms(1000));
+    }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cache;
+mod cron;
 mod jobs;
 mod migrate;
 mod push;
@@ -33,6 +34,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Jobs(c) => jobs::run(&client(g)?, c, g.json).await,
         Command::Queues(c) => queues::run(&client(g)?, c, g.json).await,
         Command::Cache(c) => cache::run(g, c).await,
+        Command::Cron(c) => cron::run(&client(g)?, c, g.json).await,
         Command::Stats(a) => stats::run(&client(g)?, a, g.json).await,
         Command::Bench(a) => bench::run(&client(g)?, a, g.json).await,
         Command::Migrate(a) => migrate::run(a, g.json).await,

@@ -38,13 +38,7 @@ pub async fn run(a: ServeArgs) -> CmdResult {
         .durability
         .parse()
         .map_err(|e: weir_core::Error| Failure::usage(e.to_string()))?;
-    let limits = Limits {
-        max_payload_bytes: config.max_payload_bytes,
-        max_batch: config.max_batch,
-        max_memory_bytes: config.max_memory_bytes,
-        max_payload_depth: config.max_payload_depth,
-        ..Limits::default()
-    };
+    let limits = config.limits();
     let addr = config
         .listen_addr()
         .map_err(|e| Failure::usage(e.to_string()))?;
