@@ -182,6 +182,8 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(routes::system::health))
         .route("/ready", get(routes::system::ready))
         .route("/", get(routes::system::dashboard))
+        .route("/dashboard/app.js", get(routes::system::dashboard_js))
+        .route("/dashboard/app.css", get(routes::system::dashboard_css))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
