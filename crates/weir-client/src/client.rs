@@ -249,12 +249,31 @@ impl Client {
         cursor: Option<u64>,
         limit: usize,
     ) -> ClientResult<JobPageView> {
+        self.jobs_matching(queue, state, None, None, cursor, limit)
+            .await
+    }
+
+    /// [`Client::jobs`], also filtered by kind and tag (a filtered page may be short and
+    /// still have a `next_cursor`).
+    pub async fn jobs_matching(
+        &self,
+        queue: Option<&str>,
+        state: Option<&str>,
+        kind: Option<&str>,
+        tag: Option<&str>,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> ClientResult<JobPageView> {
         let mut q = vec![format!("limit={limit}")];
-        if let Some(v) = queue {
-            q.push(format!("queue={}", encode(v)));
-        }
-        if let Some(v) = state {
-            q.push(format!("state={}", encode(v)));
+        for (k, v) in [
+            ("queue", queue),
+            ("state", state),
+            ("kind", kind),
+            ("tag", tag),
+        ] {
+            if let Some(v) = v {
+                q.push(format!("{k}={}", encode(v)));
+            }
         }
         if let Some(c) = cursor {
             q.push(format!("cursor={c}"));

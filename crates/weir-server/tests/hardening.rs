@@ -471,3 +471,45 @@ async fn jobs_and_queues_are_deleted_and_bulk_actions_apply_to_one_state() {
     let (status, _) = call(r, Method::DELETE, "/v1/queues/mail", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Issue 16: the job list filters by kind and tag as well as queue and state, and its
+/// cursor walks every match.
+#[tokio::test]
+async fn jobs_are_listed_by_kind_and_tag_page_by_page() {
+    let fx = setup(ServerConfig::default(), |s| Arc::new(s)).await;
+    let r = &fx.router;
+    let jobs: Vec<Value> = (0..30)
+        .map(|n| {
+            json!({"queue": "mix", "kind": if n % 3 == 0 { "a" } else { "b" }, "payload": n,
+                   "tags": if n % 5 == 0 { vec!["vip"] } else { vec![] }})
+        })
+        .collect();
+    let (status, _) = call(r, Method::POST, "/v1/jobs", Some(json!({ "jobs": jobs }))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut seen = Vec::new();
+    let mut url = "/v1/jobs?queue=mix&kind=a&limit=4".to_string();
+    loop {
+        let (status, page) = call(r, Method::GET, &url, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let got = page["jobs"].as_array().unwrap();
+        assert!(got.len() <= 4);
+        for j in got {
+            assert_eq!(j["kind"], "a", "{j}");
+            seen.push(j["payload"].as_u64().unwrap());
+        }
+        match page["next_cursor"].as_u64() {
+            Some(c) => url = format!("/v1/jobs?queue=mix&kind=a&limit=4&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..30).filter(|n| n % 3 == 0).collect::<Vec<u64>>());
+    let (_, page) = call(r, Method::GET, "/v1/jobs?queue=mix&tag=vip&kind=a", None).await;
+    let got: Vec<u64> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["payload"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, vec![0, 15], "kind a and tag vip");
+    assert!(page["next_cursor"].is_null());
+}

@@ -144,6 +144,12 @@ pub enum JobsCmd {
         /// Only this state.
         #[arg(long, short)]
         state: Option<String>,
+        /// Only this kind.
+        #[arg(long, short)]
+        kind: Option<String>,
+        /// Only jobs with this tag.
+        #[arg(long, short)]
+        tag: Option<String>,
         /// Most jobs to show.
         #[arg(long, default_value_t = 50)]
         limit: usize,

@@ -140,7 +140,10 @@ impl Browser {
     /// Waits until `js` is true in the page: the page's own state is the signal.
     fn wait_until(&mut self, what: &str, js: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.eval(&format!("!!({js})")) != json!(true) {
+        // Until the page has loaded, its elements are not there yet: that is "not yet".
+        let probe =
+            format!("(() => {{ try {{ return !!({js}); }} catch (_) {{ return false; }} }})()");
+        while self.eval(&probe) != json!(true) {
             if Instant::now() > deadline {
                 let body = self.eval("document.body.innerText");
                 panic!("{what}: not within 20 s; the page says:\n{body}");

@@ -57,9 +57,19 @@ pub struct ListQuery {
     pub cursor: Option<u64>,
     /// Page size, 1–1000 (default 100).
     pub limit: Option<usize>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs with this tag.
+    pub tag: Option<String>,
 }
 
-/// A page of jobs in id order, filtered by queue and state.
+/// With a kind or tag filter, the most jobs one request examines: a page may then hold
+/// fewer than `limit` jobs and still have a `next_cursor` to go on from.
+const FILTER_SCAN: usize = 10_000;
+
+/// A page of jobs in id order, filtered by queue and state (through the store's indexes),
+/// and by kind and tag (examined here, up to 10,000 jobs a request: a page may then be short
+/// and still have a `next_cursor`).
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
     responses((status = 200, body = JobPageView),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
@@ -80,19 +90,53 @@ pub async fn list(
             format!("must be 1 to 1000, got {limit}"),
         ));
     }
-    let page = state
-        .store()
-        .job_list(JobFilter {
-            queue: q.queue,
-            state: st,
-            after: q.cursor.map(JobId),
-            limit,
-        })
-        .await?;
-    Ok(Json(JobPageView {
-        jobs: page.jobs.into_iter().map(JobView::from).collect(),
-        next_cursor: page.next_cursor.map(|c| c.0),
-    }))
+    let filter = JobFilter {
+        queue: q.queue,
+        state: st,
+        after: q.cursor.map(JobId),
+        limit,
+    };
+    if q.kind.is_none() && q.tag.is_none() {
+        let page = state.store().job_list(filter).await?;
+        return Ok(Json(JobPageView {
+            jobs: page.jobs.into_iter().map(JobView::from).collect(),
+            next_cursor: page.next_cursor.map(|c| c.0),
+        }));
+    }
+    let wanted = |j: &weir_core::Job| {
+        q.kind.as_deref().is_none_or(|k| j.kind == k)
+            && q.tag
+                .as_deref()
+                .is_none_or(|t| j.tags.iter().any(|x| x == t))
+    };
+    let (mut jobs, mut after, mut scanned) = (Vec::new(), filter.after, 0);
+    let next_cursor = loop {
+        let page = state
+            .store()
+            .job_list(JobFilter {
+                after,
+                limit: 1000,
+                ..filter.clone()
+            })
+            .await?;
+        for j in page.jobs {
+            scanned += 1;
+            after = Some(j.id);
+            if wanted(&j) {
+                jobs.push(JobView::from(j));
+                if jobs.len() == limit {
+                    break;
+                }
+            }
+        }
+        if jobs.len() == limit || scanned >= FILTER_SCAN {
+            break after.map(|c| c.0);
+        }
+        if page.next_cursor.is_none() {
+            break None;
+        }
+    };
+    Ok(Json(JobPageView { jobs, next_cursor }))
 }
 
 /// One job: state, attempts, errors, result.

@@ -10,11 +10,20 @@ pub async fn run(client: &Client, cmd: JobsCmd, json: bool) -> CmdResult {
         JobsCmd::Ls {
             queue,
             state,
+            kind,
+            tag,
             limit,
             cursor,
         } => {
             let page = client
-                .jobs(queue.as_deref(), state.as_deref(), cursor, limit)
+                .jobs_matching(
+                    queue.as_deref(),
+                    state.as_deref(),
+                    kind.as_deref(),
+                    tag.as_deref(),
+                    cursor,
+                    limit,
+                )
                 .await?;
             if json {
                 return out::json(&page);
@@ -41,10 +50,13 @@ pub async fn run(client: &Client, cmd: JobsCmd, json: bool) -> CmdResult {
                 &rows,
             );
             if let Some(c) = page.next_cursor {
-                println!(
-                    "more: {}",
-                    next_page(queue.as_deref(), state.as_deref(), limit, c)
-                );
+                let filters = [
+                    ("queue", queue.as_deref()),
+                    ("state", state.as_deref()),
+                    ("kind", kind.as_deref()),
+                    ("tag", tag.as_deref()),
+                ];
+                println!("more: {}", next_page(&filters, limit, c));
             }
             Ok(())
         }
@@ -64,13 +76,12 @@ pub async fn run(client: &Client, cmd: JobsCmd, json: bool) -> CmdResult {
 }
 
 /// The command that prints the next page: the same filters and limit, after `cursor`.
-fn next_page(queue: Option<&str>, state: Option<&str>, limit: usize, cursor: u64) -> String {
+fn next_page(filters: &[(&str, Option<&str>)], limit: usize, cursor: u64) -> String {
     let mut cmd = String::from("weir jobs ls");
-    if let Some(q) = queue {
-        cmd += &format!(" --queue {}", shell_word(q));
-    }
-    if let Some(s) = state {
-        cmd += &format!(" --state {}", shell_word(s));
+    for (flag, value) in filters {
+        if let Some(v) = value {
+            cmd += &format!(" --{flag} {}", shell_word(v));
+        }
     }
     cmd += &format!(" --limit {limit} --cursor {cursor}");
     cmd
@@ -127,16 +138,20 @@ mod tests {
     #[test]
     fn the_next_page_hint_keeps_the_filters() {
         assert_eq!(
-            next_page(Some("load"), Some("dead"), 2, 41),
+            next_page(&[("queue", Some("load")), ("state", Some("dead"))], 2, 41),
             "weir jobs ls --queue load --state dead --limit 2 --cursor 41"
         );
         assert_eq!(
-            next_page(None, None, 50, 7),
+            next_page(&[("queue", None)], 50, 7),
             "weir jobs ls --limit 50 --cursor 7"
         );
         assert_eq!(
-            next_page(Some("it's"), None, 1, 1),
-            r"weir jobs ls --queue 'it'\''s' --limit 1 --cursor 1"
+            next_page(
+                &[("queue", Some("it's")), ("kind", Some("send mail"))],
+                1,
+                1
+            ),
+            r"weir jobs ls --queue 'it'\''s' --kind 'send mail' --limit 1 --cursor 1"
         );
     }
 }

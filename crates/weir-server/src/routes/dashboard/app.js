@@ -295,10 +295,11 @@ async function queuePage(name) {
   const st = queueView.name === name ? queueView.state : "dead";
   if (queueView.name !== name) queueView = { name, state: st, kind: "", tag: "", cursor: null };
   let url = `/v1/jobs?queue=${q(name)}&state=${q(queueView.state)}&limit=100`;
+  if (queueView.kind) url += "&kind=" + q(queueView.kind);
+  if (queueView.tag) url += "&tag=" + q(queueView.tag);
   if (queueView.cursor) url += "&cursor=" + queueView.cursor;
   const page = await api("GET", url);
-  const jobs = page.jobs.filter(j => (!queueView.kind || j.kind === queueView.kind) &&
-    (!queueView.tag || (j.tags || []).includes(queueView.tag)));
+  const jobs = page.jobs;
   const h = history[name] || [];
   const stateSelect = el("select", { id: "state", onchange: ev => { queueView.state = ev.target.value; queueView.cursor = null; route(); } },
     STATES.map(s2 => el("option", { value: s2, selected: s2 === queueView.state }, `${s2} (${x.counts[s2]})`)));
@@ -339,7 +340,7 @@ async function queuePage(name) {
         el("td", { class: "text" }, j.group || ""), el("td", { class: "text" }, (j.tags || []).join(", ")),
         el("td", {}, when(j.created_at_ms)),
         el("td", { class: "text" }, j.errors.length ? j.errors[j.errors.length - 1].message : "")))
-        : [el("tr", {}, el("td", { colspan: 8 }, `no ${queueView.state} jobs` + (queueView.kind || queueView.tag ? " matching the filter on this page" : "")))],
+        : [el("tr", {}, el("td", { colspan: 8 }, `no ${queueView.state} jobs` + (queueView.kind || queueView.tag ? " matching the filter" + (page.next_cursor ? " in this stretch (next page goes on)" : "") : "")))],
       "jobs"),
     page.next_cursor ? button("Next page", "next-page", async () => { queueView.cursor = page.next_cursor; }) : null,
     queueView.cursor ? button("First page", "first-page", async () => { queueView.cursor = null; }) : null,
