@@ -430,6 +430,23 @@ fn weir_cache_drives_the_cache_from_the_shell() {
         None,
     ));
     let folder = dir.path().join("cache");
+    // The running server holds its folder: pruning it from outside is refused.
+    let live = weir(
+        &[
+            "cache",
+            "prune",
+            "--dir",
+            folder.to_str().unwrap(),
+            "--max-size",
+            "100B",
+        ],
+        &s,
+        None,
+    );
+    assert_eq!(live.status.code(), Some(1), "{live:?}");
+    assert!(String::from_utf8_lossy(&live.stderr).contains("in use by another process"));
+    let mut s = s;
+    assert!(s.terminate().success());
     let out = ok(&weir(
         &[
             "--json",
