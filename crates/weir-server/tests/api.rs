@@ -352,10 +352,32 @@ async fn the_whole_contract() {
     assert_eq!(s, StatusCode::OK);
     let page = String::from_utf8_lossy(&page);
     assert!(page.contains("<title>Weir</title>"));
+    assert!(page.contains(r#"<script src="/dashboard/app.js" defer></script>"#));
+    let (s, headers, script) = h.raw(Method::GET, "/dashboard/app.js", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    let script = String::from_utf8_lossy(&script);
     assert!(
-        page.contains("fetch(\"/v1/cache\""),
+        script.contains(r#"api("GET", "/v1/cache")"#),
         "the dashboard shows the cache tiers"
     );
+    assert!(
+        !script.contains("innerHTML") && !script.contains("insertAdjacentHTML"),
+        "the page never renders client data as HTML"
+    );
+    let (s, headers, _) = h.raw(Method::GET, "/dashboard/app.css", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
 
     // Large replies are gzipped for clients that ask.
     let req = Request::get("/v1/openapi.json")

@@ -1,7 +1,7 @@
 // Weir's dashboard: queues, a queue's jobs and settings, a job's attempts, cron entries and
 // the cache, with the operator's actions. Everything a client sent (kinds, payloads, errors,
 // tags, keys) reaches the page through textContent and attributes, never as HTML: the page
-// builds its DOM with el() below and has no innerHTML. The server's Content-Security-Policy
+// builds its DOM with el() below and never assigns HTML to an element. The server's Content-Security-Policy
 // allows scripts and styles from this origin only.
 "use strict";
 
