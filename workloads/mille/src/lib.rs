@@ -1,0 +1,20 @@
+//! mille: Terraform plans as a resource graph clustered by module and coloured by action, and
+//! a Markdown summary for the pull request.
+//!
+//! - [`input`]: decoding a plan file (UTF-8, UTF-16 with a BOM) and the one-line refusals.
+//! - [`plan`]: the plan's changes and configuration references, parsed without keeping
+//!   values (so nothing sensitive or unknown can be rendered or cached).
+//! - [`graph`]: nodes per change, edges from references and `depends_on`, resolved per module
+//!   instance.
+//! - [`summary`]: the PR summary, always within GitHub's comment limit, and the JSON counts.
+//! - [`dot`]: the graph as Graphviz DOT.
+
+pub mod dot;
+pub mod graph;
+pub mod input;
+pub mod plan;
+pub mod summary;
+
+pub use graph::Graph;
+pub use input::InputError;
+pub use plan::{Action, Change, Plan};

@@ -1,0 +1,125 @@
+//! The `mille` command line: `mille summary PLAN [--json]`, `mille render PLAN --out DIR`.
+
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// mille: Terraform plan graphs and pull-request summaries.
+#[derive(Debug, Parser)]
+#[command(name = "mille", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the plan's Markdown summary (or, with --json, its counts).
+    Summary {
+        /// The plan: `terraform show -json` output, or `-` for stdin.
+        plan: PathBuf,
+        /// One JSON object: {"resources": N, "counts": {"create": n, ...}}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the summary (summary.md) and the graph (graph.dot) into a folder.
+    Render {
+        /// The plan: `terraform show -json` output, or `-` for stdin.
+        plan: PathBuf,
+        /// The folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The graph's format: only `dot` for now.
+        #[arg(long, default_value = "dot")]
+        format: String,
+        /// Draw unchanged (no-op) resources too.
+        #[arg(long)]
+        include_no_op: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad usage");
+            eprintln!(
+                "mille: {} (see mille --help)",
+                line.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("mille: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Failure = (u8, String);
+
+fn read_plan(path: &std::path::Path) -> Result<mille::Plan, Failure> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .map_err(|e| (1, format!("cannot read stdin: {e}")))?;
+        b
+    } else {
+        std::fs::read(path).map_err(|e| (2, format!("cannot read {}: {e}", path.display())))?
+    };
+    mille::Plan::parse(&bytes).map_err(|e| (2, format!("{}: {e}", path.display())))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Summary { plan, json } => {
+            let p = read_plan(&plan)?;
+            if json {
+                println!("{}", mille::summary::json(&p));
+            } else {
+                print!(
+                    "{}",
+                    mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT)
+                );
+            }
+            Ok(())
+        }
+        Command::Render {
+            plan,
+            out,
+            format,
+            include_no_op,
+        } => {
+            if format != "dot" {
+                return Err((2, format!("--format {format:?}: only dot is supported yet")));
+            }
+            let p = read_plan(&plan)?;
+            std::fs::create_dir_all(&out)
+                .map_err(|e| (1, format!("cannot create {}: {e}", out.display())))?;
+            let g = mille::Graph::of(&p);
+            let write = |name: &str, text: String| {
+                std::fs::write(out.join(name), text)
+                    .map_err(|e| (1, format!("cannot write {}: {e}", out.join(name).display())))
+            };
+            write("graph.dot", mille::dot::render(&g, include_no_op))?;
+            write(
+                "summary.md",
+                mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT),
+            )?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! mille over every real plan in `../shared/data/plans/` (read from there, never copied into
+//! the repository) and every corner case: each parses, its counts equal the plan's own
+//! (counted here independently from the raw JSON), its summary fits GitHub's comment limit
+//! and names every destroy and replace, and its DOT graph only joins declared nodes. Broken
+//! files are refused by the binary with exit 2 and one line.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn plans_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/plans");
+    assert!(
+        dir.is_dir(),
+        "the real plans are expected at {} (../shared beside the repository)",
+        dir.display()
+    );
+    dir
+}
+
+fn plan_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The counts by action, from the raw JSON (`actions` joined as the spec names them).
+fn oracle_counts(v: &serde_json::Value) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for rc in v["resource_changes"].as_array().into_iter().flatten() {
+        let actions: Vec<&str> = rc["change"]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let key = match actions.as_slice() {
+            ["delete", "create"] | ["create", "delete"] => "replace".to_string(),
+            [] => "no-op".to_string(),
+            one => one.join("+"),
+        };
+        *out.entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
+#[test]
+fn every_real_plan_parses_counts_right_and_fits_a_comment() {
+    let files = plan_files(&plans_dir());
+    assert!(files.len() >= 50, "{} plans", files.len());
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let plan = mille::Plan::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(plan.counts(), oracle_counts(&raw), "{name}");
+        let json = mille::summary::json(&plan);
+        assert_eq!(
+            json["resources"],
+            raw["resource_changes"].as_array().map_or(0, Vec::len),
+            "{name}"
+        );
+        let md = mille::summary::markdown(&plan, mille::summary::COMMENT_LIMIT);
+        assert!(
+            md.chars().count() <= mille::summary::COMMENT_LIMIT,
+            "{name}"
+        );
+        for c in plan.changes.iter().filter(|c| c.action.destroys()) {
+            assert!(
+                md.contains(&c.address),
+                "{name}: {} not in the summary",
+                c.address
+            );
+        }
+        let g = mille::Graph::of(&plan);
+        let dot = mille::dot::render(&g, true);
+        assert_eq!(dot.matches('{').count(), dot.matches('}').count(), "{name}");
+        for &(a, b) in &g.edges {
+            assert!(a < g.nodes.len() && b < g.nodes.len() && a != b, "{name}");
+            assert!(dot.contains(&format!("  n{a} -> n{b};")), "{name}");
+        }
+    }
+}
+
+#[test]
+fn references_become_edges_across_modules_and_instances() {
+    let dir = plans_dir();
+    let plan = mille::Plan::parse(
+        &std::fs::read(dir.join("checkov__plan_nested_child_modules_with_connections.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let g = mille::Graph::of(&plan);
+    let edge = |from: &str, to: &str| {
+        g.edges
+            .iter()
+            .any(|&(a, b)| g.nodes[a].address == from && g.nodes[b].address == to)
+    };
+    // Within the root module, within a module, within a nested module, and through an
+    // indexed reference (`aws_s3_bucket.this[0].id`) to the counted instance.
+    assert!(edge(
+        "aws_s3_bucket_public_access_block.root",
+        "aws_s3_bucket.root_bucket"
+    ));
+    assert!(edge(
+        "module.s3_module.module.s3_submodule.aws_s3_bucket_public_access_block.submodule_bucket",
+        "module.s3_module.module.s3_submodule.aws_s3_bucket.submodule_bucket"
+    ));
+    assert!(edge(
+        "module.s3_bucket.aws_s3_bucket_acl.this[0]",
+        "module.s3_bucket.aws_s3_bucket.this[0]"
+    ));
+    // Nothing joins two modules that do not refer to each other.
+    assert!(!edge(
+        "module.s3_module.aws_s3_bucket_public_access_block.module_bucket",
+        "aws_s3_bucket.root_bucket"
+    ));
+}
+
+#[test]
+fn deposed_objects_are_their_own_nodes() {
+    let plan = mille::Plan::parse(
+        &std::fs::read(plans_dir().join("robert-consulting__terraform-plan.json")).unwrap(),
+    )
+    .unwrap();
+    let same: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| c.address == "null_resource.build_lambda_package")
+        .collect();
+    assert_eq!(same.len(), 4);
+    let keys: std::collections::BTreeSet<_> = same.iter().map(|c| c.key()).collect();
+    assert_eq!(keys.len(), 4, "(address, deposed) is unique");
+    assert_eq!(same.iter().filter(|c| c.deposed.is_some()).count(), 3);
+}
+
+#[test]
+fn a_tight_limit_trims_whole_sections_and_says_so() {
+    let plan = mille::Plan::parse(
+        &std::fs::read(plans_dir().join("cloud-native-devops-platform__infra_plan.json")).unwrap(),
+    )
+    .unwrap();
+    let full = mille::summary::markdown(&plan, mille::summary::COMMENT_LIMIT);
+    let small = mille::summary::markdown(&plan, 3_000);
+    assert!(
+        full.chars().count() > 3_000,
+        "the plan's summary is long enough to trim"
+    );
+    assert!(small.chars().count() <= 3_000);
+    assert!(small.contains("sections left out to fit"), "{small}");
+    assert!(small.starts_with("### Terraform plan: "));
+    assert_eq!(
+        small.matches("<details>").count(),
+        small.matches("</details>").count()
+    );
+}
+
+fn mille(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mille"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn corner_cases_decode_or_are_refused_with_one_line() {
+    let dir = plans_dir().join("corner-cases");
+    let mut seen = 0;
+    for f in plan_files(&dir) {
+        seen += 1;
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let o = mille(&["summary", "--json", f.to_str().unwrap()]);
+        if name.contains("INVALID") {
+            assert_eq!(o.status.code(), Some(2), "{name}: {o:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+            assert!(err.starts_with("mille: "), "{name}: {err}");
+            assert!(o.stdout.is_empty(), "{name}");
+        } else {
+            assert!(
+                o.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert!(v["resources"].as_u64().unwrap() >= 2, "{name}: {v}");
+        }
+    }
+    assert_eq!(seen, 7);
+    // UTF-16 decodes to the same counts the file's table gives.
+    let o = mille(&[
+        "summary",
+        "--json",
+        dir.join("aws-kubernetes-cluster__plan.utf16le.json")
+            .to_str()
+            .unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"resources": 38, "counts": {"create": 37, "read": 1}})
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_a_reason_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cases: [(&str, &[u8], &str); 6] = [
+        ("empty.json", b"", "empty"),
+        ("text.json", b"hello", "not JSON"),
+        (
+            "truncated.json",
+            br#"{"format_version":"1.2","resource_changes":[{"#,
+            "truncated",
+        ),
+        (
+            "v9.json",
+            br#"{"format_version":"9.0","resource_changes":[]}"#,
+            "not supported",
+        ),
+        ("array.json", b"[1,2]", "not a Terraform plan"),
+        ("binary.json", &[0xC3, 0x28, 0xA0, 0xA1], "not UTF-8"),
+    ];
+    for (name, bytes, says) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let o = mille(&["summary", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+    }
+    // A plan with no changes is valid.
+    let p = dir.join("none.json");
+    std::fs::write(
+        &p,
+        br#"{"format_version":"1.2","terraform_version":"1.9.0"}"#,
+    )
+    .unwrap();
+    let o = mille(&["summary", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No changes"));
+}
+
+#[test]
+fn render_writes_the_summary_and_the_graph_from_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plan = std::fs::read(plans_dir().join("terraform-json__deep_module.json")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mille"))
+        .args(["render", "-", "--out"])
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &plan).unwrap();
+    assert!(child.wait().unwrap().success());
+    let dot = std::fs::read_to_string(dir.join("graph.dot")).unwrap();
+    assert!(dot.starts_with("digraph plan {"), "{dot}");
+    assert!(
+        dot.contains("subgraph cluster_"),
+        "modules are clusters: {dot}"
+    );
+    let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(md.starts_with("### Terraform plan: "));
+}
