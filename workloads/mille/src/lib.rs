@@ -7,13 +7,17 @@
 //! - [`graph`]: nodes per change, edges from references and `depends_on`, resolved per module
 //!   instance.
 //! - [`summary`]: the PR summary, always within GitHub's comment limit, and the JSON counts.
+//! - [`layout`]: a compound layered layout (modules as boxes), computed in process.
+//! - [`svg`]: the laid-out graph as SVG.
 //! - [`dot`]: the graph as Graphviz DOT.
 
 pub mod dot;
 pub mod graph;
 pub mod input;
+pub mod layout;
 pub mod plan;
 pub mod summary;
+pub mod svg;
 
 pub use graph::Graph;
 pub use input::InputError;

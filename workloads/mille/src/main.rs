@@ -23,16 +23,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the summary (summary.md) and the graph (graph.dot) into a folder.
+    /// Write the summary (summary.md) and the graph (graph.svg; with --format dot, graph.dot
+    /// too) into a folder.
     Render {
         /// The plan: `terraform show -json` output, or `-` for stdin.
         plan: PathBuf,
         /// The folder to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// The graph's format: only `dot` for now.
-        #[arg(long, default_value = "dot")]
-        format: String,
+        /// Also write the graph as Graphviz DOT (`dot`).
+        #[arg(long)]
+        format: Option<String>,
         /// Draw unchanged (no-op) resources too.
         #[arg(long)]
         include_no_op: bool,
@@ -103,8 +104,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             format,
             include_no_op,
         } => {
-            if format != "dot" {
-                return Err((2, format!("--format {format:?}: only dot is supported yet")));
+            if let Some(f) = format.as_deref().filter(|f| *f != "dot" && *f != "svg") {
+                return Err((2, format!("--format {f:?}: expected dot or svg")));
             }
             let p = read_plan(&plan)?;
             std::fs::create_dir_all(&out)
@@ -114,7 +115,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 std::fs::write(out.join(name), text)
                     .map_err(|e| (1, format!("cannot write {}: {e}", out.join(name).display())))
             };
-            write("graph.dot", mille::dot::render(&g, include_no_op))?;
+            let layout = mille::layout::Layout::of(&g, include_no_op);
+            write("graph.svg", mille::svg::render(&g, &layout))?;
+            if format.as_deref() == Some("dot") {
+                write("graph.dot", mille::dot::render(&g, include_no_op))?;
+            }
             write(
                 "summary.md",
                 mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT),

@@ -80,6 +80,17 @@ fn every_real_plan_parses_counts_right_and_fits_a_comment() {
             );
         }
         let g = mille::Graph::of(&plan);
+        for include_noop in [false, true] {
+            let layout = mille::layout::Layout::of(&g, include_noop);
+            let svg = mille::svg::render(&g, &layout);
+            let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let drawn = doc
+                .descendants()
+                .filter(|n| n.has_tag_name("g") && n.attribute("class") == Some("node"))
+                .count();
+            assert_eq!(drawn, layout.nodes.len(), "{name}");
+            check_layout(&name, &g, &layout);
+        }
         let dot = mille::dot::render(&g, true);
         assert_eq!(dot.matches('{').count(), dot.matches('}').count(), "{name}");
         for &(a, b) in &g.edges {
@@ -256,13 +267,19 @@ fn render_writes_the_summary_and_the_graph_from_stdin() {
     let dir = tmp.path();
     let plan = std::fs::read(plans_dir().join("terraform-json__deep_module.json")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mille"))
-        .args(["render", "-", "--out"])
+        .args(["render", "-", "--format", "dot", "--out"])
         .arg(dir)
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &plan).unwrap();
     assert!(child.wait().unwrap().success());
+    let svg = std::fs::read_to_string(dir.join("graph.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert!(
+        doc.descendants().any(|n| n.attribute("class") == Some("module")),
+        "modules are boxes: {svg}"
+    );
     let dot = std::fs::read_to_string(dir.join("graph.dot")).unwrap();
     assert!(dot.starts_with("digraph plan {"), "{dot}");
     assert!(
@@ -271,4 +288,76 @@ fn render_writes_the_summary_and_the_graph_from_stdin() {
     );
     let md = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     assert!(md.starts_with("### Terraform plan: "));
+}
+
+/// No two resources overlap; each lies inside its module's box (when that is drawn); sibling
+/// module boxes do not overlap; everything lies inside the drawing.
+fn check_layout(name: &str, g: &mille::Graph, l: &mille::layout::Layout) {
+    let rects: Vec<_> = l.nodes.iter().collect();
+    for (k, (i, a)) in rects.iter().enumerate() {
+        assert!(
+            a.x >= 0.0 && a.y >= 0.0 && a.x + a.w <= l.width + 0.01 && a.y + a.h <= l.height + 0.01,
+            "{name}: {i} outside"
+        );
+        for (j, b) in &rects[k + 1..] {
+            assert!(!a.overlaps(b), "{name}: nodes {i} and {j} overlap");
+        }
+        if let Some(m) = &g.nodes[**i].module {
+            if let Some(mb) = l.modules.iter().find(|b| &b.address == m && !b.collapsed) {
+                let r = mb.rect;
+                assert!(
+                    a.x >= r.x
+                        && a.y >= r.y
+                        && a.x + a.w <= r.x + r.w + 0.01
+                        && a.y + a.h <= r.y + r.h + 0.01,
+                    "{name}: {} outside its module box",
+                    g.nodes[**i].address
+                );
+            }
+        }
+    }
+    for (k, a) in l.modules.iter().enumerate() {
+        for b in &l.modules[k + 1..] {
+            let nested = b.address.starts_with(&format!("{}.", a.address))
+                || a.address.starts_with(&format!("{}.", b.address));
+            if !nested {
+                assert!(
+                    !a.rect.overlaps(&b.rect),
+                    "{name}: {} and {} overlap",
+                    a.address,
+                    b.address
+                );
+            }
+        }
+    }
+}
+
+/// Addresses are the user's strings (instance keys can hold anything): they reach the SVG
+/// only as escaped text.
+#[test]
+fn instance_keys_with_markup_stay_text_in_the_svg() {
+    let plan_json = serde_json::json!({
+        "format_version": "1.2",
+        "resource_changes": [{
+            "address": "aws_s3_bucket.b[\"<script>alert('x')</script> & \\\" ]\"]",
+            "mode": "managed", "type": "aws_s3_bucket", "name": "b",
+            "index": "<script>alert('x')</script> & \" ]",
+            "change": {"actions": ["create"]}
+        }]
+    });
+    let plan = mille::Plan::parse(plan_json.to_string().as_bytes()).unwrap();
+    let g = mille::Graph::of(&plan);
+    let svg = mille::svg::render(&g, &mille::layout::Layout::of(&g, false));
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert!(
+        !doc.descendants().any(|n| n.has_tag_name("script")),
+        "{svg}"
+    );
+    let title = doc
+        .descendants()
+        .find(|n| n.has_tag_name("title"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(title.contains("<script>alert('x')</script> & "), "{title}");
 }
