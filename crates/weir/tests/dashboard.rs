@@ -16,200 +16,21 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::{raw, Server};
-use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
 use weir_api::{AckItem, CronBody, FailItem, Missed, NewJobBody};
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 const XSS_KIND: &str = "<img src=x onerror=\"window.__xss='kind'\">";
 
-fn chromium() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("CHROMIUM_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-        .find(|p| p.is_file())
-}
-
-/// A headless Chromium with one page, driven over the DevTools protocol.
-struct Browser {
-    child: Child,
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    session: String,
-    next_id: u64,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    fn launch(bin: &PathBuf) -> Browser {
-        let profile = tempfile::tempdir().unwrap();
-        // The flags a sandboxed, offline machine needs: no sandbox (root), no GPU, and none
-        // of Chromium's background connections, which this network refuses.
-        let mut child = Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-port=0",
-                "--window-size=1400,1000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("chromium printed its DevTools address");
-        let (ws, _) = tungstenite::connect(url.as_str()).unwrap();
-        let mut b = Browser {
-            child,
-            ws,
-            session: String::new(),
-            next_id: 1,
-            _profile: profile,
-        };
-        let target = b.call("Target.createTarget", json!({"url": "about:blank"}));
-        let attached = b.call(
-            "Target.attachToTarget",
-            json!({"targetId": target["targetId"], "flatten": true}),
-        );
-        b.session = attached["sessionId"].as_str().unwrap().to_string();
-        b.call("Page.enable", json!({}));
-        b.call("Runtime.enable", json!({}));
-        b
-    }
-
-    /// Sends one command (to the page once attached) and returns its result.
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut msg = json!({"id": id, "method": method, "params": params});
-        if !self.session.is_empty() {
-            msg["sessionId"] = json!(self.session);
-        }
-        self.ws.send(Message::text(msg.to_string())).unwrap();
-        loop {
-            let Message::Text(text) = self.ws.read().unwrap() else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(&text).unwrap();
-            if v["id"] == id {
-                assert!(v["error"].is_null(), "{method}: {v}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    /// Evaluates `js` in the page (awaiting a promise) and returns its value.
-    fn eval(&mut self, js: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": js, "awaitPromise": true, "returnByValue": true}),
-        );
-        assert!(r["exceptionDetails"].is_null(), "{js}: {r}");
-        r["result"]["value"].clone()
-    }
-
-    /// Waits until `js` is true in the page: the page's own state is the signal.
-    fn wait_until(&mut self, what: &str, js: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Until the page has loaded, its elements are not there yet: that is "not yet".
-        let probe =
-            format!("(() => {{ try {{ return !!({js}); }} catch (_) {{ return false; }} }})()");
-        while self.eval(&probe) != json!(true) {
-            if Instant::now() > deadline {
-                let body = self.eval("document.body.innerText");
-                panic!("{what}: not within 20 s; the page says:\n{body}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn goto(&mut self, url: &str) {
-        self.call("Page.navigate", json!({"url": url}));
-    }
-
-    /// A real click: mouse down and up at the middle of the element.
-    fn click(&mut self, selector: &str) {
-        self.wait_until(
-            &format!("{selector} on the page"),
-            &format!("document.querySelector({selector:?})"),
-        );
-        let at = self.eval(&format!(
-            "(() => {{ const e = document.querySelector({selector:?}); e.scrollIntoView({{block: 'center'}});
-               const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
-        ));
-        let (x, y) = (at[0].as_f64().unwrap(), at[1].as_f64().unwrap());
-        for kind in ["mousePressed", "mouseReleased"] {
-            self.call(
-                "Input.dispatchMouseEvent",
-                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
-            );
-        }
-    }
-
-    /// Clicks into a field and types `text` into it.
-    fn type_into(&mut self, selector: &str, text: &str) {
-        self.click(selector);
-        self.call("Input.insertText", json!({"text": text}));
-    }
-
-    fn screenshot(&mut self, name: &str) {
-        let shot = self.call("Page.captureScreenshot", json!({"format": "png"}));
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap())
-            .unwrap();
-        let dir =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts/dashboard");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_signs_in_pauses_a_queue_retries_a_dead_job_and_reads_the_charts() {
-    let Some(bin) = chromium() else {
-        assert!(
-            std::env::var("REQUIRE_BROWSER_TEST").is_err(),
-            "REQUIRE_BROWSER_TEST is set but no Chromium was found (set CHROMIUM_BIN)"
-        );
-        eprintln!("skipped: no Chromium on PATH (install chromium or set CHROMIUM_BIN)");
+    let Some(bin) = weir_browser::required() else {
         return;
     };
+    let shots =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts/dashboard");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("weir.toml");
     std::fs::write(
@@ -288,12 +109,13 @@ async fn an_operator_signs_in_pauses_a_queue_retries_a_dead_job_and_reads_the_ch
 
     let base = server.base.clone();
     let client = c.clone();
+    let shots = shots.clone();
     tokio::task::spawn_blocking(move || {
-        let mut b = Browser::launch(&bin);
+        let mut b = weir_browser::Browser::launch(&bin);
         b.goto(&format!("{base}/"));
         // Tokens are configured: the page asks for one instead of failing.
         b.wait_until("the sign-in form", "!document.getElementById('signin').hidden");
-        b.screenshot("signin");
+        b.screenshot(&shots, "signin");
         b.type_into("#token", TOKEN);
         b.click("#signin button[type=submit]");
         b.wait_until("the queues table", "document.querySelector('tr[data-queue=\"mail\"]')");
@@ -301,7 +123,7 @@ async fn an_operator_signs_in_pauses_a_queue_retries_a_dead_job_and_reads_the_ch
             "[...document.querySelectorAll('tr[data-queue=\"mail\"] td')].slice(1, 8).map(t => t.textContent)",
         );
         assert_eq!(cells, json!(["2", "0", "1", "0", "0", "0", "0"]), "mail's counts");
-        b.screenshot("overview");
+        b.screenshot(&shots, "overview");
 
         // Pause a queue from the overview.
         b.click("#pause-mail");
@@ -315,7 +137,7 @@ async fn an_operator_signs_in_pauses_a_queue_retries_a_dead_job_and_reads_the_ch
         b.wait_until("the job page", &format!("document.querySelector('main h2') && document.querySelector('main h2').textContent === 'Job {dead}'"));
         let error = b.eval("document.querySelector('table.errors td.text').textContent");
         assert!(error.as_str().unwrap().starts_with("<img src=x onerror="), "{error}");
-        b.screenshot("job");
+        b.screenshot(&shots, "job");
         b.click("#retry");
         b.wait_until("the job waiting again", "document.querySelector('td.state').textContent === 'waiting'");
 
@@ -350,17 +172,17 @@ async fn an_operator_signs_in_pauses_a_queue_retries_a_dead_job_and_reads_the_ch
         for want in ["concurrency", "rate limit", "circuit breaker", "max depth", "retention"] {
             assert!(settings.as_str().unwrap().contains(want), "{want} in {settings}");
         }
-        b.screenshot("queue");
+        b.screenshot(&shots, "queue");
 
         // The cron view, with the next run.
         b.goto(&format!("{base}/#/cron"));
         b.wait_until("the cron table", "document.querySelector('tr[data-cron=\"nightly\"]')");
         let row = b.eval("document.querySelector('tr[data-cron=\"nightly\"]').innerText");
         assert!(row.as_str().unwrap().contains("Europe/Paris") && row.as_str().unwrap().contains("UTC"), "{row}");
-        b.screenshot("cron");
+        b.screenshot(&shots, "cron");
         b.goto(&format!("{base}/#/cache"));
         b.wait_until("the cache table", "document.querySelector('table.cache tbody tr')");
-        b.screenshot("cache");
+        b.screenshot(&shots, "cache");
         assert_eq!(b.eval("document.getElementById('error').textContent"), json!(""));
     })
     .await

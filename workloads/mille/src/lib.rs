@@ -9,15 +9,19 @@
 //! - [`summary`]: the PR summary, always within GitHub's comment limit, and the JSON counts.
 //! - [`layout`]: a compound layered layout (modules as boxes), computed in process.
 //! - [`svg`]: the laid-out graph as SVG.
+//! - [`html`]: `graph.html`, the graph with zoom, pan, filters and modules opened on click.
 //! - [`dot`]: the graph as Graphviz DOT.
+//! - [`synth`]: synthetic plans of any size, for tests and benchmarks.
 
 pub mod dot;
 pub mod graph;
+pub mod html;
 pub mod input;
 pub mod layout;
 pub mod plan;
 pub mod summary;
 pub mod svg;
+pub mod synth;
 
 pub use graph::Graph;
 pub use input::InputError;

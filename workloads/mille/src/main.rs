@@ -23,8 +23,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the summary (summary.md) and the graph (graph.svg; with --format dot, graph.dot
-    /// too) into a folder.
+    /// Write the summary (summary.md) and the graph (graph.svg, graph.html; with --format dot,
+    /// graph.dot too) into a folder.
     Render {
         /// The plan: `terraform show -json` output, or `-` for stdin.
         plan: PathBuf,
@@ -117,6 +117,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let layout = mille::layout::Layout::of(&g, include_no_op);
             write("graph.svg", mille::svg::render(&g, &layout))?;
+            let title = format!(
+                "{} — {} changes",
+                plan.file_name()
+                    .map_or("plan".into(), |n| n.to_string_lossy()),
+                p.changes.len()
+            );
+            write("graph.html", mille::html::page(&g, include_no_op, &title))?;
             if format.as_deref() == Some("dot") {
                 write("graph.dot", mille::dot::render(&g, include_no_op))?;
             }

@@ -277,7 +277,8 @@ fn render_writes_the_summary_and_the_graph_from_stdin() {
     let svg = std::fs::read_to_string(dir.join("graph.svg")).unwrap();
     let doc = roxmltree::Document::parse(&svg).unwrap();
     assert!(
-        doc.descendants().any(|n| n.attribute("class") == Some("module")),
+        doc.descendants()
+            .any(|n| n.attribute("class") == Some("module")),
         "modules are boxes: {svg}"
     );
     let dot = std::fs::read_to_string(dir.join("graph.dot")).unwrap();
