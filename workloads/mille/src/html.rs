@@ -19,9 +19,9 @@ pub fn page(g: &Graph, include_noop: bool, title: &str) -> String {
     for m in layout.modules.iter().filter(|m| m.collapsed) {
         let sub = subgraph(g, &m.address);
         let sub_layout = Layout::of(&sub, include_noop);
-        let _ = write!(
+        let _ = writeln!(
             templates,
-            "<template data-module=\"{}\">{}</template>\n",
+            "<template data-module=\"{}\">{}</template>",
             escape(&m.address),
             render(&sub, &sub_layout)
         );
