@@ -38,6 +38,16 @@ enum Command {
         #[arg(long)]
         include_no_op: bool,
     },
+    /// Print a synthetic plan (for benchmarks): CHANGES resource changes over MODULES modules.
+    #[command(hide = true)]
+    Synth {
+        changes: usize,
+        #[arg(default_value_t = 20)]
+        modules: usize,
+        /// Bytes of attribute values per change.
+        #[arg(long, default_value_t = 2000)]
+        bytes: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +106,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT)
                 );
             }
+            Ok(())
+        }
+        Command::Synth {
+            changes,
+            modules,
+            bytes,
+        } => {
+            println!("{}", mille::synth::plan(changes, modules, bytes));
             Ok(())
         }
         Command::Render {
