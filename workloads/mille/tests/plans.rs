@@ -362,3 +362,33 @@ fn instance_keys_with_markup_stay_text_in_the_svg() {
         .unwrap();
     assert!(title.contains("<script>alert('x')</script> & "), "{title}");
 }
+
+/// The summaries of a few plans, as reviewed: any change to the wording or layout shows up
+/// here. `UPDATE_SNAPSHOTS=1 cargo test -p mille` rewrites them after a deliberate change.
+#[test]
+fn summaries_match_their_snapshots() {
+    let dir = plans_dir();
+    for (plan, snap) in [
+        (
+            "corner-cases/terraform-visual__aws-s3_trimmed.json",
+            "aws-s3_trimmed.md",
+        ),
+        ("terraform-json__basic.json", "terraform-json_basic.md"),
+        (
+            "robert-consulting__terraform-plan.json",
+            "robert-consulting.md",
+        ),
+    ] {
+        let p = mille::Plan::parse(&std::fs::read(dir.join(plan)).unwrap()).unwrap();
+        let got = mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/snapshots")
+            .join(snap);
+        if std::env::var("UPDATE_SNAPSHOTS").is_ok() {
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{snap} missing"));
+        assert_eq!(got, want, "{plan}: the summary changed (see {snap})");
+    }
+}
