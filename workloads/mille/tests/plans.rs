@@ -10,14 +10,28 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn plans_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/plans");
+/// The corpus of real plans: `MILLE_PLANS`, else `shared/data/plans` beside the repository
+/// (where CI has it). Without one, the tests that read it say they were skipped, unless
+/// `REQUIRE_PLANS=1` (set in CI) makes its absence a failure.
+fn plans_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("MILLE_PLANS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/plans")
+        });
+    if dir.is_dir() {
+        return Some(dir);
+    }
     assert!(
-        dir.is_dir(),
-        "the real plans are expected at {} (../shared beside the repository)",
+        std::env::var("REQUIRE_PLANS").is_err(),
+        "REQUIRE_PLANS is set but there is no plan corpus at {} (set MILLE_PLANS)",
         dir.display()
     );
-    dir
+    eprintln!(
+        "skipped: no plan corpus at {} (set MILLE_PLANS)",
+        dir.display()
+    );
+    None
 }
 
 fn plan_files(dir: &Path) -> Vec<PathBuf> {
@@ -53,7 +67,8 @@ fn oracle_counts(v: &serde_json::Value) -> BTreeMap<String, usize> {
 
 #[test]
 fn every_real_plan_parses_counts_right_and_fits_a_comment() {
-    let files = plan_files(&plans_dir());
+    let Some(dir) = plans_dir() else { return };
+    let files = plan_files(&dir);
     assert!(files.len() >= 50, "{} plans", files.len());
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
@@ -102,7 +117,7 @@ fn every_real_plan_parses_counts_right_and_fits_a_comment() {
 
 #[test]
 fn references_become_edges_across_modules_and_instances() {
-    let dir = plans_dir();
+    let Some(dir) = plans_dir() else { return };
     let plan = mille::Plan::parse(
         &std::fs::read(dir.join("checkov__plan_nested_child_modules_with_connections.json"))
             .unwrap(),
@@ -137,8 +152,9 @@ fn references_become_edges_across_modules_and_instances() {
 
 #[test]
 fn deposed_objects_are_their_own_nodes() {
+    let Some(dir) = plans_dir() else { return };
     let plan = mille::Plan::parse(
-        &std::fs::read(plans_dir().join("robert-consulting__terraform-plan.json")).unwrap(),
+        &std::fs::read(dir.join("robert-consulting__terraform-plan.json")).unwrap(),
     )
     .unwrap();
     let same: Vec<_> = plan
@@ -154,8 +170,9 @@ fn deposed_objects_are_their_own_nodes() {
 
 #[test]
 fn a_tight_limit_trims_whole_sections_and_says_so() {
+    let Some(dir) = plans_dir() else { return };
     let plan = mille::Plan::parse(
-        &std::fs::read(plans_dir().join("cloud-native-devops-platform__infra_plan.json")).unwrap(),
+        &std::fs::read(dir.join("cloud-native-devops-platform__infra_plan.json")).unwrap(),
     )
     .unwrap();
     let full = mille::summary::markdown(&plan, mille::summary::COMMENT_LIMIT);
@@ -182,7 +199,8 @@ fn mille(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn corner_cases_decode_or_are_refused_with_one_line() {
-    let dir = plans_dir().join("corner-cases");
+    let Some(root) = plans_dir() else { return };
+    let dir = root.join("corner-cases");
     let mut seen = 0;
     for f in plan_files(&dir) {
         seen += 1;
@@ -265,7 +283,8 @@ fn bad_input_is_refused_with_a_reason_and_exit_2() {
 fn render_writes_the_summary_and_the_graph_from_stdin() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let plan = std::fs::read(plans_dir().join("terraform-json__deep_module.json")).unwrap();
+    let Some(plans) = plans_dir() else { return };
+    let plan = std::fs::read(plans.join("terraform-json__deep_module.json")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mille"))
         .args(["render", "-", "--format", "dot", "--out"])
         .arg(dir)
@@ -367,7 +386,7 @@ fn instance_keys_with_markup_stay_text_in_the_svg() {
 /// here. `UPDATE_SNAPSHOTS=1 cargo test -p mille` rewrites them after a deliberate change.
 #[test]
 fn summaries_match_their_snapshots() {
-    let dir = plans_dir();
+    let Some(dir) = plans_dir() else { return };
     for (plan, snap) in [
         (
             "corner-cases/terraform-visual__aws-s3_trimmed.json",
