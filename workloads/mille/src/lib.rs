@@ -11,6 +11,7 @@
 //! - [`svg`]: the laid-out graph as SVG.
 //! - [`html`]: `graph.html`, the graph with zoom, pan, filters and modules opened on click.
 //! - [`dot`]: the graph as Graphviz DOT.
+//! - [`serve`]: `mille serve`, PR webhooks rendered on a Weir worker pool.
 //! - [`synth`]: synthetic plans of any size, for tests and benchmarks.
 
 pub mod dot;
@@ -19,6 +20,7 @@ pub mod html;
 pub mod input;
 pub mod layout;
 pub mod plan;
+pub mod serve;
 pub mod summary;
 pub mod svg;
 pub mod synth;

@@ -1,0 +1,485 @@
+//! `mille serve`: pull-request webhooks in, plan summaries out as PR comments, rendered on a
+//! Weir worker pool.
+//!
+//! - `POST /webhook` takes a PR event carrying the plan (`repository.full_name`,
+//!   `pull_request.number`, `plan`), checks `X-Hub-Signature-256` (HMAC-SHA256 of the body with
+//!   the configured secret; anything else is 401 and nothing is enqueued), keeps the plan in
+//!   the cache under its content hash, and enqueues one `render` job on queue `mille.render`
+//!   with `cost` = its number of resource changes. The queue is ordered `smallest_cost`, so
+//!   small plans are not stuck behind big ones; it retries with backoff and has a circuit
+//!   breaker, so a failing GitHub is not hammered. 202 with the job id.
+//! - Workers (the Weir worker SDK) render the summary and post it as a PR comment to the
+//!   configured GitHub API, updating mille's previous comment on that PR (found by a marker)
+//!   rather than adding one. The rendering is kept for `GET /prs/{owner}/{repo}/{number}`.
+//! - Weir is embedded by default (an in-process Weir server on a loopback port, its data in
+//!   `<data-dir>/weir`), or `--weir URL` uses a Weir server, so several mille servers share
+//!   one queue. Plans and renderings go through Weir's tiered cache (memory, disk, and Redis
+//!   with `--redis URL`, which several mille servers then share).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use weir_client::{Client, Concurrency, HandlerError, JobContext, WorkerBuilder};
+
+/// The queue render jobs go on.
+pub const QUEUE: &str = "mille.render";
+/// The marker that identifies mille's comment on a PR.
+pub const MARKER: &str = "<!-- mille -->";
+
+/// What `mille serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the embedded Weir and the cache keep their files.
+    pub data_dir: std::path::PathBuf,
+    /// The webhook secret.
+    pub secret: String,
+    /// GitHub's API base URL (`https://api.github.com`, or a stub in tests).
+    pub github_api: String,
+    /// The token to post comments with.
+    pub github_token: Option<String>,
+    /// A Weir server to use instead of the embedded one.
+    pub weir: Option<String>,
+    /// Redis for the shared cache tier.
+    pub redis: Option<String>,
+    /// Render workers (default: one per core, capped by memory at 64 MiB a render).
+    pub workers: Option<usize>,
+    /// The breaker's cooldown, ms (how long a failing GitHub is left alone).
+    pub breaker_cooldown_ms: u64,
+}
+
+#[derive(Clone)]
+struct Shared {
+    weir: Client,
+    cache: weir_cache::Cache,
+    secret: Arc<String>,
+}
+
+/// The part of a PR event mille reads.
+#[derive(Deserialize)]
+struct Event<'a> {
+    repository: Repository,
+    pull_request: PullRequest,
+    #[serde(borrow)]
+    plan: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    number: u64,
+}
+
+/// A render job's payload.
+#[derive(Serialize, Deserialize)]
+struct RenderJob {
+    owner: String,
+    repo: String,
+    number: u64,
+    plan: String,
+}
+
+/// What `GET /prs/...` answers.
+#[derive(Serialize, Deserialize)]
+struct Rendering {
+    summary: String,
+    resources: usize,
+    counts: std::collections::BTreeMap<String, usize>,
+    comment_id: u64,
+    rendered_at_ms: u64,
+}
+
+fn problem(status: StatusCode, title: &str, detail: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "type": format!("urn:mille:problem:{}", title.to_lowercase().replace(' ', "-")),
+        "title": title, "status": status.as_u16(), "detail": detail.into(),
+    });
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Checks `sha256=<hex>` against the body's HMAC with `secret`, in constant time.
+pub fn signature_ok(secret: &str, body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Some(sig) = hex_decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// `sha256=<hex>` for `body`, as GitHub sends it.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+async fn webhook(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !signature_ok(&s.secret, &body, sig) {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "Bad signature",
+            "X-Hub-Signature-256 is missing or does not match the body and the webhook secret",
+        );
+    }
+    let event: Event = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid event",
+                format!("expected repository.full_name, pull_request.number and plan: {e}"),
+            )
+        }
+    };
+    let Some((owner, repo)) = event.repository.full_name.split_once('/') else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid event",
+            "repository.full_name must be OWNER/REPO",
+        );
+    };
+    let plan_bytes = event.plan.get().as_bytes();
+    let plan = match crate::Plan::parse(plan_bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid plan",
+                e.to_string(),
+            )
+        }
+    };
+    let key = content_key(plan_bytes);
+    let opts = weir_cache::SetOptions {
+        ttl_ms: Some(7 * 86_400_000),
+        ..Default::default()
+    };
+    if let Err(e) = s
+        .cache
+        .set("plans", &key, Bytes::copy_from_slice(plan_bytes), &opts)
+        .await
+    {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Cache unavailable",
+            e.to_string(),
+        );
+    }
+    let job = RenderJob {
+        owner: owner.to_string(),
+        repo: repo.to_string(),
+        number: event.pull_request.number,
+        plan: key,
+    };
+    let payload = match serde_json::value::to_raw_value(&job) {
+        Ok(p) => p,
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()),
+    };
+    let mut new = weir_api::NewJobBody::new(QUEUE, "render", payload);
+    new.cost = Some(plan.changes.len() as u64);
+    match s
+        .weir
+        .enqueue_patiently(vec![new], Duration::from_secs(10))
+        .await
+    {
+        Ok(ids) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "job": ids.first(), "resources": plan.changes.len() })),
+        )
+            .into_response(),
+        Err(e) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Queue unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// The cache key of a plan: the BLAKE3 hash of its bytes and mille's version, so a new
+/// renderer never reads another version's entries.
+fn content_key(bytes: &[u8]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(&[0]);
+    h.update(bytes);
+    h.finalize().to_hex().to_string()
+}
+
+async fn show_pr(
+    State(s): State<Shared>,
+    Path((owner, repo, number)): Path<(String, String, u64)>,
+) -> Response {
+    match s
+        .cache
+        .get("prs", &format!("{owner}/{repo}/{number}"))
+        .await
+    {
+        Ok(Some(hit)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            hit.value,
+        )
+            .into_response(),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no rendering for {owner}/{repo}#{number} yet"),
+        ),
+        Err(e) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Cache unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Renders one job and posts (or updates) the PR comment.
+async fn render(
+    job: JobContext,
+    cache: weir_cache::Cache,
+    http: reqwest::Client,
+    api: Arc<String>,
+    token: Option<Arc<String>>,
+) -> Result<Option<serde_json::Value>, HandlerError> {
+    let j: RenderJob = job.payload()?;
+    let bytes = cache
+        .get("plans", &j.plan)
+        .await
+        .map_err(|e| HandlerError::retry(format!("cache: {e}")))?
+        .ok_or_else(|| HandlerError::fatal("the plan is no longer in the cache"))?
+        .value;
+    let plan = crate::Plan::parse(&bytes).map_err(|e| HandlerError::fatal(e.to_string()))?;
+    let summary = crate::summary::markdown(&plan, crate::summary::COMMENT_LIMIT - MARKER.len() - 1);
+    let body = format!("{MARKER}\n{summary}");
+    let base = format!("{}/repos/{}/{}", api.trim_end_matches('/'), j.owner, j.repo);
+    let authed = |r: reqwest::RequestBuilder| match &token {
+        Some(t) => r.bearer_auth(t.as_str()),
+        None => r,
+    };
+    let fail = |what: &str, e: String| HandlerError::retry(format!("GitHub {what}: {e}"));
+    let check = |r: reqwest::Response| -> Result<reqwest::Response, String> {
+        if r.status().is_success() {
+            Ok(r)
+        } else {
+            Err(format!("HTTP {}", r.status()))
+        }
+    };
+    let comments: Vec<serde_json::Value> =
+        authed(http.get(format!("{base}/issues/{}/comments", j.number)))
+            .send()
+            .await
+            .map_err(|e| fail("list comments", e.to_string()))
+            .and_then(|r| check(r).map_err(|e| fail("list comments", e)))?
+            .json()
+            .await
+            .map_err(|e| fail("list comments", e.to_string()))?;
+    let previous = comments.iter().find_map(|c| {
+        let ours = c["body"].as_str().is_some_and(|b| b.starts_with(MARKER));
+        ours.then(|| c["id"].as_u64()).flatten()
+    });
+    let reply: serde_json::Value = match previous {
+        Some(id) => authed(http.patch(format!("{base}/issues/comments/{id}")))
+            .json(&serde_json::json!({ "body": body }))
+            .send()
+            .await
+            .map_err(|e| fail("update comment", e.to_string()))
+            .and_then(|r| check(r).map_err(|e| fail("update comment", e)))?,
+        None => authed(http.post(format!("{base}/issues/{}/comments", j.number)))
+            .json(&serde_json::json!({ "body": body }))
+            .send()
+            .await
+            .map_err(|e| fail("post comment", e.to_string()))
+            .and_then(|r| check(r).map_err(|e| fail("post comment", e)))?,
+    }
+    .json()
+    .await
+    .map_err(|e| fail("comment reply", e.to_string()))?;
+    let comment_id = reply["id"].as_u64().unwrap_or_default();
+    let rendering = Rendering {
+        summary,
+        resources: plan.changes.len(),
+        counts: plan.counts(),
+        comment_id,
+        rendered_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    let text = serde_json::to_vec(&rendering).map_err(|e| HandlerError::fatal(e.to_string()))?;
+    cache
+        .set(
+            "prs",
+            &format!("{}/{}/{}", j.owner, j.repo, j.number),
+            Bytes::from(text),
+            &weir_cache::SetOptions::default(),
+        )
+        .await
+        .map_err(|e| HandlerError::retry(format!("cache: {e}")))?;
+    Ok(Some(
+        serde_json::json!({ "comment": comment_id, "resources": plan.changes.len() }),
+    ))
+}
+
+/// Runs until `stop`: Weir (embedded unless `--weir`), the workers and the HTTP server.
+/// Prints `mille serving on http://ADDR (weir: URL)` once it listens.
+pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
+    let mut embedded = None;
+    let weir_url = match &cfg.weir {
+        Some(u) => u.clone(),
+        None => {
+            let store = weir_store::EmbeddedStore::open(
+                cfg.data_dir.join("weir"),
+                weir_store::EmbeddedOptions::default(),
+            )
+            .map_err(|e| format!("cannot open the embedded Weir: {e}"))?;
+            let weir_cache = weir_cache::Cache::open(weir_cache::CacheConfig {
+                dir: Some(cfg.data_dir.join("weir-cache")),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot open Weir's cache: {e}"))?;
+            let state = weir_server::AppState::new(
+                Arc::new(store),
+                weir_cache,
+                weir_server::config::ServerConfig::default(),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("cannot listen for the embedded Weir: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let stopped = stop.clone();
+            embedded = Some(tokio::spawn(weir_server::serve(
+                state,
+                listener,
+                async move { stopped.cancelled().await },
+            )));
+            format!("http://{addr}")
+        }
+    };
+    let weir = Client::new(&weir_url).map_err(|e| e.to_string())?;
+    // The render queue: smallest plans first, retries with backoff, a breaker on GitHub.
+    let settings: weir_api::QueueConfigPatch = serde_json::from_value(serde_json::json!({
+        "order": "smallest_cost",
+        "max_attempts": 20,
+        "backoff": {"base_ms": 200, "cap_ms": 10_000},
+        "breaker": {"consecutive_failures": 5, "cooldown_ms": cfg.breaker_cooldown_ms, "half_open_probes": 1},
+    }))
+    .map_err(|e| e.to_string())?;
+    let mut tries = 0;
+    loop {
+        match weir.configure(QUEUE, &settings).await {
+            Ok(_) => break,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                pause_before_retry().await;
+                let _ = e;
+            }
+            Err(e) => return Err(format!("cannot configure queue {QUEUE} on {weir_url}: {e}")),
+        }
+    }
+    let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
+        dir: Some(cfg.data_dir.join("cache")),
+        redis_url: cfg.redis.clone(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot open the cache: {e}"))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .user_agent("mille")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let api = Arc::new(cfg.github_api.clone());
+    let token = cfg.github_token.clone().map(Arc::new);
+    let concurrency = match cfg.workers {
+        Some(n) => Concurrency::Fixed(n.max(1)),
+        None => Concurrency::Auto {
+            per_core: 1,
+            per_job_bytes: 64 << 20,
+        },
+    };
+    let worker = {
+        let cache = cache.clone();
+        WorkerBuilder::new(weir.clone(), &[QUEUE])
+            .concurrency(concurrency)
+            .batch(1)
+            .handle("render", move |job| {
+                render(job, cache.clone(), http.clone(), api.clone(), token.clone())
+            })
+            .build()
+    };
+    let workers = worker.concurrency();
+    let work = tokio::spawn(worker.run(stop.clone()));
+    let shared = Shared {
+        weir,
+        cache,
+        secret: Arc::new(cfg.secret.clone()),
+    };
+    let app = Router::new()
+        .route("/webhook", post(webhook))
+        .route("/prs/{owner}/{repo}/{number}", get(show_pr))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("mille serving on http://{addr} (weir: {weir_url}, {workers} render workers)");
+    let stopped = stop.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = work.await;
+    if let Some(e) = embedded {
+        let _ = e.await;
+    }
+    Ok(())
+}
+
+/// A short pause while a Weir server starts answering.
+async fn pause_before_retry() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
