@@ -32,6 +32,8 @@ use weir_client::{Client, Concurrency, HandlerError, JobContext, WorkerBuilder};
 
 /// The queue render jobs go on.
 pub const QUEUE: &str = "mille.render";
+/// The largest webhook body, bytes: a 10,000-change plan is about 20-50 MB of JSON.
+pub const MAX_EVENT_BYTES: usize = 64 << 20;
 /// The marker that identifies mille's comment on a PR.
 pub const MARKER: &str = "<!-- mille -->";
 
@@ -423,6 +425,7 @@ pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String
     let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
         dir: Some(cfg.data_dir.join("cache")),
         redis_url: cfg.redis.clone(),
+        max_value_bytes: MAX_EVENT_BYTES,
         ..Default::default()
     })
     .await
@@ -459,7 +462,10 @@ pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String
         secret: Arc::new(cfg.secret.clone()),
     };
     let app = Router::new()
-        .route("/webhook", post(webhook))
+        .route(
+            "/webhook",
+            post(webhook).layer(axum::extract::DefaultBodyLimit::max(MAX_EVENT_BYTES)),
+        )
         .route("/prs/{owner}/{repo}/{number}", get(show_pr))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)

@@ -236,6 +236,17 @@ async fn a_signed_webhook_is_commented_then_updated_and_a_bad_one_refused() {
         .await
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
+    // A big plan (3,000 changes, 6 MB of JSON): over axum's default body limit, taken.
+    let (status, v) = signed(&m, 2, &mille::synth::plan(3000, 20, 2000)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    until("the big plan's comment", 60, || {
+        stub.comments
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, pr, _)| *pr == 2)
+    })
+    .await;
     // Not a plan: 422, nothing enqueued.
     let body = json!({"repository": {"full_name": "acme/infra"}, "pull_request": {"number": 9}, "plan": {"format_version": "9.0"}}).to_string().into_bytes();
     let sig = mille::serve::sign(SECRET, &body);
