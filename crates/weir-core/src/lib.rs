@@ -26,6 +26,7 @@ pub mod error;
 pub mod histogram;
 pub mod job;
 pub mod record;
+pub mod units;
 
 pub use advisor::{advise, Advice, AdvisorInput};
 pub use aggregate::{Aggregate, AggregateRecord};

@@ -1,6 +1,7 @@
 //! mille: Terraform plans as a resource graph clustered by module and coloured by action, and
 //! a Markdown summary for the pull request.
 //!
+//! - [`cache`]: rendered outputs on disk, keyed by the plan's hash and the renderer version.
 //! - [`input`]: decoding a plan file (UTF-8, UTF-16 with a BOM) and the one-line refusals.
 //! - [`plan`]: the plan's changes and configuration references, parsed without keeping
 //!   values (so nothing sensitive or unknown can be rendered or cached).
@@ -14,6 +15,7 @@
 //! - [`serve`]: `mille serve`, PR webhooks rendered on a Weir worker pool.
 //! - [`synth`]: synthetic plans of any size, for tests and benchmarks.
 
+pub mod cache;
 pub mod dot;
 pub mod graph;
 pub mod html;

@@ -37,7 +37,16 @@ enum Command {
         /// Draw unchanged (no-op) resources too.
         #[arg(long)]
         include_no_op: bool,
+        /// Render even if the cache holds this plan's rendering (and do not keep it).
+        #[arg(long)]
+        no_cache: bool,
+        /// The render cache's folder (default $XDG_CACHE_HOME/mille; env MILLE_CACHE_DIR).
+        #[arg(long, env = "MILLE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
     },
+    /// The render cache: `stats`, or `prune --max-size 500MiB --max-age 30d`.
+    #[command(subcommand)]
+    Cache(CacheCmd),
     /// Take PR webhooks and post plan summaries as PR comments, rendered on a Weir worker
     /// pool (an embedded Weir unless --weir).
     Serve {
@@ -81,6 +90,46 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum CacheCmd {
+    /// Where the cache is, how many files (one per output of a rendering) it holds and their
+    /// size.
+    Stats {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        /// The cache's folder (default $XDG_CACHE_HOME/mille; env MILLE_CACHE_DIR).
+        #[arg(long, env = "MILLE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Remove outputs unused for --max-age, then the least recently used down to --max-size.
+    Prune {
+        /// Largest size to keep: `500MiB`, `2GiB`, `2GB`, or bytes.
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Remove outputs unused for this long: `30d`, `12h`, ... or ms.
+        #[arg(long)]
+        max_age: Option<String>,
+        /// The cache's folder (default $XDG_CACHE_HOME/mille; env MILLE_CACHE_DIR).
+        #[arg(long, env = "MILLE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+fn cache_dir(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    given.or_else(mille::cache::default_dir).ok_or_else(|| {
+        (
+            2,
+            "no cache folder: set --cache-dir or MILLE_CACHE_DIR".to_string(),
+        )
+    })
+}
+
+fn open_cache(dir: &std::path::Path) -> Result<mille::cache::RenderCache, Failure> {
+    mille::cache::RenderCache::open(dir, mille::cache::DEFAULT_MAX_BYTES)
+        .map_err(|e| (1, format!("cache {}: {e}", dir.display())))
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -113,7 +162,12 @@ fn main() -> ExitCode {
 type Failure = (u8, String);
 
 fn read_plan(path: &std::path::Path) -> Result<mille::Plan, Failure> {
-    let bytes = if path.as_os_str() == "-" {
+    let bytes = read_bytes(path)?;
+    mille::Plan::parse(&bytes).map_err(|e| (2, format!("{}: {e}", path.display())))
+}
+
+fn read_bytes(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    Ok(if path.as_os_str() == "-" {
         let mut b = Vec::new();
         std::io::stdin()
             .read_to_end(&mut b)
@@ -121,8 +175,7 @@ fn read_plan(path: &std::path::Path) -> Result<mille::Plan, Failure> {
         b
     } else {
         std::fs::read(path).map_err(|e| (2, format!("cannot read {}: {e}", path.display())))?
-    };
-    mille::Plan::parse(&bytes).map_err(|e| (2, format!("{}: {e}", path.display())))
+    })
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -189,34 +242,116 @@ fn run(cli: Cli) -> Result<(), Failure> {
             out,
             format,
             include_no_op,
+            no_cache,
+            cache_dir: dir,
         } => {
             if let Some(f) = format.as_deref().filter(|f| *f != "dot" && *f != "svg") {
                 return Err((2, format!("--format {f:?}: expected dot or svg")));
             }
-            let p = read_plan(&plan)?;
+            let bytes = read_bytes(&plan)?;
+            // A cache that cannot be opened (a read-only home) only costs the speed-up.
+            let cache = if no_cache {
+                None
+            } else {
+                cache_dir(dir).ok().and_then(|d| open_cache(&d).ok())
+            };
+            let key = mille::cache::key(&bytes, include_no_op);
             std::fs::create_dir_all(&out)
                 .map_err(|e| (1, format!("cannot create {}: {e}", out.display())))?;
-            let g = mille::Graph::of(&p);
-            let write = |name: &str, text: String| {
+            let write = |name: &str, text: &[u8]| {
                 std::fs::write(out.join(name), text)
                     .map_err(|e| (1, format!("cannot write {}: {e}", out.join(name).display())))
             };
-            let layout = mille::layout::Layout::of(&g, include_no_op);
-            write("graph.svg", mille::svg::render(&g, &layout))?;
-            let title = format!(
-                "{} — {} changes",
-                plan.file_name()
-                    .map_or("plan".into(), |n| n.to_string_lossy()),
-                p.changes.len()
-            );
-            write("graph.html", mille::html::page(&g, include_no_op, &title))?;
+            let mut files = vec!["graph.svg", "graph.html", "summary.md"];
             if format.as_deref() == Some("dot") {
-                write("graph.dot", mille::dot::render(&g, include_no_op))?;
+                files.push("graph.dot");
             }
-            write(
-                "summary.md",
-                mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT),
-            )?;
+            // A hit: every output this render needs is in the cache.
+            if let Some(c) = &cache {
+                let hits: Option<Vec<_>> = files.iter().map(|f| c.get_file(&key, f)).collect();
+                if let Some(hits) = hits {
+                    for (f, h) in files.iter().zip(hits) {
+                        write(f, h.as_ref())?;
+                    }
+                    return Ok(());
+                }
+            }
+            let p =
+                mille::Plan::parse(&bytes).map_err(|e| (2, format!("{}: {e}", plan.display())))?;
+            // The plan's text is not needed past parsing: give its memory back.
+            drop(bytes);
+            let g = mille::Graph::of(&p);
+            // Each output is written (and cached) as soon as it is made, then dropped: the
+            // peak memory is the largest output, not all of them.
+            for f in &files {
+                let text = match *f {
+                    "graph.svg" => {
+                        mille::svg::render(&g, &mille::layout::Layout::of(&g, include_no_op))
+                    }
+                    "graph.html" => mille::html::page(
+                        &g,
+                        include_no_op,
+                        &format!("plan — {} changes", p.changes.len()),
+                    ),
+                    "summary.md" => mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT),
+                    _ => mille::dot::render(&g, include_no_op),
+                };
+                write(f, text.as_bytes())?;
+                if let Some(c) = &cache {
+                    if let Err(e) = c.put_file(&key, f, &text) {
+                        eprintln!("mille: could not keep {f} in the cache: {e}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Cache(CacheCmd::Stats {
+            json,
+            cache_dir: dir,
+        }) => {
+            let dir = cache_dir(dir)?;
+            let c = open_cache(&dir)?;
+            let (files, bytes) = c.usage();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"dir": dir, "files": files, "bytes": bytes,
+                        "renderer_version": mille::cache::RENDERER_VERSION})
+                );
+            } else {
+                println!(
+                    "{}: {files} files, {:.1} MiB (renderer version {})",
+                    dir.display(),
+                    bytes as f64 / (1 << 20) as f64,
+                    mille::cache::RENDERER_VERSION
+                );
+            }
+            Ok(())
+        }
+        Command::Cache(CacheCmd::Prune {
+            max_size,
+            max_age,
+            cache_dir: dir,
+        }) => {
+            let max_bytes = max_size
+                .as_deref()
+                .map(weir_core::units::parse_size)
+                .transpose()
+                .map_err(|e| (2, format!("--max-size: {e}")))?;
+            let older = max_age
+                .as_deref()
+                .map(weir_core::units::parse_duration_ms)
+                .transpose()
+                .map_err(|e| (2, format!("--max-age: {e}")))?;
+            if max_bytes.is_none() && older.is_none() {
+                return Err((2, "prune needs --max-size or --max-age".into()));
+            }
+            let dir = cache_dir(dir)?;
+            let r = open_cache(&dir)?.prune(max_bytes, older);
+            println!(
+                "removed {} files ({} bytes); {} left ({} bytes)",
+                r.files, r.bytes, r.files_left, r.bytes_left
+            );
             Ok(())
         }
     }

@@ -20,6 +20,7 @@ fn a_big_plan_opens_collapsed_and_a_module_expands_on_click() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_mille"))
         .args([
             "render",
+            "--no-cache",
             plan_path.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),

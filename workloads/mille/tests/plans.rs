@@ -286,7 +286,7 @@ fn render_writes_the_summary_and_the_graph_from_stdin() {
     let Some(plans) = plans_dir() else { return };
     let plan = std::fs::read(plans.join("terraform-json__deep_module.json")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mille"))
-        .args(["render", "-", "--format", "dot", "--out"])
+        .args(["render", "-", "--no-cache", "--format", "dot", "--out"])
         .arg(dir)
         .stdin(std::process::Stdio::piped())
         .spawn()
@@ -410,4 +410,56 @@ fn summaries_match_their_snapshots() {
         let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{snap} missing"));
         assert_eq!(got, want, "{plan}: the summary changed (see {snap})");
     }
+}
+
+/// The render cache through the binary: a second render of the same plan reads the first
+/// one's outputs back; `--no-cache` neither reads nor writes it; `cache stats` and `cache
+/// prune` see what is there.
+#[test]
+fn a_second_render_comes_from_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, mille::synth::plan(200, 4, 300).to_string()).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_mille"))
+            .args(args)
+            .env("MILLE_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let stats = |run: &dyn Fn(&[&str]) -> String| -> serde_json::Value {
+        serde_json::from_str(&run(&["cache", "stats", "--json"])).unwrap()
+    };
+    let p = plan.to_str().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    run(&["render", p, "--no-cache", "--out", a.to_str().unwrap()]);
+    assert_eq!(stats(&run)["files"], 0, "--no-cache writes nothing");
+    run(&["render", p, "--out", b.to_str().unwrap()]);
+    assert_eq!(stats(&run)["files"], 3, "svg, html, summary");
+    run(&["render", p, "--out", c.to_str().unwrap()]);
+    assert_eq!(stats(&run)["files"], 3, "the second render was a hit");
+    for f in ["graph.svg", "graph.html", "summary.md"] {
+        let fresh = std::fs::read(a.join(f)).unwrap();
+        assert_eq!(
+            std::fs::read(c.join(f)).unwrap(),
+            fresh,
+            "{f} from the cache is the same"
+        );
+    }
+    let out = run(&["cache", "prune", "--max-size", "0"]);
+    assert!(out.starts_with("removed 3 files"), "{out}");
+    assert_eq!(stats(&run)["files"], 0);
+    let o = Command::new(env!("CARGO_BIN_EXE_mille"))
+        .args(["cache", "prune", "--max-age", "soon"])
+        .env("MILLE_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
