@@ -201,18 +201,8 @@ impl Plan {
         Ok(Plan {
             format_version: version,
             terraform_version: raw.terraform_version,
-            changes: raw
-                .resource_changes
-                .unwrap_or_default()
-                .into_iter()
-                .map(RawChange::into_change)
-                .collect::<Result<_, _>>()?,
-            drift: raw
-                .resource_drift
-                .unwrap_or_default()
-                .into_iter()
-                .map(RawChange::into_change)
-                .collect::<Result<_, _>>()?,
+            changes: RawChange::all(raw.resource_changes)?,
+            drift: RawChange::all(raw.resource_drift)?,
             config: raw
                 .configuration
                 .and_then(|c| c.root_module)
@@ -316,6 +306,13 @@ struct RawChangeBody {
 }
 
 impl RawChange {
+    fn all(raw: Option<Vec<RawChange>>) -> Result<Vec<Change>, InputError> {
+        raw.unwrap_or_default()
+            .into_iter()
+            .map(RawChange::into_change)
+            .collect()
+    }
+
     fn into_change(self) -> Result<Change, InputError> {
         let mode = match self.mode.as_deref() {
             Some("data") => Mode::Data,
