@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::call;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tower::ServiceExt;
 use weir_core::{JobFilter, ManualClock};
 use weir_server::config::ServerConfig;
 use weir_server::cron::{self, Schedule};
@@ -53,27 +53,6 @@ async fn setup() -> Fixture {
         store,
         router,
     }
-}
-
-async fn call(
-    r: &axum::Router,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let resp = r.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 fn entry(schedule: &str, missed: &str) -> Value {
