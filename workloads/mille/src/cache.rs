@@ -31,6 +31,14 @@ pub fn key(plan: &[u8], include_noop: bool) -> String {
     h.finalize().to_hex().to_string()
 }
 
+/// [`key`] of a file's bytes, hashed as they stream.
+pub fn key_of_file(path: &Path, include_noop: bool) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    h.update(&[u8::from(include_noop)]);
+    Ok(h.finalize().to_hex().to_string())
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -135,6 +143,17 @@ mod tests {
         let r = c.prune(Some(0), None);
         assert!(r.files >= 1 && r.files_left == 0, "{r:?}");
         assert!(c.get_file("k", "graph.svg").is_none());
+    }
+
+    #[test]
+    fn a_file_hashes_to_the_key_of_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("plan.json");
+        std::fs::write(&p, b"{\"format_version\":\"1.2\"}").unwrap();
+        assert_eq!(
+            key_of_file(&p, true).unwrap(),
+            key(b"{\"format_version\":\"1.2\"}", true)
+        );
     }
 
     #[test]

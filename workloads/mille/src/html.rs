@@ -15,6 +15,18 @@ use std::fmt::Write as _;
 pub fn page(g: &Graph, include_noop: bool, title: &str) -> String {
     let layout = Layout::of(g, include_noop);
     let overview = render(g, &layout);
+    page_with(g, &layout, &overview, include_noop, title)
+}
+
+/// The page for `g`, given its layout and the SVG already drawn from it (what
+/// `mille render` also writes as `graph.svg`), so neither is computed twice.
+pub fn page_with(
+    g: &Graph,
+    layout: &Layout,
+    overview: &str,
+    include_noop: bool,
+    title: &str,
+) -> String {
     let mut templates = String::new();
     for m in layout.modules.iter().filter(|m| m.collapsed) {
         let sub = subgraph(g, &m.address);

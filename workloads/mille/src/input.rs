@@ -9,6 +9,7 @@ use std::fmt;
 pub enum InputError {
     /// Empty input.
     Empty,
+
     /// UTF-16 that does not decode (an odd length, or unpaired surrogates).
     BadUtf16(String),
     /// Not UTF-8 text.

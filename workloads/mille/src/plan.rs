@@ -183,6 +183,10 @@ impl Plan {
     pub fn parse(bytes: &[u8]) -> Result<Plan, InputError> {
         let text = input::decode(bytes)?;
         let raw: RawPlan = serde_json::from_str(&text).map_err(|e| input::classify(&text, &e))?;
+        Plan::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawPlan) -> Result<Plan, InputError> {
         let version = raw.format_version.or(raw.plan_format_version);
         match &version {
             Some(v) => {
