@@ -270,3 +270,53 @@ async fn a_pause_on_one_server_is_seen_by_the_others_within_a_second() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(b.fetch(&["p".into()], 3, 0, "b").await.unwrap().len(), 3);
 }
+
+/// Cron across servers: an every-second entry set on one of three servers is ticked by all
+/// three schedulers, and each tick is enqueued once (its unique key `cron:<name>:<tick>`
+/// appears once among the queue's jobs, read through another server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_tick_is_enqueued_once_across_three_servers() {
+    let schema = Schema::new("cron_once");
+    let (_dirs, servers) = servers(&schema, 3, &[], &[]);
+    let a = servers[0].client();
+    let c = servers[2].client();
+    a.cron_set(
+        "tick",
+        &weir_api::CronBody {
+            schedule: "* * * * * *".into(),
+            timezone: "UTC".into(),
+            job: NewJobBody::new("ticks", "t", raw(serde_json::json!({}))),
+            missed: weir_api::Missed::RunOnce,
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = c.jobs(Some("ticks"), None, None, 1000).await.unwrap();
+        let keys: Vec<String> = page
+            .jobs
+            .iter()
+            .map(|j| j.unique_key.clone().unwrap())
+            .collect();
+        let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            keys.len(),
+            "a tick was enqueued twice: {keys:?}"
+        );
+        if keys.len() >= 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} ticks: {keys:?}",
+            keys.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every server sees the entry and its progress.
+    let listed = servers[1].client().cron_list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].last_tick_ms > 0);
+}
