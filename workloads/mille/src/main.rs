@@ -49,35 +49,7 @@ enum Command {
     Cache(CacheCmd),
     /// Take PR webhooks and post plan summaries as PR comments, rendered on a Weir worker
     /// pool (an embedded Weir unless --weir).
-    Serve {
-        /// Listen address.
-        #[arg(long, default_value = "127.0.0.1:7470")]
-        listen: String,
-        /// Where the embedded Weir and the cache keep their files.
-        #[arg(long, default_value = "mille-data")]
-        data_dir: PathBuf,
-        /// The webhook secret (env MILLE_WEBHOOK_SECRET).
-        #[arg(long, env = "MILLE_WEBHOOK_SECRET", hide_env_values = true)]
-        secret: String,
-        /// GitHub's API base URL.
-        #[arg(long, default_value = "https://api.github.com")]
-        github_api: String,
-        /// Token for posting comments (env MILLE_GITHUB_TOKEN).
-        #[arg(long, env = "MILLE_GITHUB_TOKEN", hide_env_values = true)]
-        github_token: Option<String>,
-        /// A Weir server to use instead of the embedded one.
-        #[arg(long)]
-        weir: Option<String>,
-        /// Redis for a cache tier shared by several mille servers.
-        #[arg(long)]
-        redis: Option<String>,
-        /// Render workers (default: one per core, capped by memory at 64 MiB a render).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// How long the circuit breaker leaves a failing GitHub alone, ms.
-        #[arg(long, default_value_t = 30_000)]
-        breaker_cooldown_ms: u64,
-    },
+    Serve(mille::serve::ServeConfig),
     /// Print a synthetic plan (for benchmarks): CHANGES resource changes over MODULES modules.
     #[command(hide = true)]
     Synth {
@@ -192,31 +164,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Serve {
-            listen,
-            data_dir,
-            secret,
-            github_api,
-            github_token,
-            weir,
-            redis,
-            workers,
-            breaker_cooldown_ms,
-        } => {
-            if secret.is_empty() {
+        Command::Serve(cfg) => {
+            if cfg.secret.is_empty() {
                 return Err((2, "--secret must not be empty".into()));
             }
-            let cfg = mille::serve::ServeConfig {
-                listen,
-                data_dir,
-                secret,
-                github_api,
-                github_token,
-                weir,
-                redis,
-                workers,
-                breaker_cooldown_ms,
-            };
             let rt = tokio::runtime::Runtime::new()
                 .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
             rt.block_on(async {

@@ -37,26 +37,35 @@ pub const MAX_EVENT_BYTES: usize = 64 << 20;
 /// The marker that identifies mille's comment on a PR.
 pub const MARKER: &str = "<!-- mille -->";
 
-/// What `mille serve` runs with.
-#[derive(Debug, Clone)]
+/// What `mille serve` runs with (its command-line flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
-    /// Address to listen on.
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:7470")]
     pub listen: String,
     /// Where the embedded Weir and the cache keep their files.
+    #[arg(long, default_value = "mille-data")]
     pub data_dir: std::path::PathBuf,
-    /// The webhook secret.
+    /// The webhook secret (env MILLE_WEBHOOK_SECRET).
+    #[arg(long, env = "MILLE_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: String,
-    /// GitHub's API base URL (`https://api.github.com`, or a stub in tests).
+    /// GitHub's API base URL.
+    #[arg(long, default_value = "https://api.github.com")]
     pub github_api: String,
-    /// The token to post comments with.
+    /// Token for posting comments (env MILLE_GITHUB_TOKEN).
+    #[arg(long, env = "MILLE_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
     /// A Weir server to use instead of the embedded one.
+    #[arg(long)]
     pub weir: Option<String>,
-    /// Redis for the shared cache tier.
+    /// Redis for a cache tier shared by several mille servers.
+    #[arg(long)]
     pub redis: Option<String>,
     /// Render workers (default: one per core, capped by memory at 64 MiB a render).
+    #[arg(long)]
     pub workers: Option<usize>,
-    /// The breaker's cooldown, ms (how long a failing GitHub is left alone).
+    /// How long the circuit breaker leaves a failing GitHub alone, ms.
+    #[arg(long, default_value_t = 30_000)]
     pub breaker_cooldown_ms: u64,
 }
 
