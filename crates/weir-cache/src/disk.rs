@@ -314,6 +314,44 @@ impl Disk {
         Ok(())
     }
 
+    /// The entry for `key` in `ns`, read straight from its file in the tier at `dir` without
+    /// opening it: no lock, no index rebuilt from every file's header. For a short-lived
+    /// process that only looks up (a CLI on its hit path), where opening would cost a read
+    /// of every entry's header. The file's modification time is set to now, so the next
+    /// open's least-recently-used order counts this use. `None` when the entry is missing,
+    /// torn, of another version, or expired at `now_ms` (or older than `cap_ms`).
+    pub fn peek(
+        dir: &Path,
+        ns: &str,
+        key: &str,
+        version: u64,
+        cap_ms: u64,
+        now_ms: u64,
+    ) -> Option<Entry> {
+        let root = dir.join("v1");
+        let state: DiskState =
+            serde_json::from_slice(&std::fs::read(root.join("state.json")).ok()?).ok()?;
+        let hash = hash_of(ns, key);
+        let path = root
+            .join(format!("g{}", state.generation))
+            .join(&hash[..2])
+            .join(&hash);
+        let mut file = std::fs::File::open(&path).ok()?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        let e = Entry::decode(Bytes::from(bytes))?;
+        let fresh = e.meta.ns == ns
+            && e.meta.key == key
+            && e.meta.version == version
+            && e.meta.expires_ms > now_ms
+            && e.meta.created_ms.saturating_add(cap_ms) > now_ms;
+        if !fresh {
+            return None;
+        }
+        let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_millis(now_ms));
+        Some(e)
+    }
+
     /// The entry for `key` in `ns` if it is here, unexpired at `now_ms` and of `version`.
     /// A file found stale is removed.
     pub fn get(&self, ns: &str, key: &str, version: u64, now_ms: u64) -> Option<Entry> {

@@ -27,16 +27,13 @@ pub fn default_dir() -> Option<PathBuf> {
 pub fn key(plan: &[u8], include_noop: bool) -> String {
     let mut h = blake3::Hasher::new();
     h.update(plan);
-    h.update(&[u8::from(include_noop)]);
-    h.finalize().to_hex().to_string()
+    finish_key(h, include_noop)
 }
 
-/// [`key`] of a file's bytes, hashed as they stream.
-pub fn key_of_file(path: &Path, include_noop: bool) -> std::io::Result<String> {
-    let mut h = blake3::Hasher::new();
-    h.update_reader(std::fs::File::open(path)?)?;
+/// [`key`] from a hasher that has taken the plan's bytes.
+pub fn finish_key(mut h: blake3::Hasher, include_noop: bool) -> String {
     h.update(&[u8::from(include_noop)]);
-    Ok(h.finalize().to_hex().to_string())
+    h.finalize().to_hex().to_string()
 }
 
 fn now_ms() -> u64 {
@@ -67,10 +64,24 @@ impl RenderCache {
             .map(|e| e.value)
     }
 
+    /// One output of the render under `key` in the cache at `dir`, read without opening the
+    /// cache (see [`weir_cache::Disk::peek`]): a hit costs the reads of its files only.
+    pub fn peek(dir: &Path, key: &str, name: &str) -> Option<impl AsRef<[u8]>> {
+        weir_cache::Disk::peek(
+            dir,
+            NS,
+            &format!("{key}/{name}"),
+            RENDERER_VERSION,
+            TTL_MS,
+            now_ms(),
+        )
+        .map(|e| e.value)
+    }
+
     /// Keeps one output of the render under `key`, so that a render can write and forget
     /// each output in turn (the peak memory of a render is then its largest output).
-    pub fn put_file(&self, key: &str, name: &str, text: &str) -> std::io::Result<()> {
-        self.put_raw(&format!("{key}/{name}"), text.as_bytes().to_vec())
+    pub fn put_file(&self, key: &str, name: &str, text: String) -> std::io::Result<()> {
+        self.put_raw(&format!("{key}/{name}"), text.into_bytes())
     }
 
     fn put_raw(&self, key: &str, value: Vec<u8>) -> std::io::Result<()> {
@@ -116,7 +127,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = RenderCache::open(dir.path(), DEFAULT_MAX_BYTES).unwrap();
         assert!(c.get_file("k", "graph.svg").is_none());
-        c.put_file("k", "graph.svg", "<svg/>").unwrap();
+        c.put_file("k", "graph.svg", "<svg/>".to_string()).unwrap();
         assert_eq!(c.get_file("k", "graph.svg").unwrap().as_ref(), b"<svg/>");
         assert!(c.get_file("k", "graph.html").is_none());
         assert_eq!(c.usage().0, 1);
@@ -143,17 +154,6 @@ mod tests {
         let r = c.prune(Some(0), None);
         assert!(r.files >= 1 && r.files_left == 0, "{r:?}");
         assert!(c.get_file("k", "graph.svg").is_none());
-    }
-
-    #[test]
-    fn a_file_hashes_to_the_key_of_its_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("plan.json");
-        std::fs::write(&p, b"{\"format_version\":\"1.2\"}").unwrap();
-        assert_eq!(
-            key_of_file(&p, true).unwrap(),
-            key(b"{\"format_version\":\"1.2\"}", true)
-        );
     }
 
     #[test]

@@ -49,8 +49,10 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// The file's text: BOMs removed, UTF-16 decoded.
-pub fn decode(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, InputError> {
+/// The file's bytes as UTF-8: a UTF-8 BOM removed, UTF-16 decoded. UTF-8 is not validated
+/// here, but by the JSON parser as it reads each string (a pass over the whole file first
+/// would hold all of it in memory at once; see `source`).
+pub fn decode(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, InputError> {
     if bytes.is_empty() {
         return Err(InputError::Empty);
     }
@@ -69,21 +71,21 @@ pub fn decode(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, InputError> {
             .collect::<Result<String, _>>()
             .map_err(|e| InputError::BadUtf16(e.to_string()))
     };
+    use std::borrow::Cow;
     match bytes {
-        [0xEF, 0xBB, 0xBF, rest @ ..] => std::str::from_utf8(rest)
-            .map(std::borrow::Cow::Borrowed)
-            .map_err(|_| InputError::NotText),
-        [0xFF, 0xFE, rest @ ..] => utf16(true, rest).map(std::borrow::Cow::Owned),
-        [0xFE, 0xFF, rest @ ..] => utf16(false, rest).map(std::borrow::Cow::Owned),
-        _ => std::str::from_utf8(bytes)
-            .map(std::borrow::Cow::Borrowed)
-            .map_err(|_| InputError::NotText),
+        [0xEF, 0xBB, 0xBF, rest @ ..] => Ok(Cow::Borrowed(rest)),
+        [0xFF, 0xFE, rest @ ..] => utf16(true, rest).map(|s| Cow::Owned(s.into_bytes())),
+        [0xFE, 0xFF, rest @ ..] => utf16(false, rest).map(|s| Cow::Owned(s.into_bytes())),
+        _ => Ok(Cow::Borrowed(bytes)),
     }
 }
 
-/// Classifies a serde_json failure on the whole text.
-pub fn classify(text: &str, e: &serde_json::Error) -> InputError {
+/// Classifies a serde_json failure on the whole input.
+pub fn classify(bytes: &[u8], e: &serde_json::Error) -> InputError {
     use serde_json::error::Category;
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return InputError::NotText;
+    };
     let trimmed = text.trim_start();
     match e.classify() {
         Category::Eof => InputError::Truncated,

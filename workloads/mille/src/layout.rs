@@ -60,6 +60,10 @@ pub struct ModuleBox {
     pub collapsed: bool,
     /// Counts by action of the changes inside (all levels).
     pub counts: BTreeMap<String, usize>,
+    /// Its size when collapsed (its size expanded is its container's).
+    pub collapsed_size: (f64, f64),
+    /// Inside a collapsed module: not drawn, and `rect` means nothing.
+    pub hidden: bool,
 }
 
 /// The laid-out graph.
@@ -76,10 +80,36 @@ pub struct Layout {
     /// Edges to draw, between drawn items: (from, to) rectangles' owners as
     /// [`Endpoint`]s.
     pub edges: BTreeSet<(Endpoint, Endpoint)>,
+    /// Every container's items in columns, left to right, each column top to bottom: `""`
+    /// is the top level, else a module instance's address. Collapsed modules' insides are
+    /// here too, so that `graph.html` can expand a module in place: sizes change, columns
+    /// and their order do not, and the same stacking rule ([`GEOMETRY`]) places them again.
+    pub columns: BTreeMap<String, Vec<Vec<Endpoint>>>,
 }
 
-/// One end of a drawn edge: a resource or a collapsed module.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// The stacking rule's constants, shared with `graph.html`'s script so that it places items
+/// exactly as this module does: node height, gaps between columns and rows, padding, the
+/// height of a module's label row.
+pub const GEOMETRY: [(&str, f64); 5] = [
+    ("nodeH", NODE_H),
+    ("gapX", GAP_X),
+    ("gapY", GAP_Y),
+    ("pad", PAD),
+    ("labelH", LABEL_H),
+];
+
+/// Width of a resource's box.
+pub fn node_width(c: &crate::plan::Change) -> f64 {
+    text_w(&short_label(c))
+}
+
+/// Width of a module's frame at least (its label must fit).
+pub fn module_min_width(address: &str) -> f64 {
+    text_w(address) + PAD
+}
+
+/// One end of a drawn edge (a resource or a collapsed module), or an item of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Endpoint {
     /// A resource node.
     Node(usize),
@@ -121,11 +151,7 @@ fn text_w(s: &str) -> f64 {
     s.chars().count() as f64 * CHAR_W + 16.0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Item {
-    Node(usize),
-    Module(usize),
-}
+type Item = Endpoint;
 
 struct Builder<'a> {
     g: &'a Graph,
@@ -135,9 +161,15 @@ struct Builder<'a> {
     /// Module instance → index in `modules`.
     module_ix: BTreeMap<String, usize>,
     modules: Vec<ModuleBox>,
-    /// Item → size, and item → position relative to its container.
-    size: BTreeMap<(String, Item), (f64, f64)>,
-    local: BTreeMap<Item, (String, f64, f64)>,
+    /// Item → size as drawn, and item → position relative to its container.
+    size: BTreeMap<Item, (f64, f64)>,
+    local: BTreeMap<Item, (f64, f64)>,
+    columns: BTreeMap<String, Vec<Vec<Item>>>,
+    /// Drawn nodes by the module that holds them directly.
+    direct: BTreeMap<String, Vec<usize>>,
+    /// Edges between drawn nodes, by the innermost container holding both ends (the only
+    /// one where they join two different items).
+    edges_at: BTreeMap<String, Vec<(usize, usize)>>,
 }
 
 impl Layout {
@@ -166,12 +198,33 @@ impl Layout {
                 cur = parent;
             }
         }
-        let depth = |m: &str| crate::plan::module_names(m).len();
-        let collapsed: BTreeSet<String> = if drawn > DETAIL_NODES {
-            all.iter().filter(|m| depth(m) == 1).cloned().collect()
-        } else {
-            BTreeSet::new()
-        };
+        // A container holding more than DETAIL_NODES drawn changes starts with its modules
+        // collapsed: at the top level that is the whole drawing, and a big module expanded
+        // in graph.html opens with its own modules collapsed in turn.
+        let mut below: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, c) in g.nodes.iter().enumerate() {
+            if !shown[i] {
+                continue;
+            }
+            let mut cur = c.module.clone().unwrap_or_default();
+            while !cur.is_empty() {
+                *below.entry(cur.clone()).or_insert(0) += 1;
+                cur = parent_instance(&cur);
+            }
+        }
+        let collapsed: BTreeSet<String> = all
+            .iter()
+            .filter(|m| {
+                let parent = parent_instance(m);
+                let held = if parent.is_empty() {
+                    drawn
+                } else {
+                    below.get(&parent).copied().unwrap_or(0)
+                };
+                held > DETAIL_NODES
+            })
+            .cloned()
+            .collect();
         let mut b = Builder {
             g,
             shown,
@@ -181,15 +234,39 @@ impl Layout {
             modules: Vec::new(),
             size: BTreeMap::new(),
             local: BTreeMap::new(),
+            columns: BTreeMap::new(),
+            direct: BTreeMap::new(),
+            edges_at: BTreeMap::new(),
         };
+        for (i, c) in g.nodes.iter().enumerate() {
+            if b.shown[i] {
+                let m = c.module.clone().unwrap_or_default();
+                b.direct.entry(m).or_default().push(i);
+            }
+        }
+        for &(a, c) in &g.edges {
+            if b.shown[a] && b.shown[c] {
+                let (ma, mc) = (&g.nodes[a].module, &g.nodes[c].module);
+                let common =
+                    common_container(ma.as_deref().unwrap_or(""), mc.as_deref().unwrap_or(""));
+                b.edges_at.entry(common).or_default().push((a, c));
+            }
+        }
+        // Parents before children (a prefix sorts first): outer boxes are drawn first.
+        for m in &all {
+            b.module_index(m);
+        }
         let (w, h) = b.container("");
         let mut layout = Layout {
             width: w,
             height: h,
             ..Layout::default()
         };
+        for m in &mut b.modules {
+            m.hidden = true;
+        }
         b.place("", 0.0, 0.0, &mut layout);
-        layout.modules = b.modules.clone();
+        layout.modules = std::mem::take(&mut b.modules);
         // Edges between drawn endpoints: a node inside a collapsed module stands for it.
         for &(a, c) in &g.edges {
             if let (Some(x), Some(y)) = (b.endpoint(a), b.endpoint(c)) {
@@ -198,6 +275,7 @@ impl Layout {
                 }
             }
         }
+        layout.columns = std::mem::take(&mut b.columns);
         layout
     }
 }
@@ -205,12 +283,11 @@ impl Layout {
 impl Builder<'_> {
     /// The items directly in container `m`.
     fn items(&mut self, m: &str) -> Vec<Item> {
-        let mut out = Vec::new();
-        for (i, c) in self.g.nodes.iter().enumerate() {
-            if self.shown[i] && c.module.as_deref().unwrap_or("") == m {
-                out.push(Item::Node(i));
-            }
-        }
+        let mut out: Vec<Item> = self
+            .direct
+            .get(m)
+            .map(|v| v.iter().map(|&i| Item::Node(i)).collect())
+            .unwrap_or_default();
         for child in self.children.get(m).cloned().unwrap_or_default() {
             let ix = self.module_index(&child);
             out.push(Item::Module(ix));
@@ -239,6 +316,8 @@ impl Builder<'_> {
             },
             collapsed: self.collapsed.contains(m),
             counts,
+            collapsed_size: (0.0, 0.0),
+            hidden: false,
         });
         self.module_ix.insert(m.to_string(), self.modules.len() - 1);
         self.modules.len() - 1
@@ -268,37 +347,41 @@ impl Builder<'_> {
         }
     }
 
-    /// Sizes container `m` (laying out its children first) and records its items' places.
+    /// Sizes container `m` (laying out every child module first, collapsed or not, so that
+    /// its inside is known) and records its items' places.
     fn container(&mut self, m: &str) -> (f64, f64) {
         let items = self.items(m);
         for it in &items {
             let size = match *it {
-                Item::Node(i) => (text_w(&short_label(&self.g.nodes[i])), NODE_H),
+                Item::Node(i) => (node_width(&self.g.nodes[i]), NODE_H),
                 Item::Module(ix) => {
                     let addr = self.modules[ix].address.clone();
+                    let line: Vec<String> = self.modules[ix]
+                        .counts
+                        .iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect();
+                    // The label is drawn after a two-character marker (▸).
+                    let folded = (
+                        (text_w(&addr) + 2.0 * CHAR_W).max(text_w(&line.join(", "))),
+                        LABEL_H + NODE_H,
+                    );
+                    self.modules[ix].collapsed_size = folded;
+                    let open = self.container(&addr);
                     if self.modules[ix].collapsed {
-                        let counts = self.modules[ix].counts.clone();
-                        let line: Vec<String> =
-                            counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-                        (
-                            text_w(&addr).max(text_w(&line.join(", "))),
-                            LABEL_H + NODE_H,
-                        )
+                        folded
                     } else {
-                        self.container(&addr)
+                        open
                     }
                 }
             };
-            self.size.insert((m.to_string(), *it), size);
+            self.size.insert(*it, size);
         }
         // Dependencies among the items of this container.
         let index: BTreeMap<Item, usize> =
             items.iter().enumerate().map(|(k, it)| (*it, k)).collect();
         let mut deps: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); items.len()];
-        for &(a, c) in &self.g.edges {
-            if !(self.shown[a] && self.shown[c]) {
-                continue;
-            }
+        for &(a, c) in self.edges_at.get(m).map_or(&[][..], |v| &v[..]) {
             if let (Some(x), Some(y)) = (self.item_of(m, a), self.item_of(m, c)) {
                 if x != y {
                     if let (Some(&xi), Some(&yi)) = (index.get(&x), index.get(&y)) {
@@ -344,33 +427,38 @@ impl Builder<'_> {
         let top = if m.is_empty() { PAD } else { LABEL_H + PAD };
         let mut x = PAD;
         let mut height: f64 = 0.0;
+        let columns: Vec<Vec<Item>> = columns
+            .iter()
+            .map(|col| col.iter().map(|&k| items[k]).collect())
+            .collect();
         for col in &columns {
             let mut y = top;
             let mut width: f64 = 0.0;
-            for &k in col {
-                let (w, h) = self.size[&(m.to_string(), items[k])];
-                self.local.insert(items[k], (m.to_string(), x, y));
+            for it in col {
+                let (w, h) = self.size[it];
+                self.local.insert(*it, (x, y));
                 y += h + GAP_Y;
                 width = width.max(w);
             }
             height = height.max(y - GAP_Y);
             x += width + GAP_X;
         }
-        let w = (x - GAP_X + PAD).max(text_w(m) + PAD);
+        self.columns.insert(m.to_string(), columns);
+        let w = (x - GAP_X + PAD).max(module_min_width(m));
         let h = (height + PAD).max(top + PAD);
         (w, h)
     }
 
     /// Gives every item of container `m` (placed at `ox`, `oy`) its absolute place.
     fn place(&mut self, m: &str, ox: f64, oy: f64, out: &mut Layout) {
-        let items: Vec<(Item, f64, f64)> = self
-            .local
-            .iter()
-            .filter(|(_, (c, _, _))| c == m)
-            .map(|(it, (_, x, y))| (*it, *x, *y))
-            .collect();
-        for (it, x, y) in items {
-            let (w, h) = self.size[&(m.to_string(), it)];
+        let items: Vec<Item> = self
+            .columns
+            .get(m)
+            .map(|cols| cols.iter().flatten().copied().collect())
+            .unwrap_or_default();
+        for it in items {
+            let (w, h) = self.size[&it];
+            let (x, y) = self.local[&it];
             let rect = Rect {
                 x: ox + x,
                 y: oy + y,
@@ -383,6 +471,7 @@ impl Builder<'_> {
                 }
                 Item::Module(ix) => {
                     self.modules[ix].rect = rect;
+                    self.modules[ix].hidden = false;
                     if !self.modules[ix].collapsed {
                         let addr = self.modules[ix].address.clone();
                         self.place(&addr, rect.x, rect.y, out);
@@ -410,6 +499,25 @@ impl Builder<'_> {
             None => Endpoint::Node(i),
         })
     }
+}
+
+/// The innermost container holding both module instances `a` and `b` (`""` is the top
+/// level).
+fn common_container(a: &str, b: &str) -> String {
+    let mut up = BTreeSet::new();
+    let mut cur = a.to_string();
+    loop {
+        up.insert(cur.clone());
+        if cur.is_empty() {
+            break;
+        }
+        cur = parent_instance(&cur);
+    }
+    let mut cur = b.to_string();
+    while !up.contains(&cur) {
+        cur = parent_instance(&cur);
+    }
+    cur
 }
 
 /// Layers of a dependency graph: an item is one layer right of its furthest dependency.

@@ -12,6 +12,7 @@
 //! - [`svg`]: the laid-out graph as SVG.
 //! - [`html`]: `graph.html`, the graph with zoom, pan, filters and modules opened on click.
 //! - [`dot`]: the graph as Graphviz DOT.
+//! - [`source`]: a plan file memory-mapped, hashed and parsed without holding it whole.
 //! - [`serve`]: `mille serve`, PR webhooks rendered on a Weir worker pool.
 //! - [`synth`]: synthetic plans of any size, for tests and benchmarks.
 
@@ -23,6 +24,7 @@ pub mod input;
 pub mod layout;
 pub mod plan;
 pub mod serve;
+pub mod source;
 pub mod summary;
 pub mod svg;
 pub mod synth;

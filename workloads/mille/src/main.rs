@@ -1,7 +1,6 @@
 //! The `mille` command line: `mille summary PLAN [--json]`, `mille render PLAN --out DIR`.
 
 use clap::{Parser, Subcommand};
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -134,20 +133,10 @@ fn main() -> ExitCode {
 type Failure = (u8, String);
 
 fn read_plan(path: &std::path::Path) -> Result<mille::Plan, Failure> {
-    let bytes = read_bytes(path)?;
-    mille::Plan::parse(&bytes).map_err(|e| (2, format!("{}: {e}", path.display())))
-}
-
-fn read_bytes(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
-    Ok(if path.as_os_str() == "-" {
-        let mut b = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut b)
-            .map_err(|e| (1, format!("cannot read stdin: {e}")))?;
-        b
-    } else {
-        std::fs::read(path).map_err(|e| (2, format!("cannot read {}: {e}", path.display())))?
-    })
+    mille::source::PlanBytes::open(path)
+        .map_err(|e| (2, format!("cannot read {}: {e}", path.display())))?
+        .parse()
+        .map_err(|e| (2, format!("{}: {e}", path.display())))
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -199,26 +188,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(f) = format.as_deref().filter(|f| *f != "dot" && *f != "svg") {
                 return Err((2, format!("--format {f:?}: expected dot or svg")));
             }
-            // A file is hashed as it streams for the cache key, so a hit never holds its text;
-            // a miss reads it whole (parsing from memory is half the time of parsing from a
-            // reader, measured: 44 against 71 ms at 3,000 changes). Stdin is read whole.
-            let stdin = plan.as_os_str() == "-";
-            let bytes = if stdin {
-                Some(read_bytes(&plan)?)
-            } else {
-                None
-            };
+            // The file is mapped, not read: hashing it for the cache key and parsing it hand
+            // its pages back behind them (see mille::source), so neither a hit nor a miss
+            // holds the whole plan. Stdin is read whole.
+            let src = mille::source::PlanBytes::open(&plan)
+                .map_err(|e| (2, format!("cannot read {}: {e}", plan.display())))?;
             // A cache that cannot be opened (a read-only home) only costs the speed-up.
-            let cache = if no_cache {
-                None
-            } else {
-                cache_dir(dir).ok().and_then(|d| open_cache(&d).ok())
-            };
-            let key = match &bytes {
-                Some(b) => mille::cache::key(b, include_no_op),
-                None => mille::cache::key_of_file(&plan, include_no_op)
-                    .map_err(|e| (2, format!("cannot read {}: {e}", plan.display())))?,
-            };
+            let cache_at = if no_cache { None } else { cache_dir(dir).ok() };
+            let key = src.key(include_no_op);
             std::fs::create_dir_all(&out)
                 .map_err(|e| (1, format!("cannot create {}: {e}", out.display())))?;
             let write = |name: &str, text: &[u8]| {
@@ -229,9 +206,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if format.as_deref() == Some("dot") {
                 files.push("graph.dot");
             }
-            // A hit: every output this render needs is in the cache.
-            if let Some(c) = &cache {
-                let hits: Option<Vec<_>> = files.iter().map(|f| c.get_file(&key, f)).collect();
+            // A hit: every output this render needs is in the cache, read by name without
+            // opening (and indexing) the whole cache.
+            if let Some(d) = &cache_at {
+                let hits: Option<Vec<_>> = files
+                    .iter()
+                    .map(|f| mille::cache::RenderCache::peek(d, &key, f))
+                    .collect();
                 if let Some(hits) = hits {
                     for (f, h) in files.iter().zip(hits) {
                         write(f, h.as_ref())?;
@@ -239,21 +220,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     return Ok(());
                 }
             }
-            let bytes = match bytes {
-                Some(b) => b,
-                None => read_bytes(&plan)?,
-            };
-            let p =
-                mille::Plan::parse(&bytes).map_err(|e| (2, format!("{}: {e}", plan.display())))?;
-            // The plan's text is not needed past parsing: give its memory back.
-            drop(bytes);
-            let g = mille::Graph::of(&p);
-            // Each output is written (and cached) as soon as it is made, then dropped: the
-            // peak memory is the largest outputs, not all of them. The layout and the SVG
-            // serve both graph.svg and graph.html.
-            let layout = mille::layout::Layout::of(&g, include_no_op);
-            let svg = mille::svg::render(&g, &layout);
-            let keep = |f: &str, text: &str| -> Result<(), Failure> {
+            let cache = cache_at.and_then(|d| open_cache(&d).ok());
+            let p = src
+                .parse()
+                .map_err(|e| (2, format!("{}: {e}", plan.display())))?;
+            // The plan's text is not needed past parsing: give it back.
+            drop(src);
+            // Each output is written (and cached) as soon as it is made, then dropped, and
+            // the plan goes as soon as the graph and the summary are made from it: the peak
+            // memory is the graph and the largest output, not everything at once. One layout
+            // serves graph.svg and graph.html.
+            let keep = |f: &str, text: String| -> Result<(), Failure> {
                 write(f, text.as_bytes())?;
                 if let Some(c) = &cache {
                     if let Err(e) = c.put_file(&key, f, text) {
@@ -262,19 +239,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 Ok(())
             };
-            keep("graph.svg", &svg)?;
-            let title = format!("plan — {} changes", p.changes.len());
-            keep(
-                "graph.html",
-                &mille::html::page_with(&g, &layout, &svg, include_no_op, &title),
-            )?;
-            drop((svg, layout));
+            let g = mille::Graph::of(&p);
             keep(
                 "summary.md",
-                &mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT),
+                mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT),
             )?;
+            let title = format!("plan — {} changes", p.changes.len());
+            drop(p);
+            let layout = mille::layout::Layout::of(&g, include_no_op);
+            keep("graph.svg", mille::svg::render(&g, &layout))?;
+            keep(
+                "graph.html",
+                mille::html::page_with(&g, &layout, include_no_op, &title),
+            )?;
+            drop(layout);
             if files.contains(&"graph.dot") {
-                keep("graph.dot", &mille::dot::render(&g, include_no_op))?;
+                keep("graph.dot", mille::dot::render(&g, include_no_op))?;
             }
             Ok(())
         }

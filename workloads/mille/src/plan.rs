@@ -181,8 +181,8 @@ pub struct Plan {
 impl Plan {
     /// Parses a plan file's bytes. Refuses, with one line, anything that is not one plan.
     pub fn parse(bytes: &[u8]) -> Result<Plan, InputError> {
-        let text = input::decode(bytes)?;
-        let raw: RawPlan = serde_json::from_str(&text).map_err(|e| input::classify(&text, &e))?;
+        let body = input::decode(bytes)?;
+        let raw: RawPlan = serde_json::from_slice(&body).map_err(|e| input::classify(&body, &e))?;
         Plan::from_raw(raw)
     }
 
@@ -205,8 +205,8 @@ impl Plan {
         Ok(Plan {
             format_version: version,
             terraform_version: raw.terraform_version,
-            changes: RawChange::all(raw.resource_changes)?,
-            drift: RawChange::all(raw.resource_drift)?,
+            changes: raw.resource_changes.map(|c| c.0).unwrap_or_default(),
+            drift: raw.resource_drift.map(|c| c.0).unwrap_or_default(),
             config: raw
                 .configuration
                 .and_then(|c| c.root_module)
@@ -282,9 +282,64 @@ struct RawPlan {
     format_version: Option<String>,
     plan_format_version: Option<String>,
     terraform_version: Option<String>,
-    resource_changes: Option<Vec<RawChange>>,
-    resource_drift: Option<Vec<RawChange>>,
+    resource_changes: Option<Changes>,
+    resource_drift: Option<Changes>,
     configuration: Option<RawConfiguration>,
+    // Big members mille does not read, skipped with a mark of how far the parser got.
+    #[allow(dead_code)]
+    #[serde(default)]
+    planned_values: Skipped,
+    #[allow(dead_code)]
+    #[serde(default)]
+    prior_state: Skipped,
+    #[allow(dead_code)]
+    #[serde(default)]
+    relevant_attributes: Skipped,
+    #[allow(dead_code)]
+    #[serde(default)]
+    output_changes: Skipped,
+    #[allow(dead_code)]
+    #[serde(default)]
+    checks: Skipped,
+    #[allow(dead_code)]
+    #[serde(default)]
+    variables: Skipped,
+}
+
+/// A string that, read from the file's own bytes, tells the file reader how far the parser
+/// got ([`crate::source`]): every resource change and configuration resource carries one.
+struct Marked(String);
+
+impl<'de> Deserialize<'de> for Marked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Marked;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Marked, E> {
+                crate::source::consumed(v.as_ptr());
+                Ok(Marked(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Marked, E> {
+                Ok(Marked(v.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A member mille skips; its end tells the file reader how far the parser got.
+#[derive(Default)]
+struct Skipped;
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        crate::source::consumed(raw.get().as_bytes().as_ptr_range().end);
+        Ok(Skipped)
+    }
 }
 
 #[derive(Deserialize)]
@@ -293,7 +348,7 @@ struct RawChange {
     module_address: Option<String>,
     mode: Option<String>,
     #[serde(rename = "type")]
-    ty: String,
+    ty: Marked,
     name: String,
     index: Option<serde_json::Value>,
     deposed: Option<String>,
@@ -309,15 +364,33 @@ struct RawChangeBody {
     importing: Option<IgnoredAny>,
 }
 
-impl RawChange {
-    fn all(raw: Option<Vec<RawChange>>) -> Result<Vec<Change>, InputError> {
-        raw.unwrap_or_default()
-            .into_iter()
-            .map(RawChange::into_change)
-            .collect()
-    }
+/// A list of changes, each made a [`Change`] as soon as it is read (the wire shape is never
+/// held for the whole list).
+struct Changes(Vec<Change>);
 
-    fn into_change(self) -> Result<Change, InputError> {
+impl<'de> Deserialize<'de> for Changes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Changes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of resource changes")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Changes, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(raw) = seq.next_element::<RawChange>()? {
+                    out.push(raw.into_change());
+                }
+                out.shrink_to_fit();
+                Ok(Changes(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+impl RawChange {
+    fn into_change(self) -> Change {
         let mode = match self.mode.as_deref() {
             Some("data") => Mode::Data,
             _ => Mode::Managed,
@@ -334,7 +407,7 @@ impl RawChange {
                 if mode == Mode::Data {
                     a.push_str("data.");
                 }
-                a.push_str(&self.ty);
+                a.push_str(&self.ty.0);
                 a.push('.');
                 a.push_str(&self.name);
                 match &self.index {
@@ -347,18 +420,18 @@ impl RawChange {
                 a
             }
         };
-        Ok(Change {
+        Change {
             address,
             module: self.module_address,
             mode,
-            ty: self.ty,
+            ty: self.ty.0,
             name: self.name,
             deposed: self.deposed,
             previous_address: self.previous_address,
             importing: self.change.importing.is_some(),
             action: Action::of(&self.change.actions),
             reason: self.action_reason,
-        })
+        }
     }
 }
 
@@ -379,7 +452,7 @@ struct RawModule {
 
 #[derive(Deserialize)]
 struct RawConfigResource {
-    address: String,
+    address: Marked,
     #[serde(default)]
     expressions: Refs,
     #[serde(default)]
@@ -424,7 +497,7 @@ impl RawModule {
                     references.extend(r.count_expression.0);
                     references.extend(r.for_each_expression.0);
                     (
-                        r.address,
+                        r.address.0,
                         ConfigResource {
                             references,
                             depends_on: r.depends_on,

@@ -38,7 +38,7 @@ pub fn render(g: &Graph, l: &Layout) -> String {
         w = l.width,
         h = l.height
     );
-    for m in &l.modules {
+    for m in l.modules.iter().filter(|m| !m.hidden) {
         let r = m.rect;
         let _ = writeln!(
             out,
@@ -53,7 +53,11 @@ pub fn render(g: &Graph, l: &Layout) -> String {
             if m.collapsed { "#eef1f6" } else { "none" },
             r.x + 8.0,
             r.y + 15.0,
-            escape(&node_label(&m.address))
+            escape(&format!(
+                "{}{}",
+                if m.collapsed { "▸ " } else { "" },
+                node_label(&m.address)
+            ))
         );
         if m.collapsed {
             let line: Vec<String> = m.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
