@@ -556,3 +556,73 @@ fn read_header(path: &Path) -> Option<(Meta, u64)> {
     f.read_exact(&mut buf[12..]).ok()?;
     decode_meta(&buf).map(|(m, _)| (m, size))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(key: &str, version: u64, now: u64) -> Entry {
+        Entry {
+            value: Bytes::from_static(b"value"),
+            meta: Meta {
+                ns: "ns".into(),
+                key: key.into(),
+                created_ms: now,
+                expires_ms: now + 60_000,
+                version,
+                tags: Vec::new(),
+                deps: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn peek_reads_an_entry_without_opening_and_counts_the_use() {
+        let dir = tempfile::tempdir().unwrap();
+        // Wall-clock time: the files' modification times are the order an open rebuilds.
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        {
+            let d = Disk::open(dir.path(), 1 << 20, 3_600_000, now).unwrap();
+            d.set_version("ns", 1).unwrap();
+            d.put(&entry("a", 1, now), now).unwrap();
+            d.put(&entry("b", 1, now), now).unwrap();
+        }
+        // While another process holds the folder open, a peek still reads.
+        let held = Disk::open(dir.path(), 1 << 20, 3_600_000, now).unwrap();
+        let e = Disk::peek(dir.path(), "ns", "a", 1, 3_600_000, now + 5_000).unwrap();
+        assert_eq!(&e.value[..], b"value");
+        assert!(
+            Disk::peek(dir.path(), "ns", "a", 2, 3_600_000, now).is_none(),
+            "version"
+        );
+        assert!(
+            Disk::peek(dir.path(), "ns", "c", 1, 3_600_000, now).is_none(),
+            "missing"
+        );
+        assert!(
+            Disk::peek(dir.path(), "ns", "a", 1, 3_600_000, now + 60_000).is_none(),
+            "expired"
+        );
+        assert!(
+            Disk::peek(dir.path(), "ns", "a", 1, 1_000, now + 5_000).is_none(),
+            "older than the cap"
+        );
+        drop(held);
+        // The use moved "a" after "b" in the order the next open evicts by.
+        let d = Disk::open(dir.path(), 1 << 20, 3_600_000, now + 10_000).unwrap();
+        let size = d.usage().0 / 2;
+        d.prune(Some(size), None, now + 10_000);
+        assert!(
+            d.get("ns", "a", 1, now + 10_000).is_some(),
+            "the peeked entry stays"
+        );
+        assert!(
+            d.get("ns", "b", 1, now + 10_000).is_none(),
+            "the unused one goes"
+        );
+    }
+}
