@@ -590,6 +590,15 @@ mod tests {
             d.set_version("ns", 1).unwrap();
             d.put(&entry("a", 1, now), now).unwrap();
             d.put(&entry("b", 1, now), now).unwrap();
+            // "a" was used longest ago.
+            for (key, age) in [("a", 20_000), ("b", 10_000)] {
+                let f = std::fs::File::options()
+                    .write(true)
+                    .open(d.path_of(&hash_of("ns", key)))
+                    .unwrap();
+                f.set_modified(UNIX_EPOCH + std::time::Duration::from_millis(now - age))
+                    .unwrap();
+            }
         }
         // While another process holds the folder open, a peek still reads.
         let held = Disk::open(dir.path(), 1 << 20, 3_600_000, now).unwrap();
