@@ -13,8 +13,11 @@
 //!   rather than adding one. The rendering is kept for `GET /prs/{owner}/{repo}/{number}`.
 //! - Weir is embedded by default (an in-process Weir server on a loopback port, its data in
 //!   `<data-dir>/weir`), or `--weir URL` uses a Weir server, so several mille servers share
-//!   one queue. Plans and renderings go through Weir's tiered cache (memory, disk, and Redis
-//!   with `--redis URL`, which several mille servers then share).
+//!   one queue. A plan waits for its worker, and a rendering for `GET /prs`, in a store every
+//!   mille server that can take the job also reads ([`Store`]): mille's own tiered cache
+//!   (memory, disk, and Redis with `--redis URL`, which several mille servers then share),
+//!   or, with `--weir` and no Redis, the Weir server's cache, so that a job enqueued by one
+//!   mille server is rendered by whichever takes it.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -34,6 +37,9 @@ use weir_client::{Client, Concurrency, HandlerError, JobContext, WorkerBuilder};
 pub const QUEUE: &str = "mille.render";
 /// The largest webhook body, bytes: a 10,000-change plan is about 20-50 MB of JSON.
 pub const MAX_EVENT_BYTES: usize = 64 << 20;
+/// How long a plan waits for its render, and a rendering is kept for `GET /prs` (the
+/// cache's tiers keep nothing longer than 7 days).
+const RENDERING_TTL_MS: u64 = 7 * 86_400_000;
 /// The marker that identifies mille's comment on a PR.
 pub const MARKER: &str = "<!-- mille -->";
 
@@ -61,6 +67,10 @@ pub struct ServeConfig {
     /// Redis for a cache tier shared by several mille servers.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Prefix of mille's Redis keys: mille servers with the same prefix share plans and
+    /// renderings, others on the same Redis do not see them.
+    #[arg(long, default_value = "mille")]
+    pub redis_prefix: String,
     /// Render workers (default: one per core, capped by memory at 64 MiB a render).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -72,8 +82,84 @@ pub struct ServeConfig {
 #[derive(Clone)]
 struct Shared {
     weir: Client,
-    cache: weir_cache::Cache,
+    store: Store,
     secret: Arc<String>,
+}
+
+/// Where plans wait for their render and renderings are kept for `GET /prs`.
+#[derive(Clone)]
+pub enum Store {
+    /// mille's own tiered cache: memory and disk, plus Redis with `--redis` (shared by
+    /// every mille server on it). Without Redis it is this server's alone, which is right
+    /// when its Weir is its own (embedded).
+    Cache(weir_cache::Cache),
+    /// The cache of the Weir server the jobs are on (`--weir` without `--redis`): every
+    /// mille server that can take a job can read its plan.
+    Weir(Client),
+}
+
+/// Why a store refused: too big for it, or unavailable.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The value is larger than the store takes.
+    TooLarge(String),
+    /// The store could not be reached or failed.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::TooLarge(m) | StoreError::Unavailable(m) => f.write_str(m),
+        }
+    }
+}
+
+impl Store {
+    async fn put(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Cache(c) => {
+                let opts = weir_cache::SetOptions {
+                    ttl_ms,
+                    ..Default::default()
+                };
+                c.set(ns, key, value, &opts)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))
+            }
+            Store::Weir(w) => match w.cache_set(ns, key, value, ttl_ms, &[], &[]).await {
+                Ok(()) => Ok(()),
+                Err(weir_client::ClientError::Problem(p)) if p.status == 413 => Err(
+                    StoreError::TooLarge(format!(
+                        "{} (the Weir server's cache.max_value_bytes bounds plans; raise it, or give mille --redis)",
+                        p.detail
+                    )),
+                ),
+                Err(e) => Err(StoreError::Unavailable(format!("Weir's cache: {e}"))),
+            },
+        }
+    }
+
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Store::Cache(c) => c
+                .get(ns, key)
+                .await
+                .map(|hit| hit.map(|h| h.value))
+                .map_err(|e| StoreError::Unavailable(e.to_string())),
+            Store::Weir(w) => w
+                .cache_get(ns, key)
+                .await
+                .map(|hit| hit.map(|(v, _)| v))
+                .map_err(|e| StoreError::Unavailable(format!("Weir's cache: {e}"))),
+        }
+    }
 }
 
 /// The part of a PR event mille reads.
@@ -204,20 +290,23 @@ async fn webhook(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
         }
     };
     let key = content_key(plan_bytes);
-    let opts = weir_cache::SetOptions {
-        ttl_ms: Some(7 * 86_400_000),
-        ..Default::default()
-    };
-    if let Err(e) = s
-        .cache
-        .set("plans", &key, Bytes::copy_from_slice(plan_bytes), &opts)
-        .await
-    {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Cache unavailable",
-            e.to_string(),
-        );
+    let kept = s
+        .store
+        .put(
+            "plans",
+            &key,
+            Bytes::copy_from_slice(plan_bytes),
+            Some(RENDERING_TTL_MS),
+        )
+        .await;
+    match kept {
+        Ok(()) => {}
+        Err(StoreError::TooLarge(why)) => {
+            return problem(StatusCode::PAYLOAD_TOO_LARGE, "Plan too large", why)
+        }
+        Err(StoreError::Unavailable(why)) => {
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "Cache unavailable", why)
+        }
     }
     let job = RenderJob {
         owner: owner.to_string(),
@@ -264,13 +353,13 @@ async fn show_pr(
     Path((owner, repo, number)): Path<(String, String, u64)>,
 ) -> Response {
     match s
-        .cache
+        .store
         .get("prs", &format!("{owner}/{repo}/{number}"))
         .await
     {
-        Ok(Some(hit)) => (
+        Ok(Some(value)) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            hit.value,
+            value,
         )
             .into_response(),
         Ok(None) => problem(
@@ -289,18 +378,17 @@ async fn show_pr(
 /// Renders one job and posts (or updates) the PR comment.
 async fn render(
     job: JobContext,
-    cache: weir_cache::Cache,
+    store: Store,
     http: reqwest::Client,
     api: Arc<String>,
     token: Option<Arc<String>>,
 ) -> Result<Option<serde_json::Value>, HandlerError> {
     let j: RenderJob = job.payload()?;
-    let bytes = cache
+    let bytes = store
         .get("plans", &j.plan)
         .await
         .map_err(|e| HandlerError::retry(format!("cache: {e}")))?
-        .ok_or_else(|| HandlerError::fatal("the plan is no longer in the cache"))?
-        .value;
+        .ok_or_else(|| HandlerError::fatal("the plan is no longer in the cache"))?;
     let plan = crate::Plan::parse(&bytes).map_err(|e| HandlerError::fatal(e.to_string()))?;
     let summary = crate::summary::markdown(&plan, crate::summary::COMMENT_LIMIT - MARKER.len() - 1);
     let body = format!("{MARKER}\n{summary}");
@@ -358,12 +446,12 @@ async fn render(
             .map_or(0, |d| d.as_millis() as u64),
     };
     let text = serde_json::to_vec(&rendering).map_err(|e| HandlerError::fatal(e.to_string()))?;
-    cache
-        .set(
+    store
+        .put(
             "prs",
             &format!("{}/{}/{}", j.owner, j.repo, j.number),
             Bytes::from(text),
-            &weir_cache::SetOptions::default(),
+            Some(RENDERING_TTL_MS),
         )
         .await
         .map_err(|e| HandlerError::retry(format!("cache: {e}")))?;
@@ -431,14 +519,21 @@ pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String
             Err(e) => return Err(format!("cannot configure queue {QUEUE} on {weir_url}: {e}")),
         }
     }
-    let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
-        dir: Some(cfg.data_dir.join("cache")),
-        redis_url: cfg.redis.clone(),
-        max_value_bytes: MAX_EVENT_BYTES,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("cannot open the cache: {e}"))?;
+    let store = if cfg.weir.is_some() && cfg.redis.is_none() {
+        Store::Weir(weir.clone())
+    } else {
+        Store::Cache(
+            weir_cache::Cache::open(weir_cache::CacheConfig {
+                dir: Some(cfg.data_dir.join("cache")),
+                redis_url: cfg.redis.clone(),
+                redis_prefix: cfg.redis_prefix.clone(),
+                max_value_bytes: MAX_EVENT_BYTES,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("cannot open the cache: {e}"))?,
+        )
+    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .user_agent("mille")
@@ -454,12 +549,12 @@ pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String
         },
     };
     let worker = {
-        let cache = cache.clone();
+        let store = store.clone();
         WorkerBuilder::new(weir.clone(), &[QUEUE])
             .concurrency(concurrency)
             .batch(1)
             .handle("render", move |job| {
-                render(job, cache.clone(), http.clone(), api.clone(), token.clone())
+                render(job, store.clone(), http.clone(), api.clone(), token.clone())
             })
             .build()
     };
@@ -467,7 +562,7 @@ pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String
     let work = tokio::spawn(worker.run(stop.clone()));
     let shared = Shared {
         weir,
-        cache,
+        store,
         secret: Arc::new(cfg.secret.clone()),
     };
     let app = Router::new()

@@ -3,7 +3,8 @@
 //! comment posted; a second one for the same PR updates that comment; a bad signature is
 //! refused and enqueues nothing; ten plans of different sizes are rendered smallest first; a
 //! GitHub failing five times in a row opens the breaker, and the comment is posted once it
-//! recovers.
+//! recovers. Several mille servers share one Weir server (`--weir`: each renders webhooks the
+//! others took) or one Redis (`--redis`: each shows renderings the others made).
 
 #![allow(clippy::unwrap_used)]
 
@@ -322,4 +323,165 @@ async fn a_failing_github_opens_the_breaker_and_the_comment_lands_once_it_recove
         "five failures, then a success"
     );
     assert_eq!(stub.comments.lock().unwrap()[0].1, 3);
+}
+
+/// A Weir server of the test's own (embedded store), as a team would run one for several
+/// mille servers.
+async fn start_weir(dir: &std::path::Path) -> String {
+    let store =
+        weir_store::EmbeddedStore::open(dir.join("weir"), weir_store::EmbeddedOptions::default())
+            .unwrap();
+    let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
+        dir: Some(dir.join("weir-cache")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let state = weir_server::AppState::new(
+        Arc::new(store),
+        cache,
+        weir_server::config::ServerConfig::default(),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(weir_server::serve(state, l, std::future::pending()));
+    format!("http://{addr}")
+}
+
+fn comments_per_pr(stub: &Stub) -> std::collections::BTreeMap<u64, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for (_, pr, _) in stub.comments.lock().unwrap().iter() {
+        *out.entry(*pr).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Two mille servers on one Weir server (`--weir`, no Redis): a job enqueued by one is
+/// rendered by the other, whose own disk never saw the plan (plans wait in Weir's cache),
+/// and each PR gets one comment whichever server took its webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mille_servers_sharing_a_weir_render_each_others_webhooks() {
+    let (github, stub) = start_stub().await;
+    let weir_dir = tempfile::tempdir().unwrap();
+    let weir = start_weir(weir_dir.path()).await;
+    let client = weir_client::Client::new(&weir).unwrap();
+    let a = start_mille(&github, &["--weir", &weir, "--workers", "1"]);
+    assert_eq!(a.weir, weir);
+    // While the queue is paused, A takes three webhooks, then goes away for good.
+    client.pause(mille::serve::QUEUE).await.unwrap();
+    for pr in 1..=3 {
+        let (status, v) = signed(&a, pr, &mille::synth::plan(20 * pr as usize, 2, 200)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    }
+    drop(a);
+    // B renders them: the plans were never on its disk.
+    let b = start_mille(&github, &["--weir", &weir, "--workers", "1"]);
+    client.resume(mille::serve::QUEUE).await.unwrap();
+    until("A's three PRs commented by B", 30, || {
+        comments_per_pr(&stub).len() == 3
+    })
+    .await;
+    let r: Value = reqwest::get(format!("{}/prs/acme/infra/2", b.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["resources"], 40, "{r}");
+    // With both up, webhooks to either are rendered once each.
+    let c = start_mille(&github, &["--weir", &weir, "--workers", "1"]);
+    for pr in 4..=9 {
+        let to = if pr % 2 == 0 { &b } else { &c };
+        let (status, _) = signed(to, pr, &mille::synth::plan(10 + pr as usize, 2, 200)).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    until("nine PRs commented", 30, || {
+        comments_per_pr(&stub).len() == 9
+    })
+    .await;
+    assert!(
+        comments_per_pr(&stub).values().all(|&n| n == 1),
+        "one comment per PR: {:?}",
+        comments_per_pr(&stub)
+    );
+    assert_eq!(
+        stub.writes.lock().unwrap().len(),
+        9,
+        "each PR rendered once"
+    );
+    // Any server answers for any PR.
+    for m in [&b, &c] {
+        let r = reqwest::get(format!("{}/prs/acme/infra/5", m.base))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+}
+
+/// Two mille servers, each with its own embedded Weir, sharing Redis (`--redis`): a PR
+/// rendered by one is shown by the other; a third with another prefix sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mille_servers_sharing_redis_show_each_others_renderings() {
+    let (github, stub) = start_stub().await;
+    let prefix = format!("mille-test-{:016x}", fastrand::u64(..));
+    let redis = "redis://127.0.0.1:6379/0";
+    let a = start_mille(
+        &github,
+        &[
+            "--redis",
+            redis,
+            "--redis-prefix",
+            &prefix,
+            "--workers",
+            "1",
+        ],
+    );
+    let b = start_mille(
+        &github,
+        &[
+            "--redis",
+            redis,
+            "--redis-prefix",
+            &prefix,
+            "--workers",
+            "1",
+        ],
+    );
+    let (status, _) = signed(&a, 11, &mille::synth::plan(25, 2, 200)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    until("the comment", 30, || {
+        stub.comments.lock().unwrap().len() == 1
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shown: Value = loop {
+        let r = reqwest::get(format!("{}/prs/acme/infra/11", b.base))
+            .await
+            .unwrap();
+        if r.status().as_u16() == 200 {
+            break r.json().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "B never showed A's rendering");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(shown["resources"], 25, "{shown}");
+    let other = start_mille(
+        &github,
+        &[
+            "--redis",
+            redis,
+            "--redis-prefix",
+            &format!("{prefix}-other"),
+            "--workers",
+            "1",
+        ],
+    );
+    let r = reqwest::get(format!("{}/prs/acme/infra/11", other.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "another prefix is another deployment"
+    );
 }
