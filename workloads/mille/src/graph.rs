@@ -28,7 +28,17 @@ pub struct Graph {
 impl Graph {
     /// Builds the graph of `plan`'s resource changes.
     pub fn of(plan: &Plan) -> Graph {
-        let nodes = plan.changes.clone();
+        Graph::build(plan.changes.clone(), plan.config.as_ref())
+    }
+
+    /// [`Graph::of`], taking the plan's changes rather than copying them (the plan is not
+    /// needed afterwards).
+    pub fn from_plan(mut plan: Plan) -> Graph {
+        let changes = std::mem::take(&mut plan.changes);
+        Graph::build(changes, plan.config.as_ref())
+    }
+
+    fn build(nodes: Vec<Change>, config: Option<&crate::plan::Module>) -> Graph {
         let mut by_block: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
         for (i, c) in nodes.iter().enumerate() {
             by_block
@@ -41,7 +51,7 @@ impl Graph {
             nodes,
             edges: BTreeSet::new(),
         };
-        let Some(root) = &plan.config else {
+        let Some(root) = config else {
             return g;
         };
         let r = Resolver {

@@ -239,13 +239,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 Ok(())
             };
-            let g = mille::Graph::of(&p);
             keep(
                 "summary.md",
                 mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT),
             )?;
             let title = format!("plan — {} changes", p.changes.len());
-            drop(p);
+            let g = mille::Graph::from_plan(p);
             let layout = mille::layout::Layout::of(&g, include_no_op);
             keep("graph.svg", mille::svg::render(&g, &layout))?;
             keep(
