@@ -30,5 +30,6 @@ pub mod worker;
 
 pub use client::{overloaded_wait, Client, ClientError, ClientResult};
 pub use worker::{
-    Concurrency, HandlerError, HandlerResult, JobContext, Worker, WorkerBuilder, WorkerReport,
+    available_memory, Concurrency, HandlerError, HandlerResult, JobContext, Worker, WorkerBuilder,
+    WorkerReport,
 };

@@ -156,7 +156,9 @@ impl Concurrency {
 }
 
 /// `MemAvailable` from `/proc/meminfo`, where there is one.
-fn available_memory() -> Option<u64> {
+/// The memory the kernel says is available (`MemAvailable`), bytes; `None` where it does not
+/// say.
+pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

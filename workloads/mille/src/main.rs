@@ -157,6 +157,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if cfg.secret.is_empty() {
                 return Err((2, "--secret must not be empty".into()));
             }
+            if !(cfg.seconds_per_plan.is_finite() && cfg.seconds_per_plan > 0.0) {
+                return Err((2, "--seconds-per-plan must be a positive number".into()));
+            }
+            if cfg.window == 0 {
+                return Err((2, "--window must be longer than 0".into()));
+            }
             let rt = tokio::runtime::Runtime::new()
                 .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
             rt.block_on(async {

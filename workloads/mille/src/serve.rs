@@ -71,9 +71,20 @@ pub struct ServeConfig {
     /// renderings, others on the same Redis do not see them.
     #[arg(long, default_value = "mille")]
     pub redis_prefix: String,
-    /// Render workers (default: one per core, capped by memory at 64 MiB a render).
+    /// Render workers (default: sized by --plans, --window and --seconds-per-plan, at least
+    /// one per core, capped by memory at 64 MiB a render).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Plans arriving at once (a burst of pushes) that should all be commented within
+    /// --window: the pool is sized for it.
+    #[arg(long, default_value_t = 10)]
+    pub plans: usize,
+    /// The window a burst of --plans should be commented in: `5m`, `90s`, or ms.
+    #[arg(long, default_value = "5m", value_parser = weir_core::units::parse_duration_ms)]
+    pub window: u64,
+    /// How long one plan takes a worker, GitHub's calls included, s.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds_per_plan: f64,
     /// How long the circuit breaker leaves a failing GitHub alone, ms.
     #[arg(long, default_value_t = 30_000)]
     pub breaker_cooldown_ms: u64,
@@ -541,13 +552,17 @@ pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String
         .map_err(|e| e.to_string())?;
     let api = Arc::new(cfg.github_api.clone());
     let token = cfg.github_token.clone().map(Arc::new);
-    let concurrency = match cfg.workers {
-        Some(n) => Concurrency::Fixed(n.max(1)),
-        None => Concurrency::Auto {
-            per_core: 1,
-            per_job_bytes: 64 << 20,
-        },
-    };
+    let concurrency = Concurrency::Fixed(match cfg.workers {
+        Some(n) => n.max(1),
+        None => pool_size(
+            cfg.plans,
+            cfg.seconds_per_plan,
+            cfg.window as f64 / 1000.0,
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            weir_client::available_memory(),
+            RENDER_BYTES,
+        ),
+    });
     let worker = {
         let store = store.clone();
         WorkerBuilder::new(weir.clone(), &[QUEUE])
@@ -587,6 +602,51 @@ pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String
         let _ = e.await;
     }
     Ok(())
+}
+
+/// What one render may hold at once: a 10,000-change plan's webhook body, plan and outputs.
+const RENDER_BYTES: u64 = 64 << 20;
+
+/// The seed's pool size: enough workers to finish `plans` plans of `seconds_per_plan` each
+/// within `window_s` (⌈plans × time per plan ÷ window⌉), at least one per core so a burst
+/// uses the machine, and no more than half the available memory holds at `per_plan_bytes`
+/// a render. At least one.
+pub fn pool_size(
+    plans: usize,
+    seconds_per_plan: f64,
+    window_s: f64,
+    cores: usize,
+    available_bytes: Option<u64>,
+    per_plan_bytes: u64,
+) -> usize {
+    let needed = if window_s > 0.0 && seconds_per_plan.is_finite() && seconds_per_plan > 0.0 {
+        (plans as f64 * seconds_per_plan / window_s).ceil().min(1e6) as usize
+    } else {
+        plans
+    };
+    let by_memory =
+        available_bytes.map_or(usize::MAX, |m| (m / 2 / per_plan_bytes.max(1)) as usize);
+    needed.max(cores).min(by_memory).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_size;
+
+    #[test]
+    fn the_pool_is_sized_by_the_window_then_cores_then_memory() {
+        const MIB: u64 = 1 << 20;
+        // The seed's case: 10 plans in 5 minutes at 2 s each needs 1; two cores give 2.
+        assert_eq!(pool_size(10, 2.0, 300.0, 2, Some(24 << 30), 64 * MIB), 2);
+        // 600 plans in a minute at 1.5 s each: 15 workers.
+        assert_eq!(pool_size(600, 1.5, 60.0, 2, Some(24 << 30), 64 * MIB), 15);
+        // ... but 1 GiB available holds 8 renders at 64 MiB in its half.
+        assert_eq!(pool_size(600, 1.5, 60.0, 2, Some(1 << 30), 64 * MIB), 8);
+        // Never none, whatever is asked.
+        assert_eq!(pool_size(0, 0.0, 0.0, 1, Some(0), 64 * MIB), 1);
+        // A time that means nothing sizes for the whole burst at once.
+        assert_eq!(pool_size(5, f64::NAN, 60.0, 1, None, 64 * MIB), 5);
+    }
 }
 
 /// A short pause while a Weir server starts answering.
