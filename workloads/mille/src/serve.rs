@@ -629,6 +629,11 @@ pub fn pool_size(
     needed.max(cores).min(by_memory).max(1)
 }
 
+/// A short pause while a Weir server starts answering.
+async fn pause_before_retry() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::pool_size;
@@ -647,9 +652,4 @@ mod tests {
         // A time that means nothing sizes for the whole burst at once.
         assert_eq!(pool_size(5, f64::NAN, 60.0, 1, None, 64 * MIB), 5);
     }
-}
-
-/// A short pause while a Weir server starts answering.
-async fn pause_before_retry() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
 }
