@@ -1,0 +1,301 @@
+//! The `periodic` command line: `index DIR`, `patterns`, `clones`.
+
+use clap::{Parser, Subcommand};
+use periodic::index::{self, Progress};
+use periodic::store::Index;
+use periodic::{Kind, Lang, Settings};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// periodic: the recurring structural patterns of a codebase, and its clones.
+#[derive(Debug, Parser)]
+#[command(name = "periodic", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build or update the index of DIR (only new and changed files are parsed).
+    Index {
+        /// The folder to index.
+        dir: PathBuf,
+        /// The index file (default DIR/.periodic/index).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// One JSON object: files, parsed, patterns, clones, seconds.
+        #[arg(long)]
+        json: bool,
+        /// Smallest subtree kept, nodes.
+        #[arg(long, default_value_t = Settings::default().min_nodes)]
+        min_nodes: u32,
+    },
+    /// The periodic table: recurring patterns, biggest first.
+    Patterns {
+        /// The index file, or the folder it indexes (default: the current folder).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Only this kind: function, type, control, call, block, binding, import,
+        /// expression, other.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only patterns seen at least this often.
+        #[arg(long, default_value_t = 2)]
+        min_count: u32,
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// JSON lines, with every location.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clone groups: places that are copies of each other (names and constants aside).
+    Clones {
+        /// The index file, or the folder it indexes (default: the current folder).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Only regions of at least this many lines.
+        #[arg(long, default_value_t = 5)]
+        min_lines: u32,
+        /// At most this many groups (0: all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+type Failure = (u8, String);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            let line = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad usage");
+            eprintln!(
+                "periodic: {} (see periodic --help)",
+                line.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("periodic: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The index file named by `--index` (a file, or a folder holding `.periodic/index`).
+fn index_file(given: Option<PathBuf>) -> PathBuf {
+    let p = given.unwrap_or_else(|| PathBuf::from("."));
+    if p.is_dir() {
+        index::default_path(&p)
+    } else {
+        p
+    }
+}
+
+fn open(given: Option<PathBuf>) -> Result<Index, Failure> {
+    let path = index_file(given);
+    Index::open(&path).map_err(|e| match e {
+        periodic::store::OpenError::Missing(p) => (
+            2,
+            format!(
+                "no index at {} (run `periodic index DIR` first)",
+                p.display()
+            ),
+        ),
+        e => (
+            1,
+            format!("{e} (run `periodic index DIR` again to rebuild it)"),
+        ),
+    })
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Index {
+            dir,
+            index,
+            json,
+            min_nodes,
+        } => {
+            if !dir.is_dir() {
+                return Err((2, format!("{} is not a folder", dir.display())));
+            }
+            let path = index.unwrap_or_else(|| index::default_path(&dir));
+            let settings = Settings {
+                min_nodes: min_nodes.max(2),
+                ..Settings::default()
+            };
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} parsing {pos}/{len} files {wide_bar} {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let report = index::update(&dir, &path, settings, &|p| match p {
+                Progress::Start(n) => bar.set_length(n as u64),
+                Progress::Step => bar.inc(1),
+            })
+            .map_err(|e| (1, format!("cannot write {}: {e}", path.display())))?;
+            bar.finish_and_clear();
+            if let Some(why) = &report.rebuilt_because {
+                eprintln!("periodic: rebuilt the index: {why}");
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).unwrap_or_else(|_| "{}".into())
+                );
+            } else {
+                println!(
+                    "{} files ({} parsed) · {} patterns · {} clone groups · {:.2} s → {}",
+                    report.files,
+                    report.parsed,
+                    report.patterns,
+                    report.clones,
+                    report.seconds,
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Patterns {
+            index,
+            kind,
+            min_count,
+            limit,
+            json,
+        } => {
+            let kind = match kind.as_deref() {
+                None => None,
+                Some(k) => Some(Kind::named(k).ok_or_else(|| {
+                    (
+                        2,
+                        format!(
+                            "--kind {k:?}: expected one of {}",
+                            Kind::ALL.map(Kind::name).join(", ")
+                        ),
+                    )
+                })?),
+            };
+            let idx = open(index)?;
+            let mut rows: Vec<_> = idx
+                .patterns()
+                .iter()
+                .filter(|p| p.subsumed == 0 && p.count >= min_count)
+                .filter(|p| kind.is_none_or(|k| p.kind == k.id()))
+                .collect();
+            rows.sort_by(|a, b| (b.size, b.count, a.fp).cmp(&(a.size, a.count, b.fp)));
+            if limit > 0 {
+                rows.truncate(limit);
+            }
+            let files = idx.files();
+            let place = |s: &periodic::fingerprint::Subtree| {
+                let f = &files[s.file as usize];
+                (idx.path_of(f).to_string(), s.start_line, s.end_line, f.lang)
+            };
+            if !json {
+                println!(
+                    "{:>6} {:>6} {:>6} {:>6}  {:<10}  first seen",
+                    "nodes", "count", "files", "lines", "kind"
+                );
+            }
+            for p in rows {
+                let places: Vec<_> = idx.occurrences_of(p).map(place).collect();
+                if json {
+                    let locations: Vec<_> = places
+                        .iter()
+                        .map(|(path, s, e, _)| serde_json::json!({"file": path, "start_line": s, "end_line": e}))
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "fingerprint": format!("{:016x}", p.fp),
+                            "kind": Kind::from_id(p.kind).name(),
+                            "language": places.first().and_then(|x| Lang::from_id(x.3)).map(Lang::name),
+                            "size": p.size, "count": p.count, "files": p.files, "lines": p.lines,
+                            "locations": locations,
+                        })
+                    );
+                } else if let Some((path, s, e, _)) = places.first() {
+                    println!(
+                        "{:>6} {:>6} {:>6} {:>6}  {:<10}  {path}:{s}-{e}",
+                        p.size,
+                        p.count,
+                        p.files,
+                        p.lines,
+                        Kind::from_id(p.kind).name()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Clones {
+            index,
+            min_lines,
+            limit,
+            json,
+        } => {
+            let idx = open(index)?;
+            let files = idx.files();
+            let mut shown = 0;
+            for group in idx.clones().chunk_by(|a, b| a.group == b.group) {
+                let regions: Vec<_> = group
+                    .iter()
+                    .filter(|r| r.end_line + 1 - r.start_line >= min_lines)
+                    .collect();
+                if regions.len() < 2 {
+                    continue;
+                }
+                if limit > 0 && shown == limit {
+                    break;
+                }
+                shown += 1;
+                let path = |r: &periodic::store::CloneRec| {
+                    idx.path_of(&files[r.file as usize]).to_string()
+                };
+                if json {
+                    let places: Vec<_> = regions
+                        .iter()
+                        .map(|r| serde_json::json!({"file": path(r), "start_line": r.start_line, "end_line": r.end_line}))
+                        .collect();
+                    println!("{}", serde_json::json!({"group": shown, "regions": places}));
+                } else {
+                    let lines = regions
+                        .iter()
+                        .map(|r| r.end_line + 1 - r.start_line)
+                        .max()
+                        .unwrap_or(0);
+                    println!(
+                        "clone group {shown}: {} copies, {lines} lines",
+                        regions.len()
+                    );
+                    for r in regions {
+                        println!("  {}:{}-{}", path(r), r.start_line, r.end_line);
+                    }
+                }
+            }
+            if shown == 0 && !json {
+                println!("no clones of {min_lines} lines or more");
+            }
+            let _ = Path::new(idx.root());
+            Ok(())
+        }
+    }
+}
