@@ -6,7 +6,7 @@
 
 use crate::fingerprint::{analyse, Analysis, Parsers, Settings, Subtree, Winnow};
 use crate::lang::Lang;
-use crate::store::{self, FileRec, Index, OpenError, PatternRec, Tables};
+use crate::store::{self, Check, FileRec, Index, OpenError, PatternRec, Tables};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -112,7 +112,7 @@ pub fn update(
 ) -> std::io::Result<Report> {
     let t0 = std::time::Instant::now();
     let mut report = Report::default();
-    let old = match Index::open(index_path) {
+    let old = match Index::open(index_path, Check::Full) {
         Ok(i) if i.settings == settings => Some(i),
         Ok(_) => {
             report.rebuilt_because = Some("it was built with other settings".into());
@@ -312,4 +312,11 @@ fn derive(t: &mut Tables) {
         t.occurrences.extend_from_slice(occ);
     }
     t.clones = crate::clones::groups(&t.winnows, &t.settings);
+    t.win_by_hash = t
+        .winnows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| [w.hash, i as u64])
+        .collect();
+    t.win_by_hash.sort_unstable();
 }

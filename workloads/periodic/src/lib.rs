@@ -8,12 +8,14 @@
 //! - [`fingerprint`]: one file's subtree fingerprints and winnowed token hashes.
 //! - [`clones`]: clone groups from shared token hashes.
 //! - [`index`]: walking a folder, keeping what did not change, parsing the rest in parallel.
+//! - [`query`]: `periodic match`, by fingerprint and by shared token hashes.
 //! - [`store`]: the memory-mapped, versioned, checksummed index file.
 
 pub mod clones;
 pub mod fingerprint;
 pub mod index;
 pub mod lang;
+pub mod query;
 pub mod store;
 
 pub use fingerprint::Settings;

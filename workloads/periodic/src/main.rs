@@ -50,6 +50,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The code structurally like FILE:LINE, or like --snippet TEXT --lang L.
+    Match {
+        /// FILE:LINE (a file of the indexed folder, or any file).
+        place: Option<String>,
+        /// The code to match, instead of a place.
+        #[arg(long, conflicts_with = "place")]
+        snippet: Option<String>,
+        /// The snippet's language: rust, python, javascript, typescript, tsx, go.
+        #[arg(long, requires = "snippet")]
+        lang: Option<String>,
+        /// The index file, or the folder it indexes (default: the current folder).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Also places sharing at least this share of the probe's token hashes (0 to 1).
+        #[arg(long, default_value_t = 0.5)]
+        min_similarity: f64,
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Clone groups: places that are copies of each other (names and constants aside).
     Clones {
         /// The index file, or the folder it indexes (default: the current folder).
@@ -110,7 +133,7 @@ fn index_file(given: Option<PathBuf>) -> PathBuf {
 
 fn open(given: Option<PathBuf>) -> Result<Index, Failure> {
     let path = index_file(given);
-    Index::open(&path).map_err(|e| match e {
+    Index::open(&path, periodic::store::Check::Quick).map_err(|e| match e {
         periodic::store::OpenError::Missing(p) => (
             2,
             format!(
@@ -241,6 +264,78 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         p.files,
                         p.lines,
                         Kind::from_id(p.kind).name()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Match {
+            place,
+            snippet,
+            lang,
+            index,
+            min_similarity,
+            limit,
+            json,
+        } => {
+            if !(0.0..=1.0).contains(&min_similarity) {
+                return Err((2, "--min-similarity must be between 0 and 1".into()));
+            }
+            let t0 = std::time::Instant::now();
+            let idx = open(index)?;
+            let probe = match (place, snippet) {
+                (Some(place), None) => {
+                    let (file, line) = place
+                        .rsplit_once(':')
+                        .and_then(|(f, l)| Some((f, l.parse::<u32>().ok()?)))
+                        .ok_or_else(|| (2, format!("{place:?}: expected FILE:LINE")))?;
+                    let mut path = PathBuf::from(file);
+                    if !path.exists() {
+                        path = Path::new(idx.root()).join(file);
+                    }
+                    periodic::query::probe_file(&path, line, &idx)
+                }
+                (None, Some(text)) => {
+                    let name = lang.ok_or_else(|| (2, "--snippet needs --lang".to_string()))?;
+                    let l = Lang::named(&name).ok_or_else(|| {
+                        (2, format!("--lang {name:?}: expected rust, python, javascript, typescript, tsx or go"))
+                    })?;
+                    periodic::query::probe_snippet(&text, l, &idx)
+                }
+                _ => return Err((2, "give FILE:LINE or --snippet TEXT --lang L".into())),
+            }
+            .map_err(|e| (2, e.to_string()))?;
+            let found = periodic::query::matches(&idx, &probe, min_similarity, limit);
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "probe": {"kind": periodic::query::kind_of(&probe), "size": probe.subtree.size,
+                                  "lines": probe.subtree.end_line + 1 - probe.subtree.start_line,
+                                  "language": probe.lang.name()},
+                        "matches": found, "ms": ms,
+                    })
+                );
+            } else {
+                println!(
+                    "{} of {} nodes ({} lines): {} places ({ms:.1} ms)",
+                    periodic::query::kind_of(&probe),
+                    probe.subtree.size,
+                    probe.subtree.end_line + 1 - probe.subtree.start_line,
+                    found.len()
+                );
+                for f in found {
+                    println!(
+                        "  {}:{}-{}  {}",
+                        f.file,
+                        f.start_line,
+                        f.end_line,
+                        if f.exact {
+                            "same shape".to_string()
+                        } else {
+                            format!("{:.0} % of its tokens", f.similarity * 100.0)
+                        }
                     );
                 }
             }

@@ -21,6 +21,13 @@
 //! | bloom | the Bloom filter's bits (u64 words) over every kept subtree's fingerprint |
 //! | clones | [`CloneRec`] per region of a clone group, by group |
 //! | root | the indexed folder's path |
+//! | winnow lookup | (hash, winnow index) pairs sorted by hash, for [`Index::winnows_with`] |
+//!
+//! Opening checks the header and that every section lies inside the file (a truncated file
+//! is refused) in constant time; [`Check::Full`] also verifies the checksum and every
+//! reference between tables, which the indexer does before it trusts an index. Every
+//! accessor is bounds-checked, so even a damaged index opened quickly can give odd answers
+//! but never crash.
 
 #![allow(unsafe_code)] // mapping the index file; see open()
 
@@ -33,7 +40,7 @@ use std::path::{Path, PathBuf};
 pub const VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"PERIODIC";
 const HEADER: usize = 256;
-const SECTIONS: usize = 9;
+const SECTIONS: usize = 10;
 
 /// A file of the index.
 #[repr(C)]
@@ -127,6 +134,17 @@ pub struct Tables {
     pub clones: Vec<CloneRec>,
     /// The indexed folder.
     pub root: String,
+    /// (hash, winnow index), sorted.
+    pub win_by_hash: Vec<[u64; 2]>,
+}
+
+/// How much [`Index::open`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The header and the section table: constant time, for queries.
+    Quick,
+    /// Also the checksum of every byte and every reference between tables.
+    Full,
 }
 
 fn pad8(out: &mut Vec<u8>) {
@@ -149,6 +167,7 @@ pub fn write(path: &Path, t: &Tables) -> std::io::Result<()> {
         bytemuck::cast_slice(&t.bloom),
         bytemuck::cast_slice(&t.clones),
         t.root.as_bytes(),
+        bytemuck::cast_slice(&t.win_by_hash),
     ];
     for (i, bytes) in sections.iter().enumerate() {
         pad8(&mut body);
@@ -218,8 +237,8 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 impl Index {
-    /// Opens and checks the index at `path`.
-    pub fn open(path: &Path) -> Result<Index, OpenError> {
+    /// Opens the index at `path`, checking it as `check` says.
+    pub fn open(path: &Path, check: Check) -> Result<Index, OpenError> {
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -262,7 +281,7 @@ impl Index {
             }
             *t = (off as usize, n as usize);
         }
-        if blake3::hash(&map[HEADER..]).as_bytes()[..] != h[32..64] {
+        if check == Check::Full && blake3::hash(&map[HEADER..]).as_bytes()[..] != h[32..64] {
             return Err(corrupt("checksum mismatch (damaged or truncated)"));
         }
         let idx = Index {
@@ -284,10 +303,15 @@ impl Index {
             && bytemuck::try_cast_slice::<u8, u64>(idx.raw(5)).is_ok()
             && bytemuck::try_cast_slice::<u8, u64>(idx.raw(6)).is_ok()
             && bytemuck::try_cast_slice::<u8, CloneRec>(idx.raw(7)).is_ok()
-            && std::str::from_utf8(idx.raw(1)).is_ok()
-            && std::str::from_utf8(idx.raw(8)).is_ok();
+            && bytemuck::try_cast_slice::<u8, [u64; 2]>(idx.raw(9)).is_ok();
         if !ok {
             return Err(corrupt("a table is not whole records"));
+        }
+        if check == Check::Quick {
+            return Ok(idx);
+        }
+        if std::str::from_utf8(idx.raw(1)).is_err() || std::str::from_utf8(idx.raw(8)).is_err() {
+            return Err(corrupt("a path is not text"));
         }
         // Every reference between tables must land inside its table.
         let (subs, wins, paths) = (idx.subtrees().len(), idx.winnows().len(), idx.raw(1).len());
@@ -309,7 +333,9 @@ impl Index {
                 .all(|p| p.occ_start as usize + p.count as usize <= occs.len())
             && occs.iter().all(|&o| (o as usize) < subs)
             && idx.subtrees().iter().all(|s| (s.file as usize) < nfiles)
-            && idx.clones().iter().all(|c| (c.file as usize) < nfiles);
+            && idx.clones().iter().all(|c| (c.file as usize) < nfiles)
+            && idx.winnows().iter().all(|w| (w.file as usize) < nfiles)
+            && idx.win_by_hash().iter().all(|p| (p[1] as usize) < wins);
         if !refs_ok {
             return Err(corrupt("a table refers outside another"));
         }
@@ -318,61 +344,98 @@ impl Index {
 
     fn raw(&self, i: usize) -> &[u8] {
         let (off, n) = self.table[i];
-        &self.map[off..off + n]
+        self.map.get(off..off + n).unwrap_or_default()
     }
 
     /// Files, sorted by path.
     pub fn files(&self) -> &[FileRec] {
-        bytemuck::cast_slice(self.raw(0))
+        bytemuck::try_cast_slice(self.raw(0)).unwrap_or_default()
+    }
+
+    /// A file by its index.
+    pub fn file(&self, i: u32) -> Option<&FileRec> {
+        self.files().get(i as usize)
     }
 
     /// The path of a file.
     pub fn path_of(&self, f: &FileRec) -> &str {
-        let b = &self.raw(1)[f.path_off as usize..f.path_off as usize + f.path_len as usize];
-        std::str::from_utf8(b).unwrap_or_default()
+        let (at, n) = (f.path_off as usize, f.path_len as usize);
+        self.raw(1)
+            .get(at..at.saturating_add(n))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
+    /// The path of the file with index `i`.
+    pub fn path_of_file(&self, i: u32) -> &str {
+        self.file(i).map(|f| self.path_of(f)).unwrap_or_default()
     }
 
     /// Every kept subtree.
     pub fn subtrees(&self) -> &[Subtree] {
-        bytemuck::cast_slice(self.raw(2))
+        bytemuck::try_cast_slice(self.raw(2)).unwrap_or_default()
     }
 
     /// A file's subtrees.
     pub fn subtrees_of(&self, f: &FileRec) -> &[Subtree] {
-        &self.subtrees()[f.sub_start as usize..f.sub_start as usize + f.sub_count as usize]
+        let at = f.sub_start as usize;
+        self.subtrees()
+            .get(at..at.saturating_add(f.sub_count as usize))
+            .unwrap_or_default()
     }
 
     /// Every kept winnow.
     pub fn winnows(&self) -> &[Winnow] {
-        bytemuck::cast_slice(self.raw(3))
+        bytemuck::try_cast_slice(self.raw(3)).unwrap_or_default()
     }
 
     /// A file's winnows.
     pub fn winnows_of(&self, f: &FileRec) -> &[Winnow] {
-        &self.winnows()[f.win_start as usize..f.win_start as usize + f.win_count as usize]
+        let at = f.win_start as usize;
+        self.winnows()
+            .get(at..at.saturating_add(f.win_count as usize))
+            .unwrap_or_default()
     }
 
     /// Patterns, by fingerprint.
     pub fn patterns(&self) -> &[PatternRec] {
-        bytemuck::cast_slice(self.raw(4))
+        bytemuck::try_cast_slice(self.raw(4)).unwrap_or_default()
     }
 
     /// Subtree indices, by pattern.
     pub fn occurrences(&self) -> &[u64] {
-        bytemuck::cast_slice(self.raw(5))
+        bytemuck::try_cast_slice(self.raw(5)).unwrap_or_default()
     }
 
     /// A pattern's occurrences.
     pub fn occurrences_of(&self, p: &PatternRec) -> impl Iterator<Item = &Subtree> {
         let subs = self.subtrees();
-        self.occurrences()[p.occ_start as usize..p.occ_start as usize + p.count as usize]
+        let at = p.occ_start as usize;
+        self.occurrences()
+            .get(at..at.saturating_add(p.count as usize))
+            .unwrap_or_default()
             .iter()
-            .map(move |&o| &subs[o as usize])
+            .filter_map(move |&o| subs.get(o as usize))
     }
 
     /// Clone regions, by group.
     pub fn clones(&self) -> &[CloneRec] {
-        bytemuck::cast_slice(self.raw(7))
+        bytemuck::try_cast_slice(self.raw(7)).unwrap_or_default()
+    }
+
+    fn win_by_hash(&self) -> &[[u64; 2]] {
+        bytemuck::try_cast_slice(self.raw(9)).unwrap_or_default()
+    }
+
+    /// The winnows with hash `h`.
+    pub fn winnows_with(&self, h: u64) -> impl Iterator<Item = &Winnow> {
+        let t = self.win_by_hash();
+        let lo = t.partition_point(|p| p[0] < h);
+        let wins = self.winnows();
+        t[lo..]
+            .iter()
+            .take_while(move |p| p[0] == h)
+            .filter_map(move |p| wins.get(p[1] as usize))
     }
 
     /// The indexed folder.
@@ -383,7 +446,11 @@ impl Index {
     /// Whether a fingerprint may have been seen: `false` means never, without looking at
     /// the tables.
     pub fn maybe_seen(&self, fp: u64) -> bool {
-        bloom_check(bytemuck::cast_slice(self.raw(6)), self.bloom_k, fp)
+        bloom_check(
+            bytemuck::try_cast_slice(self.raw(6)).unwrap_or_default(),
+            self.bloom_k,
+            fp,
+        )
     }
 
     /// The pattern of a fingerprint, if it is one.
@@ -422,7 +489,7 @@ pub fn bloom_build(fps: impl Iterator<Item = u64>, n: usize) -> (Vec<u64>, u32) 
 }
 
 fn bloom_check(bits: &[u64], k: u32, fp: u64) -> bool {
-    if bits.is_empty() {
+    if bits.is_empty() || k > 64 {
         return false;
     }
     let m = (bits.len() * 64) as u64;
