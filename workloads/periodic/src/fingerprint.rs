@@ -31,10 +31,12 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        // k + window - 1 = 55 tokens: a copied run that long is always seen (jscpd's
+        // default is 50 tokens), with about one k-gram in 12 kept.
         Settings {
             min_nodes: 24,
-            k: 24,
-            window: 8,
+            k: 32,
+            window: 24,
         }
     }
 }
@@ -103,26 +105,6 @@ fn mix(h: u64, x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Whether a node is read as one token: an identifier, or a literal (strings keep their
-/// quotes and escapes as children in some grammars; they are one literal here).
-fn atom(kind: &str, leaf: bool) -> Option<u64> {
-    if kind.contains("identifier") && leaf || kind == "self" || kind == "this" {
-        Some(IDENT)
-    } else if kind.contains("string")
-        || kind.contains("literal")
-        || kind.contains("char")
-        || kind.contains("number")
-        || kind == "integer"
-        || kind == "float"
-        || kind == "true"
-        || kind == "false"
-    {
-        Some(LITERAL)
-    } else {
-        None
-    }
-}
-
 struct Frame {
     h: u64,
     size: u32,
@@ -133,25 +115,74 @@ struct Frame {
     named: bool,
 }
 
-/// A reusable parser per language (one per thread).
+/// What a node kind is to the fingerprints, decided once per grammar (by kind id) rather
+/// than by looking at names per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Comment,
+    /// An identifier when it is a leaf.
+    Ident,
+    Literal,
+    Other,
+}
+
+struct Grammar {
+    parser: tree_sitter::Parser,
+    class: Vec<Class>,
+    kind: Vec<u32>,
+}
+
+/// A reusable parser per language (one per thread), with its kind tables.
 #[derive(Default)]
 pub struct Parsers {
-    parsers: Vec<Option<tree_sitter::Parser>>,
+    grammars: Vec<Option<Grammar>>,
 }
 
 impl Parsers {
-    fn get(&mut self, lang: Lang) -> Option<&mut tree_sitter::Parser> {
+    fn get(&mut self, lang: Lang) -> Option<&mut Grammar> {
         let ix = lang.id() as usize;
-        if self.parsers.len() <= ix {
-            self.parsers.resize_with(ix + 1, || None);
+        if self.grammars.len() <= ix {
+            self.grammars.resize_with(ix + 1, || None);
         }
-        if self.parsers[ix].is_none() {
-            let mut p = tree_sitter::Parser::new();
-            p.set_language(&lang.grammar()).ok()?;
-            self.parsers[ix] = Some(p);
+        if self.grammars[ix].is_none() {
+            let language = lang.grammar();
+            let mut parser = tree_sitter::Parser::new();
+            parser.set_language(&language).ok()?;
+            let n = language.node_kind_count();
+            let mut class = Vec::with_capacity(n);
+            let mut kind = Vec::with_capacity(n);
+            for id in 0..n as u16 {
+                let name = language.node_kind_for_id(id).unwrap_or_default();
+                class.push(if name.contains("comment") {
+                    Class::Comment
+                } else if name.contains("identifier") || name == "self" || name == "this" {
+                    Class::Ident
+                } else if is_literal(name) {
+                    Class::Literal
+                } else {
+                    Class::Other
+                });
+                kind.push(Kind::of_node(name).id());
+            }
+            self.grammars[ix] = Some(Grammar {
+                parser,
+                class,
+                kind,
+            });
         }
-        self.parsers[ix].as_mut()
+        self.grammars[ix].as_mut()
     }
+}
+
+fn is_literal(kind: &str) -> bool {
+    kind.contains("string")
+        || kind.contains("literal")
+        || kind.contains("char")
+        || kind.contains("number")
+        || kind == "integer"
+        || kind == "float"
+        || kind == "true"
+        || kind == "false"
 }
 
 /// Analyses `source` as `lang`, for file number `file`.
@@ -167,12 +198,13 @@ pub fn analyse(
             + u32::from(!source.is_empty() && !source.ends_with(b"\n")),
         ..Analysis::default()
     };
-    let Some(parser) = parsers.get(lang) else {
+    let Some(grammar) = parsers.get(lang) else {
         return out;
     };
-    let Some(tree) = parser.parse(source, None) else {
+    let Some(tree) = grammar.parser.parse(source, None) else {
         return out;
     };
+    let (class, kinds) = (&grammar.class, &grammar.kind);
     let root = tree.root_node();
     out.had_errors = root.has_error();
     let lang_salt = mix(0x5eed, u64::from(lang.id()));
@@ -184,13 +216,14 @@ pub fn analyse(
     // when the walk climbs back to it.
     loop {
         let node = cursor.node();
-        let kind = node.kind();
+        let id = node.kind_id();
         let leaf = node.child_count() == 0;
         let start_line = node.start_position().row as u32 + 1;
-        let token = if kind.contains("comment") || node.is_missing() {
+        let c = class.get(usize::from(id)).copied().unwrap_or(Class::Other);
+        let token = if c == Class::Comment || node.is_missing() {
             None
-        } else if let Some(tag) = atom(kind, leaf).filter(|_| node.is_named()) {
-            Some(mix(lang_salt, tag))
+        } else if node.is_named() && (c == Class::Literal || c == Class::Ident && leaf) {
+            Some(mix(lang_salt, if c == Class::Ident { IDENT } else { LITERAL }))
         } else if leaf {
             Some(mix(lang_salt, u64::from(node.kind_id()) << 8))
         } else {
@@ -224,7 +257,9 @@ pub fn analyse(
                 return out;
             }
             if let Some(f) = stack.pop() {
-                finish(f, cursor.node(), file, s, &mut stack, &mut out.subtrees);
+                let node = cursor.node();
+                let kind = kinds.get(usize::from(node.kind_id())).copied().unwrap_or(0);
+                finish(f, node, kind, file, s, &mut stack, &mut out.subtrees);
             }
         }
     }
@@ -234,6 +269,7 @@ pub fn analyse(
 fn finish(
     mut f: Frame,
     node: tree_sitter::Node,
+    kind: u32,
     file: u32,
     s: &Settings,
     stack: &mut [Frame],
@@ -253,7 +289,7 @@ fn finish(
             size: f.size,
             start_line: f.start_line,
             end_line: node.end_position().row as u32 + 1,
-            kind: Kind::of_node(node.kind()).id(),
+            kind,
             start_byte: f.start_byte,
         });
         f.orphans = vec![ix];
@@ -265,38 +301,112 @@ fn finish(
     }
 }
 
-/// The winnowed k-gram hashes of a token stream.
+/// The winnowed k-gram hashes of a token stream: a rolling polynomial hash per k-gram
+/// (constant work per token, whatever k), then the rightmost minimum of every window of
+/// `window` k-grams with a monotonic queue (constant work per k-gram, whatever the window).
 fn winnow(tokens: &[(u64, u32)], file: u32, s: &Settings) -> Vec<Winnow> {
+    const B: u64 = 0x0100_0000_01b3;
     let k = s.k.max(1) as usize;
     let w = s.window.max(1) as usize;
     if tokens.len() < k {
         return Vec::new();
     }
-    let grams: Vec<u64> = tokens
-        .windows(k)
-        .map(|g| g.iter().fold(0x6b67_u64, |h, t| mix(h, t.0)))
-        .collect();
+    let bk = (0..k).fold(1u64, |p, _| p.wrapping_mul(B));
+    let mut grams: Vec<u64> = Vec::with_capacity(tokens.len() - k + 1);
+    let mut h = 0u64;
+    for (i, t) in tokens.iter().enumerate() {
+        h = h.wrapping_mul(B).wrapping_add(t.0);
+        if i >= k {
+            h = h.wrapping_sub(tokens[i - k].0.wrapping_mul(bk));
+        }
+        if i + 1 >= k {
+            grams.push(mix(h, 0x6b67));
+        }
+    }
     let mut out: Vec<Winnow> = Vec::new();
     let mut last: Option<usize> = None;
-    for start in 0..grams.len().saturating_sub(w - 1).max(1) {
-        let end = (start + w).min(grams.len());
-        // The rightmost minimum of the window.
-        let mut best = start;
-        for i in start..end {
-            if grams[i] <= grams[best] {
-                best = i;
-            }
+    // Indices of k-grams whose hash is strictly less than every later one in the window.
+    let mut queue: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+    for i in 0..grams.len() {
+        while queue.back().is_some_and(|&j| grams[j] >= grams[i]) {
+            queue.pop_back();
         }
-        if last != Some(best) {
-            last = Some(best);
-            out.push(Winnow {
-                hash: grams[best],
-                file,
-                token: best as u32,
-                start_line: tokens[best].1,
-                end_line: tokens[best + k - 1].1,
-            });
+        queue.push_back(i);
+        if queue.front().is_some_and(|&j| j + w <= i) {
+            queue.pop_front();
+        }
+        // A full window ends at i (or the stream is shorter than one window).
+        if i + 1 >= w || i + 1 == grams.len() {
+            let Some(&best) = queue.front() else {
+                continue;
+            };
+            if last != Some(best) {
+                last = Some(best);
+                out.push(Winnow {
+                    hash: grams[best],
+                    file,
+                    token: best as u32,
+                    start_line: tokens[best].1,
+                    end_line: tokens[best + k - 1].1,
+                });
+            }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The straightforward definition the fast one must agree with.
+    fn winnow_slow(tokens: &[(u64, u32)], s: &Settings) -> Vec<(u64, u32)> {
+        const B: u64 = 0x0100_0000_01b3;
+        let (k, w) = (s.k as usize, s.window as usize);
+        if tokens.len() < k {
+            return Vec::new();
+        }
+        let grams: Vec<u64> = tokens
+            .windows(k)
+            .map(|g| mix(g.iter().fold(0u64, |h, t| h.wrapping_mul(B).wrapping_add(t.0)), 0x6b67))
+            .collect();
+        let mut out = Vec::new();
+        let mut last = None;
+        let windows = grams.len().saturating_sub(w - 1).max(1);
+        for start in 0..windows {
+            let end = (start + w).min(grams.len());
+            let mut best = start;
+            for i in start..end {
+                if grams[i] <= grams[best] {
+                    best = i;
+                }
+            }
+            if last != Some(best) {
+                last = Some(best);
+                out.push((grams[best], best as u32));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn rolling_winnowing_agrees_with_the_definition() {
+        let s = Settings {
+            min_nodes: 24,
+            k: 5,
+            window: 4,
+        };
+        let mut x = 7u64;
+        for len in [0, 3, 5, 6, 8, 9, 40, 500] {
+            // Few distinct tokens, so that windows hold ties.
+            let tokens: Vec<(u64, u32)> = (0..len)
+                .map(|i| {
+                    x = mix(x, 1);
+                    (x % 4, i as u32)
+                })
+                .collect();
+            let fast: Vec<(u64, u32)> = winnow(&tokens, 0, &s).iter().map(|w| (w.hash, w.token)).collect();
+            assert_eq!(fast, winnow_slow(&tokens, &s), "{len} tokens");
+        }
+    }
 }

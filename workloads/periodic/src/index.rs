@@ -29,6 +29,10 @@ pub struct Report {
     pub clones: usize,
     /// Wall time, s.
     pub seconds: f64,
+    /// Of which walking the folder and reading and parsing files, s.
+    pub parse_seconds: f64,
+    /// Of which finding patterns and clones, s.
+    pub derive_seconds: f64,
     /// Why the previous index was not used, if it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuilt_because: Option<String>,
@@ -166,6 +170,7 @@ pub fn update(
         })
         .collect();
     report.hashed = done.len();
+    report.parse_seconds = t0.elapsed().as_secs_f64();
     for (i, s, parsed) in done {
         report.parsed += usize::from(parsed);
         sources[i] = Some(s);
@@ -244,7 +249,9 @@ pub fn update(
         t.winnows.extend(wins);
     }
     drop(old);
+    let t1 = std::time::Instant::now();
     derive(&mut t);
+    report.derive_seconds = t1.elapsed().as_secs_f64();
     report.patterns = t.patterns.iter().filter(|p| p.subsumed == 0).count();
     report.clones = t.clones.last().map_or(0, |c| c.group as usize + 1);
     store::write(index_path, &t)?;
@@ -271,45 +278,45 @@ fn summary_of(i: &Index) -> (usize, usize) {
 
 /// Patterns, the Bloom filter and clone groups, from the files' subtrees and winnows.
 fn derive(t: &mut Tables) {
-    // Patterns: fingerprints kept twice or more.
-    let mut by_fp: HashMap<u64, Vec<u64>> = HashMap::new();
-    for (i, s) in t.subtrees.iter().enumerate() {
-        by_fp.entry(s.fp).or_default().push(i as u64);
-    }
+    // Patterns: fingerprints kept twice or more (grouped by sorting, not hashing: one
+    // flat vector instead of a map of vectors).
+    let mut by_fp: Vec<(u64, u32)> = t
+        .subtrees
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.fp, i as u32))
+        .collect();
+    by_fp.sort_unstable();
     let (bits, k) = store::bloom_build(t.subtrees.iter().map(|s| s.fp), t.subtrees.len());
     t.bloom = bits;
     t.bloom_k = k;
-    let mut fps: Vec<u64> = by_fp
-        .iter()
-        .filter(|(_, v)| v.len() >= 2)
-        .map(|(fp, _)| *fp)
-        .collect();
-    fps.sort_unstable();
-    let count_of = |fp: u64| by_fp.get(&fp).map_or(0, Vec::len);
-    for fp in fps {
-        let occ = &by_fp[&fp];
-        let first = t.subtrees[occ[0] as usize];
+    let count_of = |fp: u64| {
+        let lo = by_fp.partition_point(|x| x.0 < fp);
+        by_fp[lo..].iter().take_while(|x| x.0 == fp).count()
+    };
+    for run in by_fp.chunk_by(|a, b| a.0 == b.0).filter(|r| r.len() >= 2) {
+        let fp = run[0].0;
+        let first = t.subtrees[run[0].1 as usize];
         // Folded into a bigger pattern when every occurrence has the same kept parent and
         // that parent is seen as often.
         let parent = first.parent;
         let subsumed = parent != 0
-            && occ.iter().all(|&o| t.subtrees[o as usize].parent == parent)
-            && count_of(parent) == occ.len();
-        let mut files: Vec<u32> = occ.iter().map(|&o| t.subtrees[o as usize].file).collect();
-        files.dedup();
+            && run.iter().all(|&(_, o)| t.subtrees[o as usize].parent == parent)
+            && count_of(parent) == run.len();
+        let mut files: Vec<u32> = run.iter().map(|&(_, o)| t.subtrees[o as usize].file).collect();
         files.sort_unstable();
         files.dedup();
         t.patterns.push(PatternRec {
             fp,
             occ_start: t.occurrences.len() as u64,
-            count: occ.len() as u32,
+            count: run.len() as u32,
             size: first.size,
             kind: first.kind,
             lines: first.end_line - first.start_line + 1,
             subsumed: u32::from(subsumed),
             files: files.len() as u32,
         });
-        t.occurrences.extend_from_slice(occ);
+        t.occurrences.extend(run.iter().map(|&(_, o)| u64::from(o)));
     }
     t.clones = crate::clones::groups(&t.winnows, &t.settings);
     t.win_by_hash = t

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# periodic beside ast-grep, jscpd and semgrep on one reproducible corpus: the Rust sources
+# (*.rs only) of every crate this repository's Cargo.lock pins (`cargo vendor`). Prints
+# Markdown rows for BENCHMARKS.md: wall time, files/s and peak RSS of each, then periodic's
+# match latency and its memory per 1,000 patterns.
+#
+#   bash bench/periodic.sh            # peers are used when on PATH (or PEERS_VENV/bin):
+#     npm install -g jscpd; python3 -m venv /opt/peers-venv &&
+#     /opt/peers-venv/bin/pip install semgrep ast-grep-cli
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build -q --release -p periodic
+periodic=$PWD/target/release/periodic
+venv=${PEERS_VENV:-/opt/peers-venv}
+[ -d "$venv/bin" ] && export PATH="$PATH:$venv/bin"
+corpus=${CORPUS:-$PWD/target/bench-corpus}
+if [ ! -d "$corpus" ]; then
+  vendor=$(mktemp -d)
+  cargo vendor -q --versioned-dirs "$vendor" >/dev/null
+  (cd "$vendor" && find . -name '*.rs' -print0 | rsync -a --files-from=- --from0 ./ "$corpus/")
+  rm -rf "$vendor"
+fi
+files=$(find "$corpus" -name '*.rs' | wc -l)
+mb=$(du -sm --apparent-size "$corpus" | cut -f1)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "corpus: $files .rs files, $mb MB ($corpus)"
+echo
+
+# wall seconds and peak RSS (MiB) of a command: "S MIB"
+measure() {
+  /usr/bin/time -f "%e %M" -o "$work/t" "$@" >"$work/out" 2>"$work/err" || true
+  awk '{ printf "%.2f %.0f", $1, $2 / 1024 }' "$work/t"
+}
+row() { # name, "S MIB", files
+  local s=${2% *} m=${2#* }
+  awk -v n="$1" -v s="$s" -v m="$m" -v f="$3" \
+    'BEGIN { printf "| %s | %.2f s | %.0f files/s | %d MiB |\n", n, s, (s > 0 ? f / s : 0), m }'
+}
+
+echo "| tool | wall | rate | peak RSS |"
+echo "|---|---:|---:|---:|"
+idx="$work/index"
+row "periodic index (cold)" "$(measure "$periodic" index "$corpus" --index "$idx" --json)" "$files"
+cp "$work/out" "$work/cold.json"
+row "periodic index (nothing changed)" "$(measure "$periodic" index "$corpus" --index "$idx" --json)" "$files"
+edit=$(find "$corpus" -name '*.rs' | sort | sed -n 100p)
+cp "$edit" "$work/edit.bak"
+printf '\nfn periodic_bench_edit(a: u32, b: u32) -> u32 {\n    let c = a.wrapping_mul(31) ^ b;\n    if c > 7 { c - 7 } else { c + a }\n}\n' >>"$edit"
+row "periodic index (one file edited)" "$(measure "$periodic" index "$corpus" --index "$idx" --json)" "$files"
+cp "$work/edit.bak" "$edit"
+"$periodic" index "$corpus" --index "$idx" >/dev/null
+if command -v ast-grep >/dev/null; then
+  row "ast-grep run -p 'fn \$F(\$\$\$A) { \$\$\$B }'" \
+    "$(measure ast-grep run --lang rust -p 'fn $F($$$A) { $$$B }' "$corpus")" "$files"
+fi
+if command -v jscpd >/dev/null; then
+  row "jscpd (clones, min 5 lines / 50 tokens)" \
+    "$(measure jscpd --silent --min-lines 5 --min-tokens 50 --format rust --reporters json --output "$work/jscpd" "$corpus")" "$files"
+fi
+if command -v semgrep >/dev/null; then
+  cat >"$work/rule.yml" <<'EOF'
+rules:
+  - id: unsafe-block
+    languages: [rust]
+    severity: INFO
+    message: unsafe block
+    pattern: "unsafe { ... }"
+EOF
+  row "semgrep (one rule)" \
+    "$(measure semgrep --config "$work/rule.yml" --metrics off --quiet --jobs 2 "$corpus")" "$files"
+fi
+echo
+echo "periodic's figures: $(cat "$work/cold.json")"
+
+# Match latency: 200 places that are patterns, each a whole `periodic match` process; the
+# reply's own "ms" is the time inside it (index open, parse of the probe's file, lookups).
+"$periodic" patterns --index "$idx" --json --limit 200 |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    p = json.loads(line)
+    l = p["locations"][0]
+    print(f"{l[\"file\"]}:{l[\"start_line\"]}")' >"$work/places"
+: >"$work/ms"
+while read -r place; do
+  "$periodic" match --index "$idx" --json "$place" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["ms"])' >>"$work/ms" 2>/dev/null || true
+done <"$work/places"
+sort -n "$work/ms" | awk '{ a[NR] = $1 } END {
+  printf "match (in process): p50 %.2f ms, p99 %.2f ms over %d places\n", a[int(NR * 0.5)], a[int(NR * 0.99)], NR }'
+m=$(measure "$periodic" match --index "$idx" "$(head -1 "$work/places")")
+echo "match (whole process): ${m% *} s, peak RSS ${m#* } MiB"
+patterns=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["patterns"])' "$work/cold.json")
+q=$(measure "$periodic" patterns --index "$idx" --limit 0 --json)
+awk -v p="$patterns" -v m="${q#* }" -v size="$(du -m "$idx" | cut -f1)" 'BEGIN {
+  printf "patterns: %d; index %d MB; listing every pattern peaks at %d MiB = %.2f MiB per 1,000 patterns\n", p, size, m, m / (p / 1000) }'
