@@ -276,8 +276,29 @@ fn summary_of(i: &Index) -> (usize, usize) {
     )
 }
 
-/// Patterns, the Bloom filter and clone groups, from the files' subtrees and winnows.
+/// Patterns, the Bloom filter and clone groups, from the files' subtrees and winnows (the
+/// clone groups on one core while the patterns are found on the other).
 fn derive(t: &mut Tables) {
+    let (winnows, settings) = (std::mem::take(&mut t.winnows), t.settings);
+    let ((), (clones, win_by_hash, winnows)) = rayon::join(
+        || derive_patterns(t),
+        || {
+            let clones = crate::clones::groups(&winnows, &settings);
+            let mut by_hash: Vec<[u64; 2]> = winnows
+                .iter()
+                .enumerate()
+                .map(|(i, w)| [w.hash, i as u64])
+                .collect();
+            by_hash.sort_unstable();
+            (clones, by_hash, winnows)
+        },
+    );
+    t.clones = clones;
+    t.win_by_hash = win_by_hash;
+    t.winnows = winnows;
+}
+
+fn derive_patterns(t: &mut Tables) {
     // Patterns: fingerprints kept twice or more (grouped by sorting, not hashing: one
     // flat vector instead of a map of vectors).
     let mut by_fp: Vec<(u64, u32)> = t
@@ -318,12 +339,4 @@ fn derive(t: &mut Tables) {
         });
         t.occurrences.extend(run.iter().map(|&(_, o)| u64::from(o)));
     }
-    t.clones = crate::clones::groups(&t.winnows, &t.settings);
-    t.win_by_hash = t
-        .winnows
-        .iter()
-        .enumerate()
-        .map(|(i, w)| [w.hash, i as u64])
-        .collect();
-    t.win_by_hash.sort_unstable();
 }

@@ -194,7 +194,8 @@ pub fn write(path: &Path, t: &Tables) -> std::io::Result<()> {
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(&header)?;
     f.write_all(&body)?;
-    f.sync_all()?;
+    // No fsync: the index is derived from the sources, and one torn by a crash fails its
+    // checksum at the next `periodic index`, which rebuilds it.
     drop(f);
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
