@@ -29,11 +29,15 @@ echo
 
 # wall seconds and peak RSS (MiB) of a command: "S MIB"
 measure() {
-  /usr/bin/time -f "%e %M" -o "$work/t" "$@" >"$work/out" 2>"$work/err" || true
-  awk '{ printf "%.2f %.0f", $1, $2 / 1024 }' "$work/t"
+  /usr/bin/time -f "%e %M %x" -o "$work/t" "$@" >"$work/out" 2>"$work/err" || true
+  awk '{ printf "%.2f %.0f %d", $1, $2 / 1024, $3 }' "$work/t" 2>/dev/null | tail -1
 }
-row() { # name, "S MIB", files
-  local s=${2% *} m=${2#* }
+row() { # name, "S MIB EXIT", files
+  read -r s m code <<<"$2"
+  if [ "${code:-1}" != 0 ] && [ "${code:-1}" != 1 ]; then
+    echo "| $1 | failed (exit ${code:-?}: $(head -c 200 "$work/err" | tr '\n' ' ')) | | |"
+    return
+  fi
   awk -v n="$1" -v s="$s" -v m="$m" -v f="$3" \
     'BEGIN { printf "| %s | %.2f s | %.0f files/s | %d MiB |\n", n, s, (s > 0 ? f / s : 0), m }'
 }
@@ -89,9 +93,9 @@ while read -r place; do
 done <"$work/places"
 sort -n "$work/ms" | awk '{ a[NR] = $1 } END {
   printf "match (in process): p50 %.2f ms, p99 %.2f ms over %d places\n", a[int(NR * 0.5)], a[int(NR * 0.99)], NR }'
-m=$(measure "$periodic" match --index "$idx" "$(head -1 "$work/places")")
-echo "match (whole process): ${m% *} s, peak RSS ${m#* } MiB"
+read -r ms_s ms_m _ <<<"$(measure "$periodic" match --index "$idx" "$(head -1 "$work/places")")"
+echo "match (whole process): $ms_s s, peak RSS $ms_m MiB"
 patterns=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["patterns"])' "$work/cold.json")
-q=$(measure "$periodic" patterns --index "$idx" --limit 0 --json)
-awk -v p="$patterns" -v m="${q#* }" -v size="$(du -m "$idx" | cut -f1)" 'BEGIN {
+read -r _ q_m _ <<<"$(measure "$periodic" patterns --index "$idx" --limit 0 --json)"
+awk -v p="$patterns" -v m="$q_m" -v size="$(du -m "$idx" | cut -f1)" 'BEGIN {
   printf "patterns: %d; index %d MB; listing every pattern peaks at %d MiB = %.2f MiB per 1,000 patterns\n", p, size, m, m / (p / 1000) }'

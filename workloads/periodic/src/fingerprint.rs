@@ -90,6 +90,8 @@ pub struct Analysis {
     pub lines: u32,
     /// Whether the parser had to recover from syntax errors.
     pub had_errors: bool,
+    /// The modules its import statements name ([`crate::deps::modules_of`]).
+    pub imports: Vec<String>,
 }
 
 const IDENT: u64 = 0x1d;
@@ -130,6 +132,18 @@ struct Grammar {
     parser: tree_sitter::Parser,
     class: Vec<Class>,
     kind: Vec<u32>,
+    import: Vec<bool>,
+}
+
+fn is_import(lang: Lang, kind: &str) -> bool {
+    match lang {
+        Lang::Rust => matches!(kind, "use_declaration" | "mod_item"),
+        Lang::Python => matches!(kind, "import_statement" | "import_from_statement"),
+        Lang::JavaScript | Lang::TypeScript | Lang::Tsx => {
+            matches!(kind, "import_statement" | "export_statement")
+        }
+        Lang::Go => kind == "import_spec",
+    }
 }
 
 /// A reusable parser per language (one per thread), with its kind tables.
@@ -151,6 +165,7 @@ impl Parsers {
             let n = language.node_kind_count();
             let mut class = Vec::with_capacity(n);
             let mut kind = Vec::with_capacity(n);
+            let mut import = Vec::with_capacity(n);
             for id in 0..n as u16 {
                 let name = language.node_kind_for_id(id).unwrap_or_default();
                 class.push(if name.contains("comment") {
@@ -163,11 +178,13 @@ impl Parsers {
                     Class::Other
                 });
                 kind.push(Kind::of_node(name).id());
+                import.push(is_import(lang, name));
             }
             self.grammars[ix] = Some(Grammar {
                 parser,
                 class,
                 kind,
+                import,
             });
         }
         self.grammars[ix].as_mut()
@@ -204,7 +221,7 @@ pub fn analyse(
     let Some(tree) = grammar.parser.parse(source, None) else {
         return out;
     };
-    let (class, kinds) = (&grammar.class, &grammar.kind);
+    let (class, kinds, imports) = (&grammar.class, &grammar.kind, &grammar.import);
     let root = tree.root_node();
     out.had_errors = root.has_error();
     let lang_salt = mix(0x5eed, u64::from(lang.id()));
@@ -223,10 +240,23 @@ pub fn analyse(
         let token = if c == Class::Comment || node.is_missing() {
             None
         } else if node.is_named() && (c == Class::Literal || c == Class::Ident && leaf) {
-            Some(mix(lang_salt, if c == Class::Ident { IDENT } else { LITERAL }))
+            Some(mix(
+                lang_salt,
+                if c == Class::Ident { IDENT } else { LITERAL },
+            ))
         } else if leaf {
             Some(mix(lang_salt, u64::from(node.kind_id()) << 8))
         } else {
+            if imports.get(usize::from(id)).copied().unwrap_or(false) {
+                let text = source
+                    .get(node.start_byte()..node.end_byte())
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .unwrap_or_default();
+                let js = matches!(lang, Lang::JavaScript | Lang::TypeScript | Lang::Tsx);
+                if !js || text.starts_with("import") || text.contains(" from ") {
+                    out.imports.extend(crate::deps::modules_of(lang, text));
+                }
+            }
             stack.push(Frame {
                 h: mix(lang_salt, u64::from(node.kind_id())),
                 size: 1,
@@ -368,7 +398,13 @@ mod tests {
         }
         let grams: Vec<u64> = tokens
             .windows(k)
-            .map(|g| mix(g.iter().fold(0u64, |h, t| h.wrapping_mul(B).wrapping_add(t.0)), 0x6b67))
+            .map(|g| {
+                mix(
+                    g.iter()
+                        .fold(0u64, |h, t| h.wrapping_mul(B).wrapping_add(t.0)),
+                    0x6b67,
+                )
+            })
             .collect();
         let mut out = Vec::new();
         let mut last = None;
@@ -405,7 +441,10 @@ mod tests {
                     (x % 4, i as u32)
                 })
                 .collect();
-            let fast: Vec<(u64, u32)> = winnow(&tokens, 0, &s).iter().map(|w| (w.hash, w.token)).collect();
+            let fast: Vec<(u64, u32)> = winnow(&tokens, 0, &s)
+                .iter()
+                .map(|w| (w.hash, w.token))
+                .collect();
             assert_eq!(fast, winnow_slow(&tokens, &s), "{len} tokens");
         }
     }

@@ -200,6 +200,12 @@ pub fn update(
         return Ok(report);
     }
     // Assemble the new tables.
+    let mut old_imports: HashMap<u32, Vec<String>> = HashMap::new();
+    if let Some(o) = old.as_ref() {
+        for (f, m) in o.imports() {
+            old_imports.entry(f).or_default().push(m.to_string());
+        }
+    }
     let mut t = Tables {
         settings,
         root: dir.to_string_lossy().into_owned(),
@@ -207,29 +213,39 @@ pub fn update(
     };
     for (i, (f, s)) in found.iter().zip(sources).enumerate() {
         let file = i as u32;
-        let (subs, wins, lines, errors, hash): (Vec<Subtree>, Vec<Winnow>, u32, bool, [u8; 16]) =
-            match s {
-                Some(Source::Kept(n)) => {
-                    let Some(o) = old.as_ref() else { continue };
-                    let r = &o.files()[n];
-                    let subs = o
-                        .subtrees_of(r)
-                        .iter()
-                        .map(|s| Subtree { file, ..*s })
-                        .collect();
-                    let wins = o
-                        .winnows_of(r)
-                        .iter()
-                        .map(|w| Winnow { file, ..*w })
-                        .collect();
-                    (subs, wins, r.lines, r.had_errors != 0, r.hash)
-                }
-                Some(Source::New(b)) => {
-                    let (a, hash) = *b;
-                    (a.subtrees, a.winnows, a.lines, a.had_errors, hash)
-                }
-                None => continue,
-            };
+        let (subs, wins, lines, errors, hash, imports): Kept = match s {
+            Some(Source::Kept(n)) => {
+                let Some(o) = old.as_ref() else { continue };
+                let r = &o.files()[n];
+                let subs = o
+                    .subtrees_of(r)
+                    .iter()
+                    .map(|s| Subtree { file, ..*s })
+                    .collect();
+                let wins = o
+                    .winnows_of(r)
+                    .iter()
+                    .map(|w| Winnow { file, ..*w })
+                    .collect();
+                let imports = old_imports.remove(&(n as u32)).unwrap_or_default();
+                (subs, wins, r.lines, r.had_errors != 0, r.hash, imports)
+            }
+            Some(Source::New(b)) => {
+                let (a, hash) = *b;
+                (
+                    a.subtrees,
+                    a.winnows,
+                    a.lines,
+                    a.had_errors,
+                    hash,
+                    a.imports,
+                )
+            }
+            None => continue,
+        };
+        for m in imports {
+            t.imports.push_str(&format!("{file}\t{m}\n"));
+        }
         t.files.push(FileRec {
             path_off: t.paths.len() as u64,
             size: f.size,
@@ -259,6 +275,9 @@ pub fn update(
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }
+
+/// A file's records, kept or new: subtrees, winnows, lines, errors, hash, imports.
+type Kept = (Vec<Subtree>, Vec<Winnow>, u32, bool, [u8; 16], Vec<String>);
 
 /// Progress of an update.
 #[derive(Debug, Clone, Copy)]
@@ -322,9 +341,14 @@ fn derive_patterns(t: &mut Tables) {
         // that parent is seen as often.
         let parent = first.parent;
         let subsumed = parent != 0
-            && run.iter().all(|&(_, o)| t.subtrees[o as usize].parent == parent)
+            && run
+                .iter()
+                .all(|&(_, o)| t.subtrees[o as usize].parent == parent)
             && count_of(parent) == run.len();
-        let mut files: Vec<u32> = run.iter().map(|&(_, o)| t.subtrees[o as usize].file).collect();
+        let mut files: Vec<u32> = run
+            .iter()
+            .map(|&(_, o)| t.subtrees[o as usize].file)
+            .collect();
         files.sort_unstable();
         files.dedup();
         t.patterns.push(PatternRec {

@@ -6,17 +6,21 @@
 //!
 //! - [`lang`]: languages by extension, their grammars, the kinds of patterns.
 //! - [`fingerprint`]: one file's subtree fingerprints and winnowed token hashes.
+//! - [`deps`]: the import graph, resolved to files.
 //! - [`clones`]: clone groups from shared token hashes.
 //! - [`index`]: walking a folder, keeping what did not change, parsing the rest in parallel.
 //! - [`query`]: `periodic match`, by fingerprint and by shared token hashes.
+//! - [`watch`]: the index kept in memory and current as files change.
 //! - [`store`]: the memory-mapped, versioned, checksummed index file.
 
 pub mod clones;
+pub mod deps;
 pub mod fingerprint;
 pub mod index;
 pub mod lang;
 pub mod query;
 pub mod store;
+pub mod watch;
 
 pub use fingerprint::Settings;
 pub use lang::{Kind, Lang};

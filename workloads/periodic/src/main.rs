@@ -73,6 +73,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep DIR's index current as files change, printing what each edit changed.
+    Watch {
+        /// The folder to watch.
+        dir: PathBuf,
+        /// The index file (default DIR/.periodic/index).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// One JSON object per line: `{"watching": DIR}`, then one per change.
+        #[arg(long)]
+        json: bool,
+    },
     /// Clone groups: places that are copies of each other (names and constants aside).
     Clones {
         /// The index file, or the folder it indexes (default: the current folder).
@@ -363,6 +374,54 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             Ok(())
+        }
+        Command::Watch { dir, index, json } => {
+            if !dir.is_dir() {
+                return Err((2, format!("{} is not a folder", dir.display())));
+            }
+            let path = index.unwrap_or_else(|| index::default_path(&dir));
+            let mut report = |e: periodic::watch::Event| {
+                use periodic::watch::Event;
+                use std::io::Write as _;
+                let line = match (e, json) {
+                    (Event::Watching, true) => serde_json::json!({"watching": dir}).to_string(),
+                    (Event::Watching, false) => {
+                        format!("watching {} (Ctrl-C to stop)", dir.display())
+                    }
+                    (Event::Written { ms }, true) => {
+                        serde_json::json!({"written": path, "ms": ms}).to_string()
+                    }
+                    (Event::Written { ms }, false) => {
+                        format!("index written ({ms:.0} ms)")
+                    }
+                    (Event::Change(c), true) => serde_json::to_string(c).unwrap_or_default(),
+                    (Event::Change(c), false) => format!(
+                        "{} {} in {:.1} ms: patterns +{} -{} ~{} (now {}), shares code with {} files, {} dependents{}",
+                        c.file,
+                        c.what,
+                        c.ms,
+                        c.patterns_added,
+                        c.patterns_removed,
+                        c.patterns_changed,
+                        c.patterns,
+                        c.clones_with.len(),
+                        c.dependents.len(),
+                        if c.dependents.is_empty() { String::new() } else { format!(" ({})", c.dependents.join(", ")) }
+                    ),
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            };
+            periodic::watch::run(
+                &dir,
+                &path,
+                Settings::default(),
+                std::time::Duration::from_secs(1),
+                &mut report,
+                &|| false,
+            )
+            .map_err(|e| (1, e))
         }
         Command::Clones {
             index,

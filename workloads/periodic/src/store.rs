@@ -22,6 +22,7 @@
 //! | clones | [`CloneRec`] per region of a clone group, by group |
 //! | root | the indexed folder's path |
 //! | winnow lookup | (hash, winnow index) pairs sorted by hash, for [`Index::winnows_with`] |
+//! | imports | one line per import: the file's index, a tab, the module it names |
 //!
 //! Opening checks the header and that every section lies inside the file (a truncated file
 //! is refused) in constant time; [`Check::Full`] also verifies the checksum and every
@@ -40,7 +41,7 @@ use std::path::{Path, PathBuf};
 pub const VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"PERIODIC";
 const HEADER: usize = 256;
-const SECTIONS: usize = 10;
+const SECTIONS: usize = 11;
 
 /// A file of the index.
 #[repr(C)]
@@ -136,6 +137,8 @@ pub struct Tables {
     pub root: String,
     /// (hash, winnow index), sorted.
     pub win_by_hash: Vec<[u64; 2]>,
+    /// `file\tmodule\n` lines.
+    pub imports: String,
 }
 
 /// How much [`Index::open`] checks.
@@ -168,6 +171,7 @@ pub fn write(path: &Path, t: &Tables) -> std::io::Result<()> {
         bytemuck::cast_slice(&t.clones),
         t.root.as_bytes(),
         bytemuck::cast_slice(&t.win_by_hash),
+        t.imports.as_bytes(),
     ];
     for (i, bytes) in sections.iter().enumerate() {
         pad8(&mut body);
@@ -311,7 +315,10 @@ impl Index {
         if check == Check::Quick {
             return Ok(idx);
         }
-        if std::str::from_utf8(idx.raw(1)).is_err() || std::str::from_utf8(idx.raw(8)).is_err() {
+        if std::str::from_utf8(idx.raw(1)).is_err()
+            || std::str::from_utf8(idx.raw(8)).is_err()
+            || std::str::from_utf8(idx.raw(10)).is_err()
+        {
             return Err(corrupt("a path is not text"));
         }
         // Every reference between tables must land inside its table.
@@ -437,6 +444,17 @@ impl Index {
             .iter()
             .take_while(move |p| p[0] == h)
             .filter_map(move |p| wins.get(p[1] as usize))
+    }
+
+    /// Every import: (file index, module named).
+    pub fn imports(&self) -> impl Iterator<Item = (u32, &str)> {
+        std::str::from_utf8(self.raw(10))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (f, m) = l.split_once('\t')?;
+                Some((f.parse().ok()?, m))
+            })
     }
 
     /// The indexed folder.
