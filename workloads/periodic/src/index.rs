@@ -45,12 +45,18 @@ pub fn default_path(dir: &Path) -> PathBuf {
     dir.join(".periodic").join("index")
 }
 
-struct Found {
-    rel: String,
-    abs: PathBuf,
-    lang: Lang,
-    size: u64,
-    mtime_ns: u64,
+/// A source file found by [`walk`].
+pub struct Found {
+    /// Its path relative to the folder, with `/`.
+    pub rel: String,
+    /// Its path.
+    pub abs: PathBuf,
+    /// Its language.
+    pub lang: Lang,
+    /// Its size.
+    pub size: u64,
+    /// Its modification time, ns.
+    pub mtime_ns: u64,
 }
 
 /// One file of the new index: kept from the old one, or analysed now.
@@ -59,7 +65,10 @@ enum Source {
     New(Box<(Analysis, [u8; 16])>),
 }
 
-fn walk(dir: &Path, index_path: &Path) -> Vec<Found> {
+/// The source files of `dir` (`.gitignore`d and hidden ones left out, and anything under
+/// `skip`), sorted by path.
+pub fn walk(dir: &Path, skip: &Path) -> Vec<Found> {
+    let index_path = skip;
     let mut out = Vec::new();
     let walker = ignore::WalkBuilder::new(dir)
         .hidden(true)

@@ -11,6 +11,8 @@
 //! - [`index`]: walking a folder, keeping what did not change, parsing the rest in parallel.
 //! - [`query`]: `periodic match`, by fingerprint and by shared token hashes.
 //! - [`watch`]: the index kept in memory and current as files change.
+//! - [`push`]: `periodic push`, a repository's changes sent to a server.
+//! - [`serve`]: `periodic serve`, the team's sharded index fed by Weir jobs.
 //! - [`store`]: the memory-mapped, versioned, checksummed index file.
 
 pub mod clones;
@@ -18,7 +20,9 @@ pub mod deps;
 pub mod fingerprint;
 pub mod index;
 pub mod lang;
+pub mod push;
 pub mod query;
+pub mod serve;
 pub mod store;
 pub mod watch;
 

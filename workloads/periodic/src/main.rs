@@ -73,6 +73,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve a team's index: files pushed by `periodic push`, indexed on a Weir worker pool
+    /// into sharded indexes, queried over HTTP.
+    Serve(periodic::serve::ServeConfig),
+    /// Send DIR's new, changed and deleted files to a `periodic serve`.
+    Push {
+        /// The folder (the repository root).
+        dir: PathBuf,
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:7480")]
+        server: String,
+        /// Files per request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Wait until the server has indexed everything pushed.
+        #[arg(long)]
+        wait: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Keep DIR's index current as files change, printing what each edit changed.
     Watch {
         /// The folder to watch.
@@ -372,6 +392,48 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         }
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Serve(cfg) => {
+            let rt = tokio::runtime::Runtime::new()
+                .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
+            rt.block_on(async {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let on_signal = stop.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    on_signal.cancel();
+                });
+                periodic::serve::run(cfg, stop).await.map_err(|e| (1, e))
+            })
+        }
+        Command::Push {
+            dir,
+            server,
+            batch,
+            wait,
+            json,
+        } => {
+            if !dir.is_dir() {
+                return Err((2, format!("{} is not a folder", dir.display())));
+            }
+            let rt = tokio::runtime::Runtime::new()
+                .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
+            let r = rt
+                .block_on(periodic::push::push(&dir, &server, batch.max(1), wait))
+                .map_err(|e| (1, e))?;
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "{} files: {} sent, {} deleted, {} unchanged{}",
+                    r.files,
+                    r.sent,
+                    r.deleted,
+                    r.unchanged,
+                    if wait { " — indexed" } else { "" }
+                );
             }
             Ok(())
         }
