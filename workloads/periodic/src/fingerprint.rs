@@ -234,19 +234,15 @@ pub fn analyse(
     loop {
         let node = cursor.node();
         let id = node.kind_id();
-        let leaf = node.child_count() == 0;
+        let named = node.is_named();
         let start_line = node.start_position().row as u32 + 1;
         let c = class.get(usize::from(id)).copied().unwrap_or(Class::Other);
-        let token = if c == Class::Comment || node.is_missing() {
+        // (Whether a node has children is learnt by trying to enter it: one call, not two.)
+        let token = if c == Class::Comment {
             None
-        } else if node.is_named() && (c == Class::Literal || c == Class::Ident && leaf) {
-            Some(mix(
-                lang_salt,
-                if c == Class::Ident { IDENT } else { LITERAL },
-            ))
-        } else if leaf {
-            Some(mix(lang_salt, u64::from(node.kind_id()) << 8))
-        } else {
+        } else if named && c == Class::Literal {
+            Some(mix(lang_salt, LITERAL))
+        } else if cursor.goto_first_child() {
             if imports.get(usize::from(id)).copied().unwrap_or(false) {
                 let text = source
                     .get(node.start_byte()..node.end_byte())
@@ -258,17 +254,20 @@ pub fn analyse(
                 }
             }
             stack.push(Frame {
-                h: mix(lang_salt, u64::from(node.kind_id())),
+                h: mix(lang_salt, u64::from(id)),
                 size: 1,
                 start_line,
                 start_byte: node.start_byte() as u32,
                 orphans: Vec::new(),
-                named: node.is_named(),
+                named,
             });
-            if cursor.goto_first_child() {
-                continue;
-            }
+            continue;
+        } else if node.is_missing() {
             None
+        } else if named && c == Class::Ident {
+            Some(mix(lang_salt, IDENT))
+        } else {
+            Some(mix(lang_salt, u64::from(id) << 8))
         };
         if let Some(h) = token {
             tokens.push((h, start_line));

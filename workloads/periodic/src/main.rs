@@ -147,6 +147,8 @@ fn use_mimalloc_for_parsers() {
 
 fn main() -> ExitCode {
     use_mimalloc_for_parsers();
+    // `periodic patterns | head` ends quietly, as other Unix tools do.
+    sigpipe::reset();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
