@@ -7,7 +7,7 @@
 #   bash bench/periodic.sh            # peers are used when on PATH (or PEERS_VENV/bin):
 #     npm install -g jscpd; python3 -m venv /opt/peers-venv &&
 #     /opt/peers-venv/bin/pip install semgrep ast-grep-cli
-#   SKIP_JSCPD=1 leaves jscpd out (on 12,000 files it runs for minutes and can exhaust
+#   ONLY_PERIODIC=1 leaves every peer out; SKIP_JSCPD=1 leaves jscpd out (on 12,000 files it runs for minutes and can exhaust
 #   Node's heap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,15 +56,15 @@ printf '\nfn periodic_bench_edit(a: u32, b: u32) -> u32 {\n    let c = a.wrappin
 row "periodic index (one file edited)" "$(measure "$periodic" index "$corpus" --index "$idx" --json)" "$files"
 cp "$work/edit.bak" "$edit"
 "$periodic" index "$corpus" --index "$idx" >/dev/null
-if command -v ast-grep >/dev/null; then
+if command -v ast-grep >/dev/null && [ -z "${ONLY_PERIODIC:-}" ]; then
   row "ast-grep run -p 'fn \$F(\$\$\$A) { \$\$\$B }'" \
     "$(measure ast-grep run --lang rust -p 'fn $F($$$A) { $$$B }' "$corpus")" "$files"
 fi
-if command -v jscpd >/dev/null && [ -z "${SKIP_JSCPD:-}" ]; then
+if command -v jscpd >/dev/null && [ -z "${SKIP_JSCPD:-}${ONLY_PERIODIC:-}" ]; then
   row "jscpd (clones, min 5 lines / 50 tokens)" \
     "$(measure jscpd --silent --min-lines 5 --min-tokens 50 --format rust --reporters json --output "$work/jscpd" "$corpus")" "$files"
 fi
-if command -v semgrep >/dev/null; then
+if command -v semgrep >/dev/null && [ -z "${ONLY_PERIODIC:-}" ]; then
   cat >"$work/rule.yml" <<'EOF'
 rules:
   - id: unsafe-block

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 /// A hash kept in more places than this is boilerplate (license headers, imports), not a
 /// clone.
-const MAX_PLACES: usize = 48;
+pub const MAX_PLACES: usize = 48;
 /// Shortest region kept, lines, as jscpd's default (`periodic clones --min-lines` can ask
 /// for longer ones). Shorter shared runs are mostly boilerplate, and would chain unrelated
 /// copies into one group.

@@ -217,7 +217,11 @@ pub fn update(
     }
     let mut t = Tables {
         settings,
-        root: dir.to_string_lossy().into_owned(),
+        root: dir
+            .canonicalize()
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .to_string_lossy()
+            .into_owned(),
         ..Tables::default()
     };
     for (i, (f, s)) in found.iter().zip(sources).enumerate() {

@@ -65,8 +65,51 @@ fn pick(subtrees: &[Subtree], line: u32) -> Option<Subtree> {
         .copied()
 }
 
-/// The probe at `line` of the file at `path`.
+/// The probe at `line` of a file the index holds as it is now (same size and modification
+/// time): read from the index, without parsing the file again.
+fn probe_indexed(path: &Path, line: u32, idx: &Index) -> Option<Probe> {
+    let root = Path::new(idx.root()).canonicalize().ok()?;
+    let abs = path.canonicalize().ok()?;
+    let rel = abs
+        .strip_prefix(&root)
+        .ok()?
+        .to_string_lossy()
+        .replace('\\', "/");
+    let files = idx.files();
+    let i = files
+        .binary_search_by(|f| idx.path_of(f).cmp(rel.as_str()))
+        .ok()?;
+    let f = &files[i];
+    let meta = std::fs::metadata(&abs).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as u64;
+    if meta.len() != f.size || mtime != f.mtime_ns {
+        return None;
+    }
+    let subtree = pick(idx.subtrees_of(f), line)?;
+    let hashes = idx
+        .winnows_of(f)
+        .iter()
+        .filter(|w| w.start_line >= subtree.start_line && w.end_line <= subtree.end_line)
+        .map(|w| w.hash)
+        .collect();
+    Some(Probe {
+        subtree,
+        hashes,
+        lang: Lang::from_id(f.lang)?,
+    })
+}
+
+/// The probe at `line` of the file at `path`: from the index when it holds the file as it
+/// is, else by parsing the file.
 pub fn probe_file(path: &Path, line: u32, idx: &Index) -> Result<Probe, ProbeError> {
+    if let Some(p) = probe_indexed(path, line, idx) {
+        return Ok(p);
+    }
     let name = path.display().to_string();
     let lang = Lang::of_path(path).ok_or_else(|| ProbeError::Language(name.clone()))?;
     let bytes = std::fs::read(path).map_err(|e| ProbeError::Read(name.clone(), e))?;
@@ -168,7 +211,7 @@ pub fn matches(idx: &Index, p: &Probe, min_similarity: f64, limit: usize) -> Vec
         // the hits by file, then by nearby lines.
         let mut per_file: HashMap<u32, Vec<(u32, u32, u64)>> = HashMap::new();
         for &h in &p.hashes {
-            for w in idx.winnows_with(h) {
+            for w in idx.winnows_with(h, crate::clones::MAX_PLACES) {
                 per_file
                     .entry(w.file)
                     .or_default()

@@ -435,15 +435,19 @@ impl Index {
         bytemuck::try_cast_slice(self.raw(9)).unwrap_or_default()
     }
 
-    /// The winnows with hash `h`.
-    pub fn winnows_with(&self, h: u64) -> impl Iterator<Item = &Winnow> {
+    /// The winnows with hash `h`, unless there are more than `most` (a hash that common is
+    /// boilerplate, not a sign of a copy).
+    pub fn winnows_with(&self, h: u64, most: usize) -> impl Iterator<Item = &Winnow> {
         let t = self.win_by_hash();
         let lo = t.partition_point(|p| p[0] < h);
+        let hi = lo + t[lo..].partition_point(|p| p[0] <= h);
         let wins = self.winnows();
-        t[lo..]
-            .iter()
-            .take_while(move |p| p[0] == h)
-            .filter_map(move |p| wins.get(p[1] as usize))
+        let run = if hi - lo > most {
+            &t[lo..lo]
+        } else {
+            &t[lo..hi]
+        };
+        run.iter().filter_map(move |p| wins.get(p[1] as usize))
     }
 
     /// Every import: (file index, module named).

@@ -31,6 +31,9 @@ pub struct Live {
     counts: HashMap<u64, u32>,
     /// Token hash → files holding it.
     hashes: HashMap<u64, Vec<String>>,
+    /// The import graph: file → what it imports, and file → what imports it.
+    imports_of: HashMap<String, BTreeSet<String>>,
+    importers: HashMap<String, BTreeSet<String>>,
     parsers: Parsers,
 }
 
@@ -77,6 +80,8 @@ impl Live {
             files: BTreeMap::new(),
             counts: HashMap::new(),
             hashes: HashMap::new(),
+            imports_of: HashMap::new(),
+            importers: HashMap::new(),
             parsers: Parsers::default(),
         };
         for (i, f) in idx.files().iter().enumerate() {
@@ -90,7 +95,45 @@ impl Live {
             live.enter(&path, &state);
             live.files.insert(path, state);
         }
+        live.rebuild_graph();
         Ok(live)
+    }
+
+    fn rebuild_graph(&mut self) {
+        let names: HashSet<String> = self.files.keys().cloned().collect();
+        self.imports_of.clear();
+        self.importers.clear();
+        let all: Vec<String> = self.files.keys().cloned().collect();
+        for f in all {
+            self.link(&names, &f);
+        }
+    }
+
+    /// Resolves `file`'s imports into the graph.
+    fn link(&mut self, names: &HashSet<String>, file: &str) {
+        let Some(s) = self.files.get(file) else {
+            return;
+        };
+        let targets: BTreeSet<String> = s
+            .imports
+            .iter()
+            .flat_map(|m| deps::resolve(names, file, s.lang, m))
+            .collect();
+        for t in &targets {
+            self.importers
+                .entry(t.clone())
+                .or_default()
+                .insert(file.to_string());
+        }
+        self.imports_of.insert(file.to_string(), targets);
+    }
+
+    fn unlink(&mut self, file: &str) {
+        for t in self.imports_of.remove(file).unwrap_or_default() {
+            if let Some(v) = self.importers.get_mut(&t) {
+                v.remove(file);
+            }
+        }
     }
 
     fn enter(&mut self, path: &str, s: &FileState) {
@@ -126,17 +169,10 @@ impl Live {
 
     /// Files that import `path`, transitively.
     pub fn dependents_of(&self, path: &str) -> Vec<String> {
-        let names: HashSet<String> = self.files.keys().cloned().collect();
-        let imports: BTreeMap<String, (Lang, Vec<String>)> = self
-            .files
-            .iter()
-            .map(|(p, s)| (p.clone(), (s.lang, s.imports.clone())))
-            .collect();
-        let graph = deps::dependents(&names, &imports);
         let mut out = BTreeSet::new();
         let mut todo = vec![path.to_string()];
         while let Some(f) = todo.pop() {
-            for d in graph.get(&f).into_iter().flatten() {
+            for d in self.importers.get(&f).into_iter().flatten() {
                 if d != path && out.insert(d.clone()) {
                     todo.push(d.clone());
                 }
@@ -178,6 +214,16 @@ impl Live {
             Err(_) if old.is_some() => "removed",
             Err(_) => return None,
         };
+        // The import graph: a changed file's own edges are redone; a file that appears or
+        // disappears can change what other files' imports resolve to, so the graph is
+        // redone whole.
+        if what == "changed" {
+            let names: HashSet<String> = self.files.keys().cloned().collect();
+            self.unlink(rel);
+            self.link(&names, rel);
+        } else {
+            self.rebuild_graph();
+        }
         let mut touched: HashMap<u64, u32> = before;
         if let Some(s) = self.files.get(rel) {
             for t in &s.subtrees {
