@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 /// Bump when the rendering changes: entries written by another version are not used.
-pub const RENDERER_VERSION: u64 = 1;
+pub const RENDERER_VERSION: u64 = 2;
 
 const NS: &str = "renders";
 /// Default size bound of the folder.

@@ -21,6 +21,12 @@ enum Command {
         /// One JSON object: {"resources": N, "counts": {"create": n, ...}}.
         #[arg(long)]
         json: bool,
+        /// Compute it even if the cache holds it (and do not keep it).
+        #[arg(long)]
+        no_cache: bool,
+        /// The render cache's folder (default $XDG_CACHE_HOME/mille; env MILLE_CACHE_DIR).
+        #[arg(long, env = "MILLE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
     },
     /// Write the summary (summary.md) and the graph (graph.svg, graph.html; with --format dot,
     /// graph.dot too) into a folder.
@@ -132,24 +138,40 @@ fn main() -> ExitCode {
 
 type Failure = (u8, String);
 
-fn read_plan(path: &std::path::Path) -> Result<mille::Plan, Failure> {
-    mille::source::PlanBytes::open(path)
-        .map_err(|e| (2, format!("cannot read {}: {e}", path.display())))?
-        .parse()
-        .map_err(|e| (2, format!("{}: {e}", path.display())))
-}
-
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Summary { plan, json } => {
-            let p = read_plan(&plan)?;
-            if json {
-                println!("{}", mille::summary::json(&p));
+        Command::Summary {
+            plan,
+            json,
+            no_cache,
+            cache_dir: dir,
+        } => {
+            // The same cache as `render`: a plan summarised (or rendered) once is answered
+            // from its file, without parsing it again.
+            let src = mille::source::PlanBytes::open(&plan)
+                .map_err(|e| (2, format!("cannot read {}: {e}", plan.display())))?;
+            let key = src.key(false);
+            let name = if json { "counts.json" } else { "summary.md" };
+            let cache_at = if no_cache { None } else { cache_dir(dir).ok() };
+            if let Some(hit) = cache_at
+                .as_deref()
+                .and_then(|d| mille::cache::RenderCache::peek(d, &key, name))
+            {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(hit.as_ref());
+                return Ok(());
+            }
+            let p = src
+                .parse()
+                .map_err(|e| (2, format!("{}: {e}", plan.display())))?;
+            let text = if json {
+                format!("{}\n", mille::summary::json(&p))
             } else {
-                print!(
-                    "{}",
-                    mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT)
-                );
+                mille::summary::markdown(&p, mille::summary::COMMENT_LIMIT)
+            };
+            print!("{text}");
+            if let Some(c) = cache_at.and_then(|d| open_cache(&d).ok()) {
+                let _ = c.put_file(&key, name, text);
             }
             Ok(())
         }

@@ -190,9 +190,13 @@ fn a_tight_limit_trims_whole_sections_and_says_so() {
     );
 }
 
+/// The binary, with a render cache of this test process's own (not the user's).
 fn mille(args: &[&str]) -> std::process::Output {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
     Command::new(env!("CARGO_BIN_EXE_mille"))
         .args(args)
+        .env("MILLE_CACHE_DIR", cache.path())
         .output()
         .unwrap()
 }
@@ -453,8 +457,41 @@ fn a_second_render_comes_from_the_cache() {
             "{f} from the cache is the same"
         );
     }
+    // `summary` answers from the same cache: the rendering's summary.md, read (its file is
+    // the same file afterwards: a write would have replaced it by a new one).
+    let inodes = || -> std::collections::BTreeMap<PathBuf, u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut out = std::collections::BTreeMap::new();
+        let mut todo = vec![cache.clone()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    todo.push(e.path());
+                } else if !e.path().ends_with("lock") && !e.path().ends_with("state.json") {
+                    out.insert(e.path(), m.ino());
+                }
+            }
+        }
+        out
+    };
+    let before = inodes();
+    assert_eq!(
+        run(&["summary", p]).as_bytes(),
+        std::fs::read(a.join("summary.md")).unwrap(),
+        "the summary is the rendering's"
+    );
+    assert_eq!(
+        inodes(),
+        before,
+        "read from the cache, not computed and written again"
+    );
+    let counts = run(&["summary", "--json", p]);
+    assert_eq!(stats(&run)["files"], 4, "the counts are kept too");
+    assert_eq!(run(&["summary", "--json", p]), counts);
+    assert_eq!(run(&["summary", "--json", "--no-cache", p]), counts);
     let out = run(&["cache", "prune", "--max-size", "0"]);
-    assert!(out.starts_with("removed 3 files"), "{out}");
+    assert!(out.starts_with("removed 4 files"), "{out}");
     assert_eq!(stats(&run)["files"], 0);
     let o = Command::new(env!("CARGO_BIN_EXE_mille"))
         .args(["cache", "prune", "--max-age", "soon"])
