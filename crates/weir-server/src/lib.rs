@@ -13,10 +13,12 @@
 //! - [`error`], [`extract`]: the problem type and the extractors that produce it.
 //! - [`routes`]: one module per area of the API.
 //! - [`metrics`]: the `/metrics` exposition.
+//! - [`embedded`]: a Weir served inside another program, on a loopback port.
 
 pub mod auth;
 pub mod config;
 pub mod cron;
+pub mod embedded;
 pub mod error;
 pub mod extract;
 pub mod metrics;

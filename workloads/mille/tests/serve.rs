@@ -328,24 +328,10 @@ async fn a_failing_github_opens_the_breaker_and_the_comment_lands_once_it_recove
 /// A Weir server of the test's own (embedded store), as a team would run one for several
 /// mille servers.
 async fn start_weir(dir: &std::path::Path) -> String {
-    let store =
-        weir_store::EmbeddedStore::open(dir.join("weir"), weir_store::EmbeddedOptions::default())
-            .unwrap();
-    let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
-        dir: Some(dir.join("weir-cache")),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let state = weir_server::AppState::new(
-        Arc::new(store),
-        cache,
-        weir_server::config::ServerConfig::default(),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(weir_server::serve(state, l, std::future::pending()));
-    format!("http://{addr}")
+    weir_server::embedded::start(dir, std::future::pending())
+        .await
+        .unwrap()
+        .url
 }
 
 fn comments_per_pr(stub: &Stub) -> std::collections::BTreeMap<u64, usize> {

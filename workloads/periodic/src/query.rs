@@ -50,6 +50,15 @@ pub enum ProbeError {
     TooSmall(String),
 }
 
+/// The token hashes that lie within a subtree's lines.
+fn hashes_within(winnows: &[crate::fingerprint::Winnow], s: &Subtree) -> Vec<u64> {
+    winnows
+        .iter()
+        .filter(|w| w.start_line >= s.start_line && w.end_line <= s.end_line)
+        .map(|w| w.hash)
+        .collect()
+}
+
 fn pick(subtrees: &[Subtree], line: u32) -> Option<Subtree> {
     // The biggest kept subtree starting on the line; else the smallest holding it.
     subtrees
@@ -91,12 +100,7 @@ fn probe_indexed(path: &Path, line: u32, idx: &Index) -> Option<Probe> {
         return None;
     }
     let subtree = pick(idx.subtrees_of(f), line)?;
-    let hashes = idx
-        .winnows_of(f)
-        .iter()
-        .filter(|w| w.start_line >= subtree.start_line && w.end_line <= subtree.end_line)
-        .map(|w| w.hash)
-        .collect();
+    let hashes = hashes_within(idx.winnows_of(f), &subtree);
     Some(Probe {
         subtree,
         hashes,
@@ -120,12 +124,7 @@ pub fn probe_file(path: &Path, line: u32, idx: &Index) -> Result<Probe, ProbeErr
             idx.settings.min_nodes
         ))
     })?;
-    let hashes = a
-        .winnows
-        .iter()
-        .filter(|w| w.start_line >= subtree.start_line && w.end_line <= subtree.end_line)
-        .map(|w| w.hash)
-        .collect();
+    let hashes = hashes_within(&a.winnows, &subtree);
     Ok(Probe {
         subtree,
         hashes,
@@ -169,12 +168,7 @@ pub fn probe_snippet(text: &str, lang: Lang, idx: &Index) -> Result<Probe, Probe
                 idx.settings.min_nodes
             ))
         })?;
-    let hashes = a
-        .winnows
-        .iter()
-        .filter(|w| w.start_line >= subtree.start_line && w.end_line <= subtree.end_line)
-        .map(|w| w.hash)
-        .collect();
+    let hashes = hashes_within(&a.winnows, &subtree);
     Ok(Probe {
         subtree,
         hashes,

@@ -794,38 +794,20 @@ pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
     let mut embedded = None;
-    let weir_url = match &cfg.weir {
-        Some(u) => u.clone(),
-        None => {
-            let store = weir_store::EmbeddedStore::open(
-                cfg.data_dir.join("weir"),
-                weir_store::EmbeddedOptions::default(),
-            )
-            .map_err(|e| format!("cannot open the embedded Weir: {e}"))?;
-            let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
-                dir: Some(cfg.data_dir.join("weir-cache")),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("cannot open Weir's cache: {e}"))?;
-            let state = weir_server::AppState::new(
-                Arc::new(store),
-                cache,
-                weir_server::config::ServerConfig::default(),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| format!("cannot listen for the embedded Weir: {e}"))?;
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let stopped = stop.clone();
-            embedded = Some(tokio::spawn(weir_server::serve(
-                state,
-                listener,
-                async move { stopped.cancelled().await },
-            )));
-            format!("http://{addr}")
-        }
-    };
+    let weir_url =
+        match &cfg.weir {
+            Some(u) => u.clone(),
+            None => {
+                let stopped = stop.clone();
+                let e = weir_server::embedded::start(&cfg.data_dir, async move {
+                    stopped.cancelled().await
+                })
+                .await?;
+                let url = e.url.clone();
+                embedded = Some(e.task);
+                url
+            }
+        };
     let weir = Client::new(&weir_url).map_err(|e| e.to_string())?;
     let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
         dir: Some(cfg.data_dir.join("cache")),
