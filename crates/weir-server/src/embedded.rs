@@ -43,3 +43,19 @@ pub async fn start(
         task,
     })
 }
+
+/// The Weir a program built on Weir uses: the server at `given`, else an embedded one in
+/// `dir` (see [`start`]), whose task is returned so the caller can wait for it to end.
+pub async fn given_or_start(
+    given: Option<&str>,
+    dir: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(String, Option<tokio::task::JoinHandle<std::io::Result<()>>>), String> {
+    match given {
+        Some(u) => Ok((u.to_string(), None)),
+        None => {
+            let e = start(dir, shutdown).await?;
+            Ok((e.url, Some(e.task)))
+        }
+    }
+}

@@ -793,21 +793,12 @@ async fn status(State(s): S) -> Response {
 pub async fn run(cfg: ServeConfig, stop: CancellationToken) -> Result<(), String> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
-    let mut embedded = None;
-    let weir_url =
-        match &cfg.weir {
-            Some(u) => u.clone(),
-            None => {
-                let stopped = stop.clone();
-                let e = weir_server::embedded::start(&cfg.data_dir, async move {
-                    stopped.cancelled().await
-                })
-                .await?;
-                let url = e.url.clone();
-                embedded = Some(e.task);
-                url
-            }
-        };
+    let stopped = stop.clone();
+    let (weir_url, embedded) =
+        weir_server::embedded::given_or_start(cfg.weir.as_deref(), &cfg.data_dir, async move {
+            stopped.cancelled().await
+        })
+        .await?;
     let weir = Client::new(&weir_url).map_err(|e| e.to_string())?;
     let cache = weir_cache::Cache::open(weir_cache::CacheConfig {
         dir: Some(cfg.data_dir.join("cache")),
