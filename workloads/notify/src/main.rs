@@ -1,0 +1,295 @@
+//! The `weir-notify` command line: `serve` (the API and the worker pools, on an embedded Weir
+//! or a Weir server), `redrive` (the dead-letter queue), `check` (a config file), `stub`
+//! (local stand-in providers).
+
+use clap::{Parser, Subcommand};
+use notify::api::{self, Api};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// weir-notify: notification workflows (email, SMS, push, chat) on Weir.
+#[derive(Debug, Parser)]
+#[command(name = "weir-notify", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API and run the pipeline's workers.
+    Serve {
+        /// The config file (providers, workflows, settings).
+        #[arg(long, short, env = "NOTIFY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:7430).
+        #[arg(long, env = "NOTIFY_LISTEN")]
+        listen: Option<String>,
+        /// Data folder (default ./weir-notify-data).
+        #[arg(long, env = "NOTIFY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// A Weir server's URL (default: an embedded Weir in the data folder).
+        #[arg(long, env = "NOTIFY_WEIR")]
+        weir: Option<String>,
+        /// Serve the API only; workers run elsewhere.
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Send the dead-letter queue's deliveries again.
+    Redrive {
+        /// The weir-notify server.
+        #[arg(long, default_value = "http://127.0.0.1:7430", env = "NOTIFY_URL")]
+        url: String,
+        /// Only this provider's.
+        #[arg(long)]
+        provider: Option<String>,
+        /// The environment variable holding the API token.
+        #[arg(long, default_value = "NOTIFY_TOKEN")]
+        token_env: String,
+    },
+    /// Check a config file: providers, workflows, templates.
+    Check {
+        /// The file.
+        config: PathBuf,
+    },
+    /// Run local stand-in providers (HTTP: SendGrid, Twilio, FCM, Slack; and SMTP).
+    Stub {
+        /// HTTP address.
+        #[arg(long, default_value = "127.0.0.1:7431")]
+        http: SocketAddr,
+        /// SMTP address.
+        #[arg(long, default_value = "127.0.0.1:7432")]
+        smtp: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    sigpipe::reset();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let msg = e.to_string();
+            let line = msg.lines().next().unwrap_or("bad arguments");
+            eprintln!("weir-notify: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOTIFY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir-notify: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("weir-notify: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(m)) => {
+            eprintln!("weir-notify: {m}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    /// Bad input: exit 2.
+    Usage(String),
+    /// Something failed: exit 1.
+    Run(String),
+}
+
+async fn run(cmd: Command) -> Result<(), Failure> {
+    match cmd {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            weir,
+            no_workers,
+        } => {
+            let file = match &config {
+                Some(p) => notify::config::read(p).map_err(Failure::Usage)?,
+                None => Default::default(),
+            };
+            serve(file, listen, data_dir, weir, !no_workers).await
+        }
+        Command::Redrive {
+            url,
+            provider,
+            token_env,
+        } => {
+            let client = reqwest::Client::new();
+            let mut req = client
+                .post(format!("{}/v1/redrive", url.trim_end_matches('/')))
+                .json(&serde_json::json!({"provider": provider}));
+            if let Ok(t) = std::env::var(&token_env) {
+                req = req.bearer_auth(t);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| Failure::Run(format!("cannot reach {url}: {e}")))?;
+            let status = resp.status();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            if !status.is_success() {
+                let detail = body["detail"].as_str().unwrap_or("refused");
+                return Err(if status.is_client_error() {
+                    Failure::Usage(detail.to_string())
+                } else {
+                    Failure::Run(detail.to_string())
+                });
+            }
+            println!(
+                "redriven: {} jobs from the dead-letter queue",
+                body["redriven_jobs"].as_u64().unwrap_or(0)
+            );
+            Ok(())
+        }
+        Command::Check { config } => {
+            let file = notify::config::read(&config).map_err(Failure::Usage)?;
+            file.pipeline
+                .settings()
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let reg = notify::registry(&file.workflows, Vec::new())
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            let providers = notify::providers::Providers::new(file.providers)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            println!(
+                "ok: {} workflows, {} providers",
+                reg.workflows.len(),
+                providers.all().len()
+            );
+            Ok(())
+        }
+        Command::Stub { http, smtp } => {
+            let l = tokio::net::TcpListener::bind(http)
+                .await
+                .map_err(|e| Failure::Run(format!("cannot listen on {http}: {e}")))?;
+            let h = notify::stub::http(l).map_err(|e| Failure::Run(e.to_string()))?;
+            let l = tokio::net::TcpListener::bind(smtp)
+                .await
+                .map_err(|e| Failure::Run(format!("cannot listen on {smtp}: {e}")))?;
+            let s = notify::stub::smtp(l).map_err(|e| Failure::Run(e.to_string()))?;
+            println!(
+                "stub providers: HTTP {} (faults: PUT /_stub/fault), SMTP {}",
+                h.url, s.url
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(
+    file: notify::config::FileConfig,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    weir: Option<String>,
+    workers: bool,
+) -> Result<(), Failure> {
+    let listen = listen
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:7430".into());
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| Failure::Usage(format!("listen: {listen:?} is not HOST:PORT")))?;
+    let token = match &file.token_env {
+        Some(env) => Some(std::env::var(env).map_err(|_| {
+            Failure::Usage(format!(
+                "token_env: the environment variable {env} is not set"
+            ))
+        })?),
+        None => None,
+    };
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(Failure::Usage(format!(
+            "listen: {addr} is not a loopback address; set token_env to require a token"
+        )));
+    }
+    let settings = file
+        .pipeline
+        .settings()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let opts = notify::Options {
+        data_dir: data_dir
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("weir-notify-data")),
+        weir: weir.or(file.weir.clone()),
+        providers: file.providers,
+        workflows: file.workflows,
+        settings,
+        run_concurrency: file.run_concurrency.unwrap_or(cores * 2),
+        send_concurrency: file.send_concurrency.unwrap_or(64),
+        workers,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Run(format!("cannot listen on {addr}: {e}")))?;
+    let running = notify::start(opts, shutdown.clone())
+        .await
+        .map_err(Failure::Usage)?;
+    let app = api::app(Api {
+        notify: running.notify.clone(),
+        token: token.map(Arc::from),
+        max_body: 4 << 20,
+    });
+    tracing::info!(%addr, "weir-notify serving");
+    eprintln!("weir-notify: serving on http://{addr}");
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    #[cfg(unix)]
+    {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                s.recv().await;
+                stop.cancel();
+            }
+        });
+    }
+    let stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .map_err(|e| Failure::Run(e.to_string()))?;
+    for w in running.workers {
+        let _ = w.await;
+    }
+    let _ = running.stats_task.await;
+    if let Some(t) = running.weir_task {
+        let _ = t.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,1472 @@
+//! The pipeline: a trigger becomes messages, each message runs its workflow's steps, and
+//! each send step becomes a delivery in a provider's queue. Every stage is a Weir job:
+//!
+//! | queue | kind | what one job does |
+//! |---|---|---|
+//! | `notify.fanout` | `fanout` | one page of a topic's subscribers → their messages and a `run` job; then the next page |
+//! | `notify.run` | `run` | runs up to `run_batch` messages of one trigger from one step until each waits or ends |
+//! | `notify.digest` | `digest` | closes a digest window (delayed to its end) and runs its leader on |
+//! | `notify.send.<provider>` | `send` | up to `send_batch` deliveries: provider calls in batches, failover, deferral |
+//!
+//! # Exactly-once where it matters
+//! A job may run twice (a worker dies, its lease expires). Each job therefore works in two
+//! phases: it first writes what it decided (messages, deliveries, activity) and persists
+//! that; then it derives the jobs to enqueue *from those records* and enqueues them with
+//! unique keys built from the records (`send:{trigger}:{pc}:{provider}:{first}`), so a second
+//! run finds its messages already past its step, derives the same jobs, and Weir's unique keys
+//! turn the repeat enqueues into no-ops. A delivery carries a route number; a job's item whose
+//! route is not the delivery's current one is stale (the delivery moved to another job: a
+//! failover, a deferral) and is not sent. What can still repeat is a provider call that was
+//! in flight when the worker died; every call carries the deliveries' keys
+//! (`Idempotency-Key`, SendGrid `custom_args`, FCM `data`, SMTP `Message-ID`) for providers
+//! that deduplicate.
+//!
+//! # Priorities
+//! Transactional workflows' jobs carry Weir priority 100, bulk ones 0, in the same queues:
+//! the next free worker slot takes a password reset before any of a million queued newsletter
+//! jobs (Weir ages waiting jobs one step a minute, so bulk work is never starved for long).
+
+use crate::model::{Channel, Preferences, Subscriber};
+use crate::providers::{
+    http::fcm_groups, CallResult, ItemResult, Kind, Outgoing, Provider, Providers,
+};
+use crate::render::Renderer;
+use crate::store::{
+    Content, Delivery, DeliveryStatus, Digest, Event, Message, MsgId, Status, Store, StoreError,
+    Trigger, Wait, Writes,
+};
+use crate::workflow::{pick_locale, Class, Op, Workflow};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::to_raw_value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use weir_api::NewJobBody;
+use weir_client::{Client, HandlerError, HandlerResult, JobContext};
+
+/// The fan-out queue.
+pub const FANOUT: &str = "notify.fanout";
+/// The run queue.
+pub const RUN: &str = "notify.run";
+/// The digest queue.
+pub const DIGEST: &str = "notify.digest";
+
+/// How long Weir keeps a pipeline job's unique key after the job finished: longer than any
+/// re-delivery of the job that enqueued it can come.
+const UNIQUE_WINDOW_MS: u64 = 3_600_000;
+
+/// Tuning.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Messages per run job (and per fan-out page).
+    pub run_batch: usize,
+    /// Deliveries per send job (providers with a rate limit: one call's worth, so that Weir's
+    /// rate limit on the queue counts calls).
+    pub send_batch: usize,
+    /// Attempts of a send job before its deliveries go dead (the dead-letter queue).
+    pub send_attempts: u32,
+    /// First retry delay of a send job, ms (exponential with full jitter after).
+    pub retry_base_ms: u64,
+    /// Longest retry delay, ms.
+    pub retry_cap_ms: u64,
+    /// 429s one delivery may get before it counts as a failure.
+    pub max_deferrals: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            run_batch: 500,
+            send_batch: 500,
+            send_attempts: 8,
+            retry_base_ms: 1_000,
+            retry_cap_ms: 300_000,
+            max_deferrals: 50,
+        }
+    }
+}
+
+/// The compiled workflows and their render environment.
+pub struct Registry {
+    /// By id.
+    pub workflows: BTreeMap<String, Arc<Workflow>>,
+    /// Ids defined in the config file (read-only through the API).
+    pub from_file: std::collections::BTreeSet<String>,
+    /// Their templates.
+    pub renderer: Renderer,
+}
+
+impl Registry {
+    /// A registry of these workflows.
+    pub fn new(
+        workflows: Vec<Workflow>,
+        from_file: std::collections::BTreeSet<String>,
+    ) -> Registry {
+        let renderer = Renderer::new(workflows.iter());
+        Registry {
+            workflows: workflows
+                .into_iter()
+                .map(|w| (w.def.id.clone(), Arc::new(w)))
+                .collect(),
+            from_file,
+            renderer,
+        }
+    }
+}
+
+/// Everything the pipeline and the API share.
+pub struct Notify {
+    /// The product's records.
+    pub store: Store,
+    /// Weir.
+    pub weir: Client,
+    /// The providers.
+    pub providers: Providers,
+    /// Tuning.
+    pub settings: Settings,
+    registry: parking_lot::RwLock<Arc<Registry>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fan-out page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanoutJob {
+    /// The trigger.
+    pub trigger: u64,
+    /// The topic.
+    pub topic: String,
+    /// The page's number, from 0.
+    pub page: u32,
+    /// The last subscriber id of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// The number of this page's first message.
+    pub first_n: u32,
+}
+
+/// A run of some of a trigger's messages from one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunJob {
+    /// The trigger.
+    pub trigger: u64,
+    /// The step they start at.
+    pub pc: u16,
+    /// The messages' numbers.
+    pub ns: Vec<u32>,
+}
+
+/// A digest window to close.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DigestJob {
+    /// The window's key.
+    pub key: String,
+    /// The message that opened it.
+    pub leader: MsgId,
+}
+
+/// Deliveries for one provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendJob {
+    /// The provider.
+    pub provider: String,
+    /// Providers this job's deliveries already failed over from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<String>,
+    /// The deliveries.
+    pub items: Vec<SendItem>,
+}
+
+/// One delivery in a send job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendItem {
+    /// Its message.
+    pub m: MsgId,
+    /// Its send step.
+    pub pc: u16,
+    /// Its address's index (a push step sends to each device).
+    pub idx: u8,
+    /// The route it was moved to this job under.
+    pub route: u32,
+}
+
+fn storage(e: StoreError) -> HandlerError {
+    HandlerError::retry(e.to_string())
+}
+
+fn raw<T: Serialize>(v: &T) -> Result<Box<serde_json::value::RawValue>, HandlerError> {
+    to_raw_value(v).map_err(|e| HandlerError::fatal(format!("encoding a job: {e}")))
+}
+
+/// A job to enqueue, with the unique key that makes a repeat a no-op.
+struct Out {
+    queue: String,
+    kind: &'static str,
+    payload: Box<serde_json::value::RawValue>,
+    key: String,
+    priority: i32,
+    run_at: Option<u64>,
+    max_attempts: Option<u32>,
+    timeout_ms: Option<u64>,
+}
+
+impl Notify {
+    /// Ties the parts together.
+    pub fn new(
+        store: Store,
+        weir: Client,
+        providers: Providers,
+        registry: Registry,
+        settings: Settings,
+    ) -> Notify {
+        Notify {
+            store,
+            weir,
+            providers,
+            settings,
+            registry: parking_lot::RwLock::new(Arc::new(registry)),
+        }
+    }
+
+    /// The current workflows.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().clone()
+    }
+
+    /// Replaces the workflows.
+    pub fn set_registry(&self, r: Registry) {
+        *self.registry.write() = Arc::new(r);
+    }
+
+    /// Every queue this pipeline uses (the run queues, then one per provider).
+    pub fn queues(&self) -> Vec<String> {
+        let mut q = vec![FANOUT.to_string(), RUN.to_string(), DIGEST.to_string()];
+        q.extend(self.providers.all().iter().map(|p| p.config.queue()));
+        q
+    }
+
+    /// Sets each provider queue's Weir flow control from the provider's config: its rate
+    /// limit (calls per period across every process) and concurrency; and the send queues'
+    /// retry policy.
+    pub async fn configure_queues(&self) -> Result<(), weir_client::ClientError> {
+        for p in self.providers.all() {
+            let c = &p.config;
+            let patch = weir_api::QueueConfigPatch {
+                concurrency: Some(c.concurrency),
+                max_attempts: Some(self.settings.send_attempts),
+                backoff: Some(weir_api::BackoffBody {
+                    base_ms: self.settings.retry_base_ms,
+                    cap_ms: self.settings.retry_cap_ms,
+                }),
+                rate_limit: Some(match &c.rate_limit {
+                    Some(r) => weir_api::RateLimitBody {
+                        limit: r.limit,
+                        period_ms: r.period.0,
+                        burst: r.burst,
+                    },
+                    None => weir_api::RateLimitBody {
+                        limit: 0,
+                        period_ms: 1_000,
+                        burst: None,
+                    },
+                }),
+                ..Default::default()
+            };
+            self.weir.configure(&c.queue(), &patch).await?;
+        }
+        Ok(())
+    }
+
+    async fn enqueue(&self, outs: Vec<Out>) -> Result<(), HandlerError> {
+        if outs.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<NewJobBody> = outs
+            .into_iter()
+            .map(|o| {
+                let mut j = NewJobBody::new(o.queue, o.kind, o.payload);
+                j.priority = Some(o.priority);
+                j.unique_key = Some(o.key);
+                j.unique_window_ms = Some(UNIQUE_WINDOW_MS);
+                j.run_at = o.run_at;
+                j.max_attempts = o.max_attempts;
+                j.timeout_ms = o.timeout_ms;
+                j
+            })
+            .collect();
+        for chunk in jobs.chunks(1_000) {
+            self.weir
+                .enqueue_patiently(chunk.to_vec(), std::time::Duration::from_secs(300))
+                .await
+                .map_err(|e| HandlerError::retry(format!("enqueue: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn persist(&self, w: Writes) -> Result<(), HandlerError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.write(w)?;
+            store.persist()
+        })
+        .await
+        .map_err(|e| HandlerError::retry(e.to_string()))?
+        .map_err(storage)
+    }
+
+    // --- trigger -----------------------------------------------------------------------
+
+    /// Makes the messages of a trigger to listed subscribers and enqueues their runs (used by
+    /// `POST /v1/trigger`, and by a fan-out page). Messages already there are kept as they
+    /// are (a repeat after a crash). Returns their ids.
+    pub async fn start_messages(
+        &self,
+        t: &Trigger,
+        subs: &[String],
+        first_n: u32,
+    ) -> Result<Vec<MsgId>, HandlerError> {
+        let now = now_ms();
+        let mut w = Writes::default();
+        let mut ids = Vec::with_capacity(subs.len());
+        let mut fresh = Vec::new();
+        for (i, s) in subs.iter().enumerate() {
+            let id = MsgId {
+                trigger: t.id,
+                n: first_n + i as u32,
+            };
+            ids.push(id);
+            if self.store.message(id).map_err(storage)?.is_some() {
+                continue;
+            }
+            fresh.push(Message {
+                id,
+                workflow: t.workflow.clone(),
+                subscriber: s.clone(),
+                class: t.class,
+                status: Status::Queued,
+                created_ms: now,
+                updated_ms: now,
+                pc: 0,
+                wait: None,
+                deliveries: Vec::new(),
+            });
+        }
+        let events: Vec<(MsgId, Event)> = fresh
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    Event::new(
+                        now,
+                        None,
+                        "triggered",
+                        format!("trigger {} for subscriber {}", t.id, m.subscriber),
+                    ),
+                )
+            })
+            .collect();
+        let refs: Vec<&Message> = fresh.iter().collect();
+        self.store.stage(&mut w, &refs, &events);
+        self.persist(w).await?;
+        let outs = ids
+            .chunks(self.settings.run_batch.max(1))
+            .map(|c| {
+                Ok(Out {
+                    queue: RUN.into(),
+                    kind: "run",
+                    payload: raw(&RunJob {
+                        trigger: t.id,
+                        pc: 0,
+                        ns: c.iter().map(|m| m.n).collect(),
+                    })?,
+                    key: format!("run:{}:0:{}", t.id, c[0].n),
+                    priority: t.class.priority(),
+                    run_at: None,
+                    max_attempts: None,
+                    timeout_ms: None,
+                })
+            })
+            .collect::<Result<Vec<_>, HandlerError>>()?;
+        self.enqueue(outs).await?;
+        Ok(ids)
+    }
+
+    /// Enqueues the first fan-out page of a topic trigger.
+    pub async fn start_fanout(&self, t: &Trigger, topic: &str) -> Result<(), HandlerError> {
+        let job = FanoutJob {
+            trigger: t.id,
+            topic: topic.to_string(),
+            page: 0,
+            after: None,
+            first_n: 0,
+        };
+        self.enqueue(vec![Out {
+            queue: FANOUT.into(),
+            kind: "fanout",
+            payload: raw(&job)?,
+            key: format!("fan:{}:0", t.id),
+            priority: t.class.priority(),
+            run_at: None,
+            max_attempts: None,
+            timeout_ms: None,
+        }])
+        .await
+    }
+
+    /// One fan-out page.
+    pub async fn fanout(&self, ctx: JobContext) -> HandlerResult {
+        let job: FanoutJob = ctx.payload()?;
+        let Some(mut t) = self.store.trigger(job.trigger).map_err(storage)? else {
+            return Err(HandlerError::fatal(format!(
+                "trigger {} is gone",
+                job.trigger
+            )));
+        };
+        let page = self.settings.run_batch.max(1);
+        let subs = self
+            .store
+            .members(&job.topic, job.after.as_deref(), page)
+            .map_err(storage)?;
+        if !subs.is_empty() {
+            self.start_messages(&t, &subs, job.first_n).await?;
+        }
+        let made = job.first_n + subs.len() as u32;
+        if subs.len() == page {
+            let next = FanoutJob {
+                trigger: t.id,
+                topic: job.topic.clone(),
+                page: job.page + 1,
+                after: subs.last().cloned(),
+                first_n: made,
+            };
+            self.enqueue(vec![Out {
+                queue: FANOUT.into(),
+                kind: "fanout",
+                payload: raw(&next)?,
+                key: format!("fan:{}:{}", t.id, next.page),
+                priority: t.class.priority(),
+                run_at: None,
+                max_attempts: None,
+                timeout_ms: None,
+            }])
+            .await?;
+        }
+        t.messages = t.messages.max(made);
+        t.fanned_out = subs.len() < page;
+        self.store.put_trigger(&t).map_err(storage)?;
+        Ok(None)
+    }
+
+    // --- runs --------------------------------------------------------------------------
+
+    /// A run job.
+    pub async fn run(&self, ctx: JobContext) -> HandlerResult {
+        let job: RunJob = ctx.payload()?;
+        let ids: Vec<MsgId> = job
+            .ns
+            .iter()
+            .map(|&n| MsgId {
+                trigger: job.trigger,
+                n,
+            })
+            .collect();
+        self.run_messages(job.trigger, job.pc, &ids, None).await?;
+        Ok(None)
+    }
+
+    /// Runs `ids` (messages of `trigger`) from step `pc`: phase one walks those still at `pc`
+    /// and persists what it decided; phase two enqueues what the records say comes next.
+    async fn run_messages(
+        &self,
+        trigger: u64,
+        pc: u16,
+        ids: &[MsgId],
+        digest: Option<&Digest>,
+    ) -> Result<(), HandlerError> {
+        let Some(t) = self.store.trigger(trigger).map_err(storage)? else {
+            return Err(HandlerError::fatal(format!("trigger {trigger} is gone")));
+        };
+        let reg = self.registry();
+        let mut msgs = self.store.messages(ids).map_err(storage)?;
+        let now = now_ms();
+        let mut w = Writes::default();
+        let mut events = Vec::new();
+        let mut changed = Vec::new();
+        let wf = reg.workflows.get(&t.workflow).cloned();
+        for (i, m) in msgs.iter_mut().enumerate() {
+            let fresh = m.pc == pc
+                && matches!(
+                    m.status,
+                    Status::Queued | Status::Delayed | Status::Digesting
+                );
+            if !fresh {
+                continue;
+            }
+            let Some(wf) = &wf else {
+                m.status = Status::Skipped;
+                m.updated_ms = now;
+                events.push((
+                    m.id,
+                    Event::new(
+                        now,
+                        None,
+                        "skipped",
+                        format!("workflow {} no longer exists", t.workflow),
+                    ),
+                ));
+                changed.push(i);
+                continue;
+            };
+            self.walk(&reg, wf, &t, m, digest, now, &mut events)?;
+            changed.push(i);
+        }
+        let refs: Vec<&Message> = changed.iter().map(|&i| &msgs[i]).collect();
+        self.store.stage(&mut w, &refs, &events);
+        self.persist(w).await?;
+        let outs = self.next_jobs(&t, pc, &msgs, wf.as_deref())?;
+        self.enqueue(outs).await
+    }
+
+    /// Walks one message from its `pc` until it waits (a delay, a digest) or ends.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        reg: &Registry,
+        wf: &Workflow,
+        t: &Trigger,
+        m: &mut Message,
+        digest: Option<&Digest>,
+        now: u64,
+        events: &mut Vec<(MsgId, Event)>,
+    ) -> Result<(), HandlerError> {
+        let sub = self.store.subscriber(&m.subscriber).map_err(storage)?;
+        let Some(sub) = sub else {
+            m.status = Status::Skipped;
+            m.updated_ms = now;
+            events.push((
+                m.id,
+                Event::new(
+                    now,
+                    None,
+                    "skipped",
+                    format!("no subscriber {}", m.subscriber),
+                ),
+            ));
+            self.store.count(now, &t.workflow, "", "", "skipped");
+            return Ok(());
+        };
+        let prefs = if wf.def.critical {
+            Preferences::default()
+        } else {
+            self.store.preferences(&sub.id).map_err(storage)?
+        };
+        let digest_ctx =
+            digest.map(|d| serde_json::json!({"count": d.events.len(), "events": d.events}));
+        let ctx = minijinja::Value::from_serialize(serde_json::json!({
+            "subscriber": sub,
+            "payload": t.payload,
+            "preferences": prefs,
+            "digest": digest_ctx,
+            "workflow": {"id": wf.def.id, "name": wf.def.name},
+            "trigger": {"id": t.id.to_string()},
+        }));
+        m.status = Status::Running;
+        m.wait = None;
+        m.updated_ms = now;
+        let mut pc = m.pc as usize;
+        let mut steps = 0;
+        while pc < wf.ops.len() {
+            steps += 1;
+            if steps > 4 * wf.ops.len() + 8 {
+                break;
+            }
+            let here = pc as u16;
+            match &wf.ops[pc] {
+                Op::Unless { cond, to } => match reg.renderer.holds(cond, &ctx) {
+                    Ok(true) => pc += 1,
+                    Ok(false) => {
+                        events.push((
+                            m.id,
+                            Event::new(now, Some(here), "condition", format!("`{cond}` is false")),
+                        ));
+                        pc = *to as usize;
+                    }
+                    Err(e) => {
+                        events.push((
+                            m.id,
+                            Event::new(
+                                now,
+                                Some(here),
+                                "condition",
+                                format!("`{cond}` failed ({e}); taken as false"),
+                            ),
+                        ));
+                        pc = *to as usize;
+                    }
+                },
+                Op::Jump(to) => pc = *to as usize,
+                Op::Delay(ms) => {
+                    m.pc = here + 1;
+                    m.status = Status::Delayed;
+                    m.wait = Some(Wait::Until(now.saturating_add(*ms)));
+                    events.push((
+                        m.id,
+                        Event::new(now, Some(here), "delayed", format!("waiting {ms} ms")),
+                    ));
+                    return Ok(());
+                }
+                Op::Digest { window_ms, key } => {
+                    if digest.is_some() && m.pc == here + 1 {
+                        // This is the continuation of the window this step opened.
+                        pc += 1;
+                        continue;
+                    }
+                    let k = match key {
+                        Some(name) => reg.renderer.render(name, &ctx).unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    let bucket = format!("{}\0{}\0{}\0{}", wf.def.id, here, sub.id, k);
+                    let joined = self.join_digest(&bucket, m.id, &t.payload, now, *window_ms)?;
+                    m.pc = here + 1;
+                    match joined {
+                        Joined::Leader(closes) => {
+                            m.status = Status::Digesting;
+                            m.wait = Some(Wait::Digest {
+                                key: bucket,
+                                closes_ms: closes,
+                            });
+                            events.push((
+                                m.id,
+                                Event::new(
+                                    now,
+                                    Some(here),
+                                    "digest.opened",
+                                    format!("opened a digest window until {closes}"),
+                                ),
+                            ));
+                        }
+                        Joined::Member(leader, count) => {
+                            m.status = Status::Digested;
+                            events.push((
+                                m.id,
+                                Event::new(
+                                    now,
+                                    Some(here),
+                                    "digest.joined",
+                                    format!(
+                                        "joined the digest of message {leader} ({count} events)"
+                                    ),
+                                ),
+                            ));
+                            self.store.count(now, &t.workflow, "", "", "digested");
+                        }
+                    }
+                    return Ok(());
+                }
+                Op::Throttle {
+                    limit,
+                    window_ms,
+                    key,
+                } => {
+                    let k = match key {
+                        Some(name) => reg.renderer.render(name, &ctx).unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    let tk = format!("{}\0{}\0{}\0{}", wf.def.id, here, sub.id, k);
+                    let through = self
+                        .store
+                        .throttle(&tk, *limit, *window_ms, now)
+                        .map_err(storage)?;
+                    if !through {
+                        m.pc = here + 1;
+                        m.status = Status::Throttled;
+                        events.push((
+                            m.id,
+                            Event::new(
+                                now,
+                                Some(here),
+                                "throttled",
+                                format!("over {limit} per {window_ms} ms"),
+                            ),
+                        ));
+                        self.store.count(now, &t.workflow, "", "", "throttled");
+                        return Ok(());
+                    }
+                    pc += 1;
+                }
+                Op::Send { channel, locales } => {
+                    self.plan_send(
+                        reg, wf, &sub, &prefs, m, here, *channel, locales, &ctx, now, events,
+                    );
+                    pc += 1;
+                }
+            }
+        }
+        m.pc = wf.ops.len() as u16;
+        m.settle();
+        Ok(())
+    }
+
+    /// Decides one send step for one message: preferences, addresses, rendering, the
+    /// provider; adds the deliveries.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_send(
+        &self,
+        reg: &Registry,
+        wf: &Workflow,
+        sub: &Subscriber,
+        prefs: &Preferences,
+        m: &mut Message,
+        pc: u16,
+        channel: Channel,
+        locales: &[String],
+        ctx: &minijinja::Value,
+        now: u64,
+        events: &mut Vec<(MsgId, Event)>,
+    ) {
+        let skip = |events: &mut Vec<(MsgId, Event)>, why: String| {
+            events.push((m.id, Event::new(now, Some(pc), "skipped", why)));
+            self.store
+                .count(now, &wf.def.id, channel.as_str(), "", "skipped");
+        };
+        if let Err(o) = prefs.allows(&wf.def.id, channel) {
+            return skip(events, o.reason(&wf.def.id, channel));
+        }
+        let addrs = sub.addresses(channel);
+        if addrs.is_empty() {
+            return skip(events, format!("the subscriber has no {channel} address"));
+        }
+        let locale = pick_locale(locales, sub.locale.as_deref(), &wf.def.locale);
+        let field = |f: &str| {
+            let suffix = if f == "html" { ".html" } else { "" };
+            let name = format!("{}/{pc}/{locale}/{f}{suffix}", wf.def.id);
+            if reg.renderer.has(&name) {
+                Some(reg.renderer.render(&name, ctx))
+            } else {
+                None
+            }
+        };
+        let mut content = Content::default();
+        for f in ["subject", "title", "body", "html"] {
+            match field(f) {
+                None => {}
+                Some(Ok(s)) => match f {
+                    "subject" => content.subject = Some(s),
+                    "title" => content.title = Some(s),
+                    "body" => content.body = s,
+                    _ => content.html = Some(s),
+                },
+                Some(Err(e)) => {
+                    events.push((
+                        m.id,
+                        Event::new(
+                            now,
+                            Some(pc),
+                            "failed",
+                            format!("the {locale} template does not render: {e}"),
+                        ),
+                    ));
+                    self.store
+                        .count(now, &wf.def.id, channel.as_str(), "", "failed");
+                    m.deliveries.push(Delivery {
+                        pc,
+                        idx: 0,
+                        channel,
+                        to: addrs[0].clone(),
+                        status: DeliveryStatus::Failed,
+                        provider: None,
+                        attempts: 0,
+                        provider_id: None,
+                        route: 0,
+                        content: Content::default(),
+                    });
+                    return;
+                }
+            }
+        }
+        let Some(p) = self
+            .providers
+            .route(channel, &[], now)
+            .or_else(|| self.providers.of(channel).next())
+        else {
+            events.push((
+                m.id,
+                Event::new(
+                    now,
+                    Some(pc),
+                    "failed",
+                    format!("no {channel} provider is configured"),
+                ),
+            ));
+            self.store
+                .count(now, &wf.def.id, channel.as_str(), "", "failed");
+            return;
+        };
+        for (idx, to) in addrs.into_iter().enumerate().take(u8::MAX as usize) {
+            events.push((
+                m.id,
+                Event::new(
+                    now,
+                    Some(pc),
+                    "queued",
+                    format!("{channel} to {} via {} ({locale})", mask(&to), p.config.id),
+                ),
+            ));
+            m.deliveries.push(Delivery {
+                pc,
+                idx: idx as u8,
+                channel,
+                to,
+                status: DeliveryStatus::Queued,
+                provider: Some(p.config.id.clone()),
+                attempts: 0,
+                provider_id: None,
+                route: 0,
+                content: content.clone(),
+            });
+        }
+    }
+
+    /// Adds a message to the digest window under `bucket`, opening one if none is open.
+    fn join_digest(
+        &self,
+        bucket: &str,
+        id: MsgId,
+        event: &serde_json::Value,
+        now: u64,
+        window_ms: u64,
+    ) -> Result<Joined, HandlerError> {
+        let _g = self.store.lock(bucket.as_bytes());
+        let d = self.store.digest(bucket).map_err(storage)?;
+        match d {
+            Some(mut d) if !d.closed => {
+                if d.leader == id {
+                    return Ok(Joined::Leader(d.closes_ms));
+                }
+                if !d.members.contains(&id) {
+                    d.members.push(id);
+                    d.events.push(event.clone());
+                    self.store.put_digest(bucket, Some(&d)).map_err(storage)?;
+                }
+                Ok(Joined::Member(d.leader, d.events.len()))
+            }
+            _ => {
+                let d = Digest {
+                    leader: id,
+                    closes_ms: now.saturating_add(window_ms),
+                    events: vec![event.clone()],
+                    members: vec![id],
+                    closed: false,
+                };
+                self.store.put_digest(bucket, Some(&d)).map_err(storage)?;
+                Ok(Joined::Leader(d.closes_ms))
+            }
+        }
+    }
+
+    /// Phase two of a run: the jobs its messages' records call for, with unique keys built
+    /// from those records, so that a repeated run enqueues nothing new.
+    fn next_jobs(
+        &self,
+        t: &Trigger,
+        pc: u16,
+        msgs: &[Message],
+        wf: Option<&Workflow>,
+    ) -> Result<Vec<Out>, HandlerError> {
+        let mut outs = Vec::new();
+        let Some(_wf) = wf else { return Ok(outs) };
+        let prio = t.class.priority();
+        // Sends: deliveries this run made (at steps from `pc` on, still on their first route).
+        let mut by: BTreeMap<(String, u16), Vec<SendItem>> = BTreeMap::new();
+        let mut delayed: BTreeMap<(u16, u64), Vec<u32>> = BTreeMap::new();
+        for m in msgs {
+            for d in &m.deliveries {
+                if d.status == DeliveryStatus::Queued && d.route == 0 && d.pc >= pc {
+                    if let Some(p) = &d.provider {
+                        by.entry((p.clone(), d.pc)).or_default().push(SendItem {
+                            m: m.id,
+                            pc: d.pc,
+                            idx: d.idx,
+                            route: 0,
+                        });
+                    }
+                }
+            }
+            match &m.wait {
+                Some(Wait::Until(at)) if m.status == Status::Delayed => {
+                    delayed.entry((m.pc, *at)).or_default().push(m.id.n);
+                }
+                Some(Wait::Digest { key, closes_ms }) if m.status == Status::Digesting => {
+                    outs.push(Out {
+                        queue: DIGEST.into(),
+                        kind: "digest",
+                        payload: raw(&DigestJob {
+                            key: key.clone(),
+                            leader: m.id,
+                        })?,
+                        key: format!("digest:{}", m.id),
+                        priority: prio,
+                        run_at: Some(*closes_ms),
+                        max_attempts: None,
+                        timeout_ms: None,
+                    });
+                }
+                _ => {}
+            }
+        }
+        for ((provider, spc), items) in by {
+            let Some(p) = self.providers.get(&provider) else {
+                continue;
+            };
+            for chunk in items.chunks(self.send_chunk(p)) {
+                outs.push(self.send_out(
+                    p,
+                    Vec::new(),
+                    chunk.to_vec(),
+                    format!(
+                        "send:{}:{spc}:{provider}:{}:{}",
+                        t.id, chunk[0].m.n, chunk[0].idx
+                    ),
+                    prio,
+                    None,
+                )?);
+            }
+        }
+        for ((npc, at), ns) in delayed {
+            for chunk in ns.chunks(self.settings.run_batch.max(1)) {
+                outs.push(Out {
+                    queue: RUN.into(),
+                    kind: "run",
+                    payload: raw(&RunJob {
+                        trigger: t.id,
+                        pc: npc,
+                        ns: chunk.to_vec(),
+                    })?,
+                    key: format!("run:{}:{npc}:{}", t.id, chunk[0]),
+                    priority: prio,
+                    run_at: Some(at),
+                    max_attempts: None,
+                    timeout_ms: None,
+                });
+            }
+        }
+        Ok(outs)
+    }
+
+    fn send_chunk(&self, p: &Provider) -> usize {
+        if p.config.rate_limit.is_some() {
+            p.config.batch()
+        } else {
+            self.settings.send_batch.max(1)
+        }
+    }
+
+    fn send_out(
+        &self,
+        p: &Provider,
+        tried: Vec<String>,
+        items: Vec<SendItem>,
+        key: String,
+        priority: i32,
+        run_at: Option<u64>,
+    ) -> Result<Out, HandlerError> {
+        // The lease covers every call the job makes one after another at the worst.
+        let calls = items.len().div_ceil(p.config.batch()).div_ceil(16).max(1) as u64;
+        let timeout = p
+            .config
+            .timeout
+            .0
+            .saturating_mul(calls)
+            .saturating_add(30_000);
+        Ok(Out {
+            queue: p.config.queue(),
+            kind: "send",
+            payload: raw(&SendJob {
+                provider: p.config.id.clone(),
+                tried,
+                items,
+            })?,
+            key,
+            priority,
+            run_at,
+            max_attempts: Some(self.settings.send_attempts),
+            timeout_ms: Some(timeout),
+        })
+    }
+
+    // --- digests -----------------------------------------------------------------------
+
+    /// Closes a digest window and runs its leader on with every event that joined.
+    pub async fn digest(&self, ctx: JobContext) -> HandlerResult {
+        let job: DigestJob = ctx.payload()?;
+        let done_key = format!("done\0{}", job.leader);
+        let d = {
+            let _g = self.store.lock(job.key.as_bytes());
+            match self.store.digest(&job.key).map_err(storage)? {
+                Some(mut d) if d.leader == job.leader && !d.closed => {
+                    d.closed = true;
+                    // Move it aside: the next event of this key opens a new window at once.
+                    self.store
+                        .put_digest(&done_key, Some(&d))
+                        .map_err(storage)?;
+                    self.store.put_digest(&job.key, None).map_err(storage)?;
+                    self.store.persist().map_err(storage)?;
+                    Some(d)
+                }
+                _ => self.store.digest(&done_key).map_err(storage)?,
+            }
+        };
+        let Some(d) = d else {
+            // Already closed and run on by an earlier attempt.
+            return Ok(None);
+        };
+        let Some(m) = self.store.message(job.leader).map_err(storage)? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let mut w = Writes::default();
+        let ev = Event::new(
+            now,
+            Some(m.pc.saturating_sub(1)),
+            "digest.closed",
+            format!("{} events in the digest", d.events.len()),
+        );
+        self.store.stage(&mut w, &[], &[(m.id, ev)]);
+        if m.status == Status::Digesting {
+            self.store.write(w).map_err(storage)?;
+        }
+        self.run_messages(job.leader.trigger, m.pc, &[m.id], Some(&d))
+            .await?;
+        self.store.put_digest(&done_key, None).map_err(storage)?;
+        Ok(None)
+    }
+
+    // --- sends -------------------------------------------------------------------------
+
+    /// A send job.
+    pub async fn send(&self, ctx: JobContext) -> HandlerResult {
+        let job: SendJob = ctx.payload()?;
+        let Some(p) = self.providers.get(&job.provider).cloned() else {
+            return Err(HandlerError::fatal(format!("no provider {}", job.provider)));
+        };
+        let mut ids: Vec<MsgId> = job.items.iter().map(|i| i.m).collect();
+        ids.dedup();
+        let mut msgs: HashMap<MsgId, Message> = self
+            .store
+            .messages(&ids)
+            .map_err(storage)?
+            .into_iter()
+            .map(|m| (m.id, m))
+            .collect();
+        let now = now_ms();
+        let last_attempt = ctx.attempt >= self.settings.send_attempts;
+        let mut live: Vec<SendItem> = Vec::new();
+        // Deliveries an earlier attempt of this job moved on: re-enqueue their moves.
+        let mut moved: BTreeMap<(String, u32), Vec<SendItem>> = BTreeMap::new();
+        for it in &job.items {
+            let Some(d) = msgs.get(&it.m).and_then(|m| find(m, it)) else {
+                continue;
+            };
+            if d.route == it.route {
+                if matches!(d.status, DeliveryStatus::Queued | DeliveryStatus::Dead) {
+                    live.push(*it);
+                }
+            } else if d.route == it.route + 1 && d.status == DeliveryStatus::Queued {
+                if let Some(to) = &d.provider {
+                    moved
+                        .entry((to.clone(), d.route))
+                        .or_default()
+                        .push(SendItem {
+                            route: d.route,
+                            ..*it
+                        });
+                }
+            }
+        }
+        let mut events: Vec<(MsgId, Event)> = Vec::new();
+        let mut outcome = Outcomes::default();
+        let channel = p.config.channel();
+        if !live.is_empty() {
+            if !p.breaker.acquire(now) {
+                outcome.failover = live.clone();
+                for it in &live {
+                    events.push((
+                        it.m,
+                        Event::new(
+                            now,
+                            Some(it.pc),
+                            "breaker",
+                            format!("{}'s circuit breaker is open", p.config.id),
+                        ),
+                    ));
+                }
+            } else {
+                self.call(&p, &live, &msgs, now, &mut events, &mut outcome)
+                    .await;
+            }
+        }
+        // Apply what the calls decided to the records.
+        let mut retry_items = Vec::new();
+        let mut tried = job.tried.clone();
+        tried.push(p.config.id.clone());
+        let next = self.providers.route(channel, &tried, now).cloned();
+        for it in &outcome.failover {
+            let Some(m) = msgs.get_mut(&it.m) else {
+                continue;
+            };
+            let Some(d) = find_mut(m, it) else { continue };
+            match &next {
+                Some(q) => {
+                    d.route += 1;
+                    d.provider = Some(q.config.id.clone());
+                    events.push((
+                        it.m,
+                        Event::new(
+                            now,
+                            Some(it.pc),
+                            "failover",
+                            format!("failing over from {} to {}", p.config.id, q.config.id),
+                        ),
+                    ));
+                    moved
+                        .entry((q.config.id.clone(), d.route))
+                        .or_default()
+                        .push(SendItem {
+                            route: d.route,
+                            ..*it
+                        });
+                }
+                None if last_attempt => {
+                    d.status = DeliveryStatus::Dead;
+                    events.push((it.m, Event::new(now, Some(it.pc), "dead", format!("no provider took it after {} attempts; in the dead-letter queue (weir-notify redrive)", ctx.attempt))));
+                    self.store
+                        .count(now, &m.workflow, channel.as_str(), &p.config.id, "dead");
+                    retry_items.push(*it);
+                }
+                None => {
+                    events.push((it.m, Event::new(now, Some(it.pc), "retrying", format!("no other {channel} provider is available; retrying with backoff (attempt {} of {})", ctx.attempt, self.settings.send_attempts))));
+                    retry_items.push(*it);
+                }
+            }
+        }
+        let mut deferred_ms = 0u64;
+        for (it, ms) in &outcome.deferred {
+            let Some(m) = msgs.get_mut(&it.m) else {
+                continue;
+            };
+            let Some(d) = find_mut(m, it) else { continue };
+            d.route += 1;
+            deferred_ms = deferred_ms.max(*ms);
+            events.push((
+                it.m,
+                Event::new(
+                    now,
+                    Some(it.pc),
+                    "deferred",
+                    format!("{} asked to wait {ms} ms (429); retrying then", p.config.id),
+                ),
+            ));
+            moved
+                .entry((p.config.id.clone(), d.route))
+                .or_default()
+                .push(SendItem {
+                    route: d.route,
+                    ..*it
+                });
+        }
+        for (it, result) in &outcome.done {
+            let Some(m) = msgs.get_mut(&it.m) else {
+                continue;
+            };
+            let wf = m.workflow.clone();
+            let Some(d) = find_mut(m, it) else { continue };
+            d.provider = Some(p.config.id.clone());
+            match result {
+                Ok(pid) => {
+                    d.status = DeliveryStatus::Sent;
+                    d.provider_id = pid.clone();
+                    self.store
+                        .count(now, &wf, channel.as_str(), &p.config.id, "sent");
+                }
+                Err(_) => {
+                    d.status = DeliveryStatus::Failed;
+                    self.store
+                        .count(now, &wf, channel.as_str(), &p.config.id, "failed");
+                }
+            }
+        }
+        for it in &live {
+            if let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) {
+                d.attempts += 1;
+            }
+        }
+        for m in msgs.values_mut() {
+            if m.status != Status::Digested {
+                m.updated_ms = now;
+                m.settle();
+            }
+        }
+        let mut w = Writes::default();
+        let refs: Vec<&Message> = msgs.values().collect();
+        self.store.stage(&mut w, &refs, &events);
+        self.persist(w).await?;
+        let class = msgs.values().next().map(|m| m.class).unwrap_or(Class::Bulk);
+        let mut outs = Vec::new();
+        for ((to, route), items) in moved {
+            let Some(q) = self.providers.get(&to) else {
+                continue;
+            };
+            let run_at = (to == p.config.id).then(|| now.saturating_add(deferred_ms));
+            let mut tried = job.tried.clone();
+            if to != p.config.id {
+                tried.push(p.config.id.clone());
+            }
+            for (k, chunk) in items.chunks(self.send_chunk(q)).enumerate() {
+                outs.push(self.send_out(
+                    q,
+                    tried.clone(),
+                    chunk.to_vec(),
+                    format!("mv:{}:{to}:{route}:{k}", ctx.id),
+                    class.priority(),
+                    run_at,
+                )?);
+            }
+        }
+        self.enqueue(outs).await?;
+        if !retry_items.is_empty() {
+            let why = format!("{} deliveries found no provider", retry_items.len());
+            return Err(if last_attempt {
+                HandlerError::fatal(why)
+            } else {
+                HandlerError::retry(why)
+            });
+        }
+        Ok(None)
+    }
+
+    /// Calls the provider for `live` in batches (several calls at once), recording each
+    /// delivery's outcome.
+    async fn call(
+        &self,
+        p: &Arc<Provider>,
+        live: &[SendItem],
+        msgs: &HashMap<MsgId, Message>,
+        now: u64,
+        events: &mut Vec<(MsgId, Event)>,
+        out: &mut Outcomes,
+    ) {
+        let mut items: Vec<(SendItem, Outgoing)> = Vec::with_capacity(live.len());
+        for it in live {
+            let Some(d) = msgs.get(&it.m).and_then(|m| find(m, it)) else {
+                continue;
+            };
+            items.push((
+                *it,
+                Outgoing {
+                    key: format!("{}/{}/{}", it.m, it.pc, it.idx),
+                    to: d.to.clone(),
+                    subject: d.content.subject.clone(),
+                    title: d.content.title.clone(),
+                    body: d.content.body.clone(),
+                    html: d.content.html.clone(),
+                },
+            ));
+        }
+        let outgoing: Vec<Outgoing> = items.iter().map(|(_, o)| o.clone()).collect();
+        let groups: Vec<std::ops::Range<usize>> = if p.config.kind == Kind::Fcm {
+            let mut at = 0;
+            fcm_groups(&outgoing, p.config.batch())
+                .into_iter()
+                .map(|g| {
+                    let r = at..at + g.len();
+                    at += g.len();
+                    r
+                })
+                .collect()
+        } else {
+            (0..outgoing.len())
+                .step_by(p.config.batch())
+                .map(|s| s..(s + p.config.batch()).min(outgoing.len()))
+                .collect()
+        };
+        let parallel = (p.config.concurrency as usize).clamp(1, 16);
+        let calls = futures::stream::iter(groups.into_iter().map(|r| {
+            let p = p.clone();
+            let batch = outgoing[r.clone()].to_vec();
+            async move { (r, p.send(&batch).await) }
+        }))
+        .buffer_unordered(parallel)
+        .collect::<Vec<_>>()
+        .await;
+        for (range, call) in calls {
+            let chunk = &items[range];
+            let mut ev = |it: &SendItem, kind: &str, detail: String| {
+                events.push((
+                    it.m,
+                    Event {
+                        at_ms: now,
+                        pc: Some(it.pc),
+                        kind: kind.to_string(),
+                        detail,
+                        provider: Some(p.config.id.clone()),
+                        status: call.status,
+                        response: Some(call.response.clone()),
+                        elapsed_ms: Some(call.elapsed_ms),
+                    },
+                ))
+            };
+            match &call.result {
+                CallResult::Accepted(results) => {
+                    p.breaker.success();
+                    for (k, (it, _)) in chunk.iter().enumerate() {
+                        match results
+                            .get(k)
+                            .cloned()
+                            .unwrap_or(ItemResult::Accepted(None))
+                        {
+                            ItemResult::Accepted(pid) => {
+                                ev(it, "sent", format!("accepted by {}", p.config.id));
+                                out.done.push((*it, Ok(pid)));
+                            }
+                            ItemResult::Rejected(why) => {
+                                ev(it, "failed", format!("{} refused it: {why}", p.config.id));
+                                out.done.push((*it, Err(why)));
+                            }
+                        }
+                    }
+                }
+                CallResult::Rejected => {
+                    p.breaker.success();
+                    for (it, _) in chunk {
+                        ev(it, "failed", format!("{} refused the call", p.config.id));
+                        out.done.push((*it, Err("refused".into())));
+                    }
+                }
+                CallResult::Transient => {
+                    p.breaker.failure(now);
+                    for (it, _) in chunk {
+                        ev(it, "attempt", format!("{} failed", p.config.id));
+                        out.failover.push(*it);
+                    }
+                }
+                CallResult::RateLimited(ms) => {
+                    for (it, _) in chunk {
+                        ev(it, "rate_limited", format!("{} answered 429", p.config.id));
+                        let d = msgs.get(&it.m).and_then(|m| find(m, it));
+                        let deferrals = d.map(|d| d.route).unwrap_or(0);
+                        if deferrals >= self.settings.max_deferrals {
+                            out.failover.push(*it);
+                        } else {
+                            out.deferred.push((*it, *ms));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Outcomes {
+    done: Vec<(SendItem, Result<Option<String>, String>)>,
+    failover: Vec<SendItem>,
+    deferred: Vec<(SendItem, u64)>,
+}
+
+enum Joined {
+    Leader(u64),
+    Member(MsgId, usize),
+}
+
+fn find<'a>(m: &'a Message, it: &SendItem) -> Option<&'a Delivery> {
+    m.deliveries
+        .iter()
+        .find(|d| d.pc == it.pc && d.idx == it.idx)
+}
+
+fn find_mut<'a>(m: &'a mut Message, it: &SendItem) -> Option<&'a mut Delivery> {
+    m.deliveries
+        .iter_mut()
+        .find(|d| d.pc == it.pc && d.idx == it.idx)
+}
+
+/// An address as the activity trail shows it: enough to recognise, not to harvest
+/// (`a***@example.com`, `+1555***67`).
+pub fn mask(addr: &str) -> String {
+    if let Some((user, domain)) = addr.split_once('@') {
+        let first: String = user.chars().take(1).collect();
+        return format!("{first}***@{domain}");
+    }
+    let chars: Vec<char> = addr.chars().collect();
+    if chars.len() <= 6 {
+        return "***".into();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}***{tail}")
+}
+
+/// Registers the pipeline's handlers on two worker pools: one for fan-out, runs and digests
+/// (CPU work: rendering, records), one for the provider queues (waiting on providers).
+pub fn workers(
+    n: Arc<Notify>,
+    run_concurrency: usize,
+    send_concurrency: usize,
+) -> Vec<weir_client::Worker> {
+    let a = n.clone();
+    let b = n.clone();
+    let c = n.clone();
+    let pipeline = weir_client::WorkerBuilder::new(n.weir.clone(), &[FANOUT, RUN, DIGEST])
+        .name("weir-notify pipeline")
+        .concurrency(weir_client::Concurrency::Fixed(run_concurrency))
+        .batch(run_concurrency.max(1))
+        .handle("fanout", move |ctx| {
+            let n = a.clone();
+            async move { n.fanout(ctx).await }
+        })
+        .handle("run", move |ctx| {
+            let n = b.clone();
+            async move { n.run(ctx).await }
+        })
+        .handle("digest", move |ctx| {
+            let n = c.clone();
+            async move { n.digest(ctx).await }
+        })
+        .build();
+    let queues: Vec<String> = n.providers.all().iter().map(|p| p.config.queue()).collect();
+    let mut out = vec![pipeline];
+    if !queues.is_empty() {
+        let refs: Vec<&str> = queues.iter().map(String::as_str).collect();
+        let d = n.clone();
+        out.push(
+            weir_client::WorkerBuilder::new(n.weir.clone(), &refs)
+                .name("weir-notify sends")
+                .concurrency(weir_client::Concurrency::Fixed(send_concurrency))
+                .batch(send_concurrency.clamp(1, 64))
+                .handle("send", move |ctx| {
+                    let n = d.clone();
+                    async move { n.send(ctx).await }
+                })
+                .build(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn addresses_are_masked_in_the_activity_trail() {
+        assert_eq!(mask("alice@example.com"), "a***@example.com");
+        assert_eq!(mask("+15551234567"), "+155***67");
+        assert_eq!(mask("abc"), "***");
+    }
+}
