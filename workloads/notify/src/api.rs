@@ -428,7 +428,7 @@ async fn trigger(
     };
     n.store.put_trigger(&t)?;
     let result = match &subs {
-        Some(list) => n.start_messages(&t, list, 0).await.map(Some),
+        Some(list) => n.start_messages(&t, list, 0, true).await.map(Some),
         None => {
             let Recipients::Topic { topic } = &body.to else {
                 unreachable!("no list means a topic")

@@ -27,6 +27,11 @@ pub struct FileConfig {
     pub run_concurrency: Option<usize>,
     /// Send jobs run at once (default 64).
     pub send_concurrency: Option<usize>,
+    /// How long messages and their activity are kept before they are archived and deleted
+    /// (default 180 days). Daily aggregates are kept.
+    pub retention: Option<crate::workflow::Millis>,
+    /// Where archives go (default `DATA_DIR/archive`).
+    pub archive_dir: Option<PathBuf>,
     /// Pipeline tuning.
     #[serde(default)]
     pub pipeline: PipelineConfig,

@@ -12,10 +12,12 @@
 //! - [`providers`]: SMTP and HTTP providers, breakers.
 //! - [`api`]: the HTTP API.
 //! - [`config`]: the configuration file.
+//! - [`bench`]: `weir-notify bench`, the pipeline measured end to end.
 //! - [`stub`]: local stand-ins for the providers, with injectable faults, for tests and
 //!   benchmarks.
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod model;
 pub mod pipeline;
@@ -50,7 +52,16 @@ pub struct Options {
     pub send_concurrency: usize,
     /// Whether to run the worker pools here (`false`: API only).
     pub workers: bool,
+    /// How long messages are kept before they are archived (ms).
+    pub retention_ms: u64,
+    /// Where archives go.
+    pub archive_dir: PathBuf,
 }
+
+/// Six months.
+pub const DEFAULT_RETENTION_MS: u64 = 180 * 86_400_000;
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_MS: u64 = 86_400_000;
 
 /// A running weir-notify: the shared state, and the tasks to wait for.
 pub struct Running {
@@ -62,6 +73,8 @@ pub struct Running {
     pub workers: Vec<tokio::task::JoinHandle<weir_client::WorkerReport>>,
     /// Flushes daily aggregates every second.
     pub stats_task: tokio::task::JoinHandle<()>,
+    /// Archives old messages every hour.
+    pub retention_task: tokio::task::JoinHandle<()>,
 }
 
 /// Compiles the file's workflows and those saved through the API (the file's win on a
@@ -151,10 +164,40 @@ pub async fn start(
             }
         }
     });
+    let s = notify.store.clone();
+    let stop = shutdown.clone();
+    let (retention, archive_dir) = (opts.retention_ms, opts.archive_dir.clone());
+    let retention_task = tokio::spawn(async move {
+        // Several processes on one data folder are not supported, so one pass at a time.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3_600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let (s, dir) = (s.clone(), archive_dir.clone());
+            let now = pipeline::now_ms();
+            let r = tokio::task::spawn_blocking(move || {
+                s.archive(now.saturating_sub(retention), IDEMPOTENCY_MS, now, &dir)
+            })
+            .await;
+            match r {
+                Ok(Ok(r)) if r.messages > 0 || r.idempotency_keys > 0 => tracing::info!(
+                    messages = r.messages,
+                    idempotency_keys = r.idempotency_keys,
+                    "archived"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "archiving failed; will retry"),
+                Err(e) => tracing::error!(error = %e, "archiving panicked"),
+            }
+        }
+    });
     Ok(Running {
         notify,
         weir_task,
         workers,
         stats_task,
+        retention_task,
     })
 }

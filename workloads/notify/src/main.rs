@@ -57,6 +57,36 @@ enum Command {
         /// The file.
         config: PathBuf,
     },
+    /// Read archived messages (gzip NDJSON, one file per day).
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
+    /// Measure the pipeline: a bulk send to a topic through stub providers, with
+    /// transactional probes during it.
+    Bench {
+        /// Subscribers in the topic.
+        #[arg(long, default_value_t = 100_000)]
+        subscribers: usize,
+        /// The bulk provider: sendgrid (batches of 1,000) or twilio (one message per call).
+        #[arg(long, default_value = "sendgrid", value_parser = ["sendgrid", "twilio"])]
+        provider: String,
+        /// Deliveries per send job.
+        #[arg(long, default_value_t = 1_000)]
+        send_batch: usize,
+        /// Messages per run job.
+        #[arg(long, default_value_t = 1_000)]
+        run_batch: usize,
+        /// A transactional probe every this many ms (0: none).
+        #[arg(long, default_value_t = 100)]
+        probe_ms: u64,
+        /// Keep the data here (default: a temporary folder, removed after).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run local stand-in providers (HTTP: SendGrid, Twilio, FCM, Slack; and SMTP).
     Stub {
         /// HTTP address.
@@ -65,6 +95,18 @@ enum Command {
         /// SMTP address.
         #[arg(long, default_value = "127.0.0.1:7432")]
         smtp: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Print an archive file's messages, one JSON object a line (or a summary line each).
+    Read {
+        /// The file (`DATA_DIR/archive/YYYY-MM-DD.ndjson.gz`).
+        file: PathBuf,
+        /// One line per message: id, workflow, subscriber, status, events.
+        #[arg(long)]
+        summary: bool,
     },
 }
 
@@ -184,6 +226,72 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Archive {
+            command: ArchiveCommand::Read { file, summary },
+        } => {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = notify::store::read_archive(&file, |v| {
+                if summary {
+                    let m = &v["message"];
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\t{} events",
+                        m["id"].as_str().unwrap_or(""),
+                        m["workflow"].as_str().unwrap_or(""),
+                        m["subscriber"].as_str().unwrap_or(""),
+                        m["status"].as_str().unwrap_or(""),
+                        v["activity"].as_array().map(Vec::len).unwrap_or(0)
+                    )
+                } else {
+                    writeln!(out, "{v}")
+                }
+            });
+            match n {
+                Ok(_) => out.flush().map_err(|e| Failure::Run(e.to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Failure::Usage(format!("{}: no such file", file.display())))
+                }
+                Err(e) => Err(Failure::Usage(format!(
+                    "{}: not an archive ({e})",
+                    file.display()
+                ))),
+            }
+        }
+        Command::Bench {
+            subscribers,
+            provider,
+            send_batch,
+            run_batch,
+            probe_ms,
+            data_dir,
+            json,
+        } => {
+            if !(1..=5_000).contains(&send_batch) || !(1..=5_000).contains(&run_batch) {
+                return Err(Failure::Usage("batches: from 1 to 5000".into()));
+            }
+            let r = notify::bench::run(notify::bench::BenchOptions {
+                subscribers,
+                provider,
+                send_batch,
+                run_batch,
+                probe_ms,
+                data_dir,
+            })
+            .await
+            .map_err(Failure::Run)?;
+            if json {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                println!(
+                    "{} messages via {} in {:.2} s: {:.0} messages/s ({} provider calls); \
+                     password resets during it: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes)",
+                    r.subscribers, r.provider, r.seconds, r.messages_per_second, r.provider_calls,
+                    r.probe_p50_ms, r.probe_p99_ms, r.probe_max_ms, r.probes
+                );
+            }
+            Ok(())
+        }
         Command::Stub { http, smtp } => {
             let l = tokio::net::TcpListener::bind(http)
                 .await
@@ -236,10 +344,19 @@ async fn serve(
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
+    let data_dir = data_dir
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("weir-notify-data"));
     let opts = notify::Options {
-        data_dir: data_dir
-            .or(file.data_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("weir-notify-data")),
+        archive_dir: file
+            .archive_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("archive")),
+        retention_ms: file
+            .retention
+            .map(|m| m.0)
+            .unwrap_or(notify::DEFAULT_RETENTION_MS),
+        data_dir,
         weir: weir.or(file.weir.clone()),
         providers: file.providers,
         workflows: file.workflows,
@@ -288,6 +405,7 @@ async fn serve(
         let _ = w.await;
     }
     let _ = running.stats_task.await;
+    let _ = running.retention_task.await;
     if let Some(t) = running.weir_task {
         let _ = t.await;
     }

@@ -160,6 +160,10 @@ pub struct RunJob {
     pub pc: u16,
     /// The messages' numbers.
     pub ns: Vec<u32>,
+    /// At step 0, their subscribers: a message a fan-out did not record yet is made by
+    /// its run (one write per message instead of two).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subs: Vec<String>,
 }
 
 /// A digest window to close.
@@ -322,61 +326,43 @@ impl Notify {
 
     // --- trigger -----------------------------------------------------------------------
 
-    /// Makes the messages of a trigger to listed subscribers and enqueues their runs (used by
-    /// `POST /v1/trigger`, and by a fan-out page). Messages already there are kept as they
-    /// are (a repeat after a crash). Returns their ids.
+    /// Starts the messages of a trigger to listed subscribers: enqueues their runs (used by
+    /// `POST /v1/trigger`, which also `record`s them first so that their ids can be looked
+    /// up at once, and by a fan-out page, which leaves that to the runs). Messages already
+    /// there are kept as they are (a repeat after a crash). Returns their ids.
     pub async fn start_messages(
         &self,
         t: &Trigger,
         subs: &[String],
         first_n: u32,
+        record: bool,
     ) -> Result<Vec<MsgId>, HandlerError> {
         let now = now_ms();
-        let mut w = Writes::default();
-        let mut ids = Vec::with_capacity(subs.len());
-        let mut fresh = Vec::new();
-        for (i, s) in subs.iter().enumerate() {
-            let id = MsgId {
+        let ids: Vec<MsgId> = (0..subs.len())
+            .map(|i| MsgId {
                 trigger: t.id,
                 n: first_n + i as u32,
-            };
-            ids.push(id);
-            if self.store.message(id).map_err(storage)?.is_some() {
-                continue;
-            }
-            fresh.push(Message {
-                id,
-                workflow: t.workflow.clone(),
-                subscriber: s.clone(),
-                class: t.class,
-                status: Status::Queued,
-                created_ms: now,
-                updated_ms: now,
-                pc: 0,
-                wait: None,
-                deliveries: Vec::new(),
-            });
-        }
-        let events: Vec<(MsgId, Event)> = fresh
-            .iter()
-            .map(|m| {
-                (
-                    m.id,
-                    Event::new(
-                        now,
-                        None,
-                        "triggered",
-                        format!("trigger {} for subscriber {}", t.id, m.subscriber),
-                    ),
-                )
             })
             .collect();
-        let refs: Vec<&Message> = fresh.iter().collect();
-        self.store.stage(&mut w, &refs, &events);
-        self.persist(w).await?;
+        if record {
+            let mut fresh = Vec::new();
+            for (id, s) in ids.iter().zip(subs) {
+                if self.store.message(*id).map_err(storage)?.is_none() {
+                    fresh.push(new_message(t, *id, s, now));
+                }
+            }
+            let events: Vec<(MsgId, Event)> =
+                fresh.iter().map(|m| (m.id, triggered(t, m, now))).collect();
+            let refs: Vec<&Message> = fresh.iter().collect();
+            let mut w = Writes::default();
+            self.store.stage(&mut w, &refs, &events);
+            self.persist(w).await?;
+        }
+        let batch = self.settings.run_batch.max(1);
         let outs = ids
-            .chunks(self.settings.run_batch.max(1))
-            .map(|c| {
+            .chunks(batch)
+            .zip(subs.chunks(batch))
+            .map(|(c, s)| {
                 Ok(Out {
                     queue: RUN.into(),
                     kind: "run",
@@ -384,6 +370,7 @@ impl Notify {
                         trigger: t.id,
                         pc: 0,
                         ns: c.iter().map(|m| m.n).collect(),
+                        subs: s.to_vec(),
                     })?,
                     key: format!("run:{}:0:{}", t.id, c[0].n),
                     priority: t.class.priority(),
@@ -434,7 +421,7 @@ impl Notify {
             .members(&job.topic, job.after.as_deref(), page)
             .map_err(storage)?;
         if !subs.is_empty() {
-            self.start_messages(&t, &subs, job.first_n).await?;
+            self.start_messages(&t, &subs, job.first_n, false).await?;
         }
         let made = job.first_n + subs.len() as u32;
         if subs.len() == page {
@@ -476,7 +463,8 @@ impl Notify {
                 n,
             })
             .collect();
-        self.run_messages(job.trigger, job.pc, &ids, None).await?;
+        self.run_messages(job.trigger, job.pc, &ids, &job.subs, None)
+            .await?;
         Ok(None)
     }
 
@@ -487,16 +475,29 @@ impl Notify {
         trigger: u64,
         pc: u16,
         ids: &[MsgId],
+        subs: &[String],
         digest: Option<&Digest>,
     ) -> Result<(), HandlerError> {
         let Some(t) = self.store.trigger(trigger).map_err(storage)? else {
             return Err(HandlerError::fatal(format!("trigger {trigger} is gone")));
         };
         let reg = self.registry();
-        let mut msgs = self.store.messages(ids).map_err(storage)?;
         let now = now_ms();
-        let mut w = Writes::default();
         let mut events = Vec::new();
+        let mut msgs = Vec::with_capacity(ids.len());
+        for (k, id) in ids.iter().enumerate() {
+            match self.store.message(*id).map_err(storage)? {
+                Some(m) => msgs.push(m),
+                None => {
+                    if let (0, Some(s)) = (pc, subs.get(k)) {
+                        let m = new_message(&t, *id, s, now);
+                        events.push((m.id, triggered(&t, &m, now)));
+                        msgs.push(m);
+                    }
+                }
+            }
+        }
+        let mut w = Writes::default();
         let mut changed = Vec::new();
         let wf = reg.workflows.get(&t.workflow).cloned();
         for (i, m) in msgs.iter_mut().enumerate() {
@@ -947,6 +948,7 @@ impl Notify {
                         trigger: t.id,
                         pc: npc,
                         ns: chunk.to_vec(),
+                        subs: Vec::new(),
                     })?,
                     key: format!("run:{}:{npc}:{}", t.id, chunk[0]),
                     priority: prio,
@@ -1041,7 +1043,7 @@ impl Notify {
         if m.status == Status::Digesting {
             self.store.write(w).map_err(storage)?;
         }
-        self.run_messages(job.leader.trigger, m.pc, &[m.id], Some(&d))
+        self.run_messages(job.leader.trigger, m.pc, &[m.id], &[], Some(&d))
             .await?;
         self.store.put_digest(&done_key, None).map_err(storage)?;
         Ok(None)
@@ -1382,6 +1384,30 @@ struct Outcomes {
 enum Joined {
     Leader(u64),
     Member(MsgId, usize),
+}
+
+fn new_message(t: &Trigger, id: MsgId, subscriber: &str, now: u64) -> Message {
+    Message {
+        id,
+        workflow: t.workflow.clone(),
+        subscriber: subscriber.to_string(),
+        class: t.class,
+        status: Status::Queued,
+        created_ms: now,
+        updated_ms: now,
+        pc: 0,
+        wait: None,
+        deliveries: Vec::new(),
+    }
+}
+
+fn triggered(t: &Trigger, m: &Message, now: u64) -> Event {
+    Event::new(
+        now,
+        None,
+        "triggered",
+        format!("trigger {} for subscriber {}", t.id, m.subscriber),
+    )
 }
 
 fn find<'a>(m: &'a Message, it: &SendItem) -> Option<&'a Delivery> {

@@ -517,8 +517,14 @@ impl Store {
             .cache_size(64 << 20)
             .open()?;
         let open = |name: &str| {
+            // The message and activity keyspaces take the write load: bigger memtables mean
+            // fewer, larger flushes and less compaction.
+            let memtable = match name {
+                "messages" | "activity" => 64 << 20,
+                _ => 16 << 20,
+            };
             db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(16 << 20)
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
             })
         };
         let ks = Keyspaces {
@@ -824,7 +830,8 @@ impl Store {
     pub fn stage(&self, batch: &mut Writes, messages: &[&Message], events: &[(MsgId, Event)]) {
         for m in messages {
             batch.messages.push((m.id, json(m)));
-            if m.status == Status::Queued {
+            // Indexed when first written (re-writing the same index key is harmless).
+            if m.created_ms == m.updated_ms || m.status == Status::Queued {
                 batch.index.push((m.subscriber.clone(), m.id));
             }
         }
@@ -1032,8 +1039,20 @@ impl Store {
             return Ok(());
         }
         let _g = self.lock(b"stats");
+        let result = self.add_stats(&pending);
+        if result.is_err() {
+            // Keep them for the next flush.
+            let mut m = self.stats.lock();
+            for (k, n) in pending {
+                *m.entry(k).or_default() += n;
+            }
+        }
+        result
+    }
+
+    fn add_stats(&self, pending: &HashMap<StatKey, u64>) -> Result<()> {
         let mut b = self.db.batch();
-        for (k, n) in pending {
+        for (k, &n) in pending {
             let key = k.key();
             let had = self
                 .ks
@@ -1061,6 +1080,141 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// What one archiving pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ArchiveReport {
+    /// Messages written to the archive and deleted.
+    pub messages: u64,
+    /// Activity events with them.
+    pub events: u64,
+    /// Archive files written to (one per day of `created_ms`).
+    pub files: Vec<std::path::PathBuf>,
+    /// Idempotency keys forgotten.
+    pub idempotency_keys: u64,
+}
+
+/// The archive file of a day: `DIR/YYYY-MM-DD.ndjson.gz`.
+pub fn archive_file(dir: &Path, day: u32) -> std::path::PathBuf {
+    dir.join(format!("{}.ndjson.gz", crate::api::date_of(day)))
+}
+
+impl Store {
+    /// Moves every message made before `before_ms` (with its activity trail) into the
+    /// archive — gzip-compressed NDJSON, one file per day, each line `{"message": ...,
+    /// "activity": [...]}` — then deletes it, its index entry and its trigger. A file is
+    /// fsynced before anything it holds is deleted; a pass interrupted between the two
+    /// writes those messages again next time (a reader sees them twice, nothing is lost).
+    /// Also forgets idempotency keys older than `idempotency_ms`.
+    pub fn archive(
+        &self,
+        before_ms: u64,
+        idempotency_ms: u64,
+        now_ms: u64,
+        dir: &Path,
+    ) -> Result<ArchiveReport> {
+        use std::io::Write;
+        let mut report = ArchiveReport::default();
+        let hi = before_ms.saturating_mul(1024).to_be_bytes();
+        loop {
+            // One chunk at a time, so memory stays bounded however much is due.
+            let mut chunk: Vec<Message> = Vec::new();
+            for g in self.ks.messages.range(..hi.to_vec()).take(10_000) {
+                let (_, v) = g.into_inner()?;
+                chunk.push(serde_json::from_slice(&v)?);
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            std::fs::create_dir_all(dir).map_err(|e| StoreError(e.to_string()))?;
+            let mut by_day: std::collections::BTreeMap<u32, Vec<&Message>> = Default::default();
+            for m in &chunk {
+                by_day
+                    .entry((m.created_ms / 86_400_000) as u32)
+                    .or_default()
+                    .push(m);
+            }
+            let mut b = self.db.batch();
+            let mut triggers = std::collections::BTreeSet::new();
+            for (day, msgs) in by_day {
+                let path = archive_file(dir, day);
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+                let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+                for m in msgs {
+                    let activity = self.activity(m.id)?;
+                    report.events += activity.len() as u64;
+                    let line = serde_json::json!({"message": m, "activity": activity});
+                    serde_json::to_writer(&mut gz, &line)?;
+                    gz.write_all(
+                        b"
+",
+                    )
+                    .map_err(|e| StoreError(e.to_string()))?;
+                    b.remove(&self.ks.messages, m.id.key());
+                    for g in self.ks.activity.prefix(m.id.key()) {
+                        b.remove(&self.ks.activity, g.key()?.to_vec());
+                    }
+                    let mut k = m.subscriber.as_bytes().to_vec();
+                    k.push(0);
+                    k.extend_from_slice(&m.id.key());
+                    b.remove(&self.ks.by_subscriber, k);
+                    triggers.insert(m.id.trigger);
+                    report.messages += 1;
+                }
+                let f = gz.finish().map_err(|e| StoreError(e.to_string()))?;
+                f.sync_all().map_err(|e| StoreError(e.to_string()))?;
+                if !report.files.contains(&path) {
+                    report.files.push(path);
+                }
+            }
+            for t in triggers {
+                b.remove(&self.ks.triggers, t.to_be_bytes());
+            }
+            b.commit()?;
+            self.persist()?;
+        }
+        let cutoff = now_ms.saturating_sub(idempotency_ms);
+        let mut b = self.db.batch();
+        for g in self.ks.idem.iter() {
+            let (k, v) = g.into_inner()?;
+            let rec: Idempotency = serde_json::from_slice(&v)?;
+            if rec.at_ms < cutoff && rec.reply.is_some() {
+                b.remove(&self.ks.idem, k.to_vec());
+                report.idempotency_keys += 1;
+            }
+        }
+        b.commit()?;
+        self.persist()?;
+        Ok(report)
+    }
+}
+
+/// Reads an archive file: each line a JSON object with `message` and `activity`.
+pub fn read_archive(
+    path: &Path,
+    mut each: impl FnMut(serde_json::Value) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path)?;
+    // Each pass appends a gzip member; MultiGzDecoder reads them all.
+    let r = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(f));
+    let mut n = 0;
+    for line in r.lines() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(&line)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        each(v)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Writes gathered for one [`Store::write`].
@@ -1119,6 +1273,58 @@ mod tests {
             .collect();
         assert_eq!(through, [true, true, false, false]);
         assert!(s.throttle("k", 2, 1_000, 6_000).expect("next window"));
+    }
+
+    #[test]
+    fn old_messages_move_to_the_archive_and_can_be_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("db")).expect("open");
+        let day = 86_400_000u64;
+        let msg = |t: u64, created: u64| Message {
+            id: MsgId { trigger: t, n: 0 },
+            workflow: "w".into(),
+            subscriber: "u".into(),
+            class: Class::Bulk,
+            status: Status::Queued,
+            created_ms: created,
+            updated_ms: created,
+            pc: 0,
+            wait: None,
+            deliveries: Vec::new(),
+        };
+        let old = msg(10 * day * 1024, 10 * day);
+        let new = msg(200 * day * 1024, 200 * day);
+        let mut w = Writes::default();
+        s.stage(
+            &mut w,
+            &[&old, &new],
+            &[(old.id, Event::new(10 * day, None, "triggered", "x"))],
+        );
+        s.write(w).expect("write");
+        let arch = dir.path().join("archive");
+        let r = s
+            .archive(100 * day, day, 200 * day, &arch)
+            .expect("archive");
+        assert_eq!((r.messages, r.events, r.files.len()), (1, 1, 1));
+        assert!(s.message(old.id).expect("read").is_none(), "deleted");
+        assert!(s.activity(old.id).expect("read").is_empty());
+        assert!(
+            s.message(new.id).expect("read").is_some(),
+            "recent ones stay"
+        );
+        let mut seen = Vec::new();
+        let n = read_archive(&r.files[0], |v| {
+            seen.push(v);
+            Ok(())
+        })
+        .expect("read back");
+        assert_eq!(n, 1);
+        assert_eq!(seen[0]["message"]["id"], old.id.to_string());
+        assert_eq!(seen[0]["activity"][0]["kind"], "triggered");
+        assert_eq!(
+            r.files[0].file_name().and_then(|f| f.to_str()),
+            Some("1970-01-11.ndjson.gz")
+        );
     }
 
     #[test]

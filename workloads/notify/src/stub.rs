@@ -101,6 +101,15 @@ impl StubState {
         self.accepted.lock().clone()
     }
 
+    /// Distinct deliveries accepted whose key starts with `prefix` (a trigger's: `ID-`).
+    pub fn count_prefix(&self, prefix: &str) -> usize {
+        self.accepted
+            .lock()
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .count()
+    }
+
     /// Distinct deliveries accepted.
     pub fn distinct(&self) -> usize {
         self.accepted.lock().len()

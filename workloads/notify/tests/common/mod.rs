@@ -62,6 +62,8 @@ pub async fn start_in(toml: &str, s: &Stubs, dir: tempfile::TempDir) -> Harness 
             run_concurrency: 4,
             send_concurrency: 16,
             workers: true,
+            retention_ms: notify::DEFAULT_RETENTION_MS,
+            archive_dir: dir.path().join("archive"),
         },
         shutdown.clone(),
     )
