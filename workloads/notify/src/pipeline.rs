@@ -420,10 +420,15 @@ impl Notify {
             .store
             .members(&job.topic, job.after.as_deref(), page)
             .map_err(storage)?;
+        let made = job.first_n + subs.len() as u32;
+        // The trigger's count first, so that it never lags what has been sent.
+        t.messages = t.messages.max(made);
+        t.fanned_out = subs.len() < page;
+        self.store.put_trigger(&t).map_err(storage)?;
+        self.store.persist().map_err(storage)?;
         if !subs.is_empty() {
             self.start_messages(&t, &subs, job.first_n, false).await?;
         }
-        let made = job.first_n + subs.len() as u32;
         if subs.len() == page {
             let next = FanoutJob {
                 trigger: t.id,
@@ -444,9 +449,6 @@ impl Notify {
             }])
             .await?;
         }
-        t.messages = t.messages.max(made);
-        t.fanned_out = subs.len() < page;
-        self.store.put_trigger(&t).map_err(storage)?;
         Ok(None)
     }
 

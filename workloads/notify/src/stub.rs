@@ -42,6 +42,12 @@ pub enum Fault {
         /// Milliseconds.
         ms: u64,
     },
+    /// Accept the deliveries at once, answer after this long (a provider that took a call
+    /// whose answer the caller never saw, if the caller dies meanwhile).
+    AcceptThenStall {
+        /// Milliseconds.
+        ms: u64,
+    },
 }
 
 /// One accepted delivery.
@@ -66,6 +72,8 @@ pub struct StubState {
     /// Faults to apply to the next calls, before `fault` (one each).
     queue: Mutex<std::collections::VecDeque<Fault>>,
     accepted: Mutex<HashMap<String, Accepted>>,
+    /// Set by `AcceptThenStall` for the call in progress.
+    stall: Mutex<u64>,
     /// Calls received (each batch call counts once).
     pub calls: AtomicU64,
     /// Deliveries accepted, duplicates included.
@@ -158,6 +166,10 @@ impl StubState {
         let f = self.next_fault();
         let r = match f {
             Fault::Ok => return None,
+            Fault::AcceptThenStall { ms } => {
+                *self.stall.lock() = ms;
+                return None;
+            }
             Fault::Slow { ms } => {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 return None;
@@ -253,6 +265,10 @@ async fn sendgrid(State(s): State<Arc<StubState>>, Json(body): Json<Value>) -> R
         s.accept(key, to, subject, text);
     }
     let id = format!("sg-{}", s.calls.load(Ordering::Relaxed));
+    let stall = std::mem::take(&mut *s.stall.lock());
+    if stall > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(stall)).await;
+    }
     (StatusCode::ACCEPTED, [("x-message-id", id)]).into_response()
 }
 
@@ -425,7 +441,7 @@ async fn smtp_session(sock: tokio::net::TcpStream, s: Arc<StubState>) -> std::io
                     tokio::time::sleep(std::time::Duration::from_secs(3_600)).await;
                 }
                 f => {
-                    if let Fault::Slow { ms } = f {
+                    if let Fault::Slow { ms } | Fault::AcceptThenStall { ms } = f {
                         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                     }
                     let header = |name: &str| {

@@ -528,3 +528,96 @@ async fn a_topic_fans_out_to_every_member_in_pages() {
     assert_eq!(t["messages"], 50, "{t}");
     assert_eq!(t["fanned_out"], true);
 }
+
+const PRIORITY: &str = r#"
+[pipeline]
+run_batch = 500
+send_batch = 100
+
+[[providers]]
+id = "mail"
+type = "sendgrid"
+url = "{A}"
+batch = 100
+concurrency = 4
+
+[[workflows]]
+id = "newsletter"
+[[workflows.steps]]
+type = "email"
+template.en = { subject = "News", body = "Issue {{ payload.issue }}" }
+
+[[workflows]]
+id = "password-reset"
+class = "transactional"
+critical = true
+[[workflows.steps]]
+type = "email"
+template.en = { subject = "Reset", body = "Code {{ payload.code }}" }
+"#;
+
+/// Head-of-line blocking (Novu's password resets stuck behind marketing sends): a
+/// transactional message triggered while a bulk send drains overtakes every queued bulk
+/// delivery. What may still go ahead of it is only what was already in flight: the
+/// provider's 4 concurrent calls of 100 plus the jobs the workers had fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_overtakes_a_bulk_send_in_progress() {
+    let s = stubs().await;
+    let h = start(PRIORITY, &s).await;
+    let bulk = 20_000;
+    let subs: Vec<_> = (0..bulk)
+        .map(|i| json!({"id": format!("b{i:05}"), "email": format!("b{i}@example.com")}))
+        .collect();
+    for chunk in subs.chunks(10_000) {
+        assert_eq!(
+            h.post("/v1/subscribers", json!({"subscribers": chunk}))
+                .await
+                .0,
+            200
+        );
+        let ids: Vec<_> = chunk.iter().map(|s| s["id"].clone()).collect();
+        assert_eq!(h.put("/v1/topics/all", json!({})).await.0, 200);
+        assert_eq!(
+            h.post("/v1/topics/all/subscribers", json!({"subscribers": ids}))
+                .await
+                .0,
+            200
+        );
+    }
+    h.subscriber("alice", json!({"email": "alice@example.com"}))
+        .await;
+    s.a.state.set_fault(Fault::Slow { ms: 25 });
+    let (st, v) = h
+        .post(
+            "/v1/trigger",
+            json!({"workflow": "newsletter", "to": {"topic": "all"}, "payload": {"issue": 1}}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    assert!(
+        s.a.state
+            .wait_for(Duration::from_secs(60), |a| a.len() >= 2_000)
+            .await,
+        "the bulk send is under way"
+    );
+    let ids = h
+        .trigger("password-reset", json!("alice"), json!({"code": 1234}))
+        .await;
+    let key = format!("{}/0/0", ids[0]);
+    let before = s.a.state.distinct();
+    assert!(
+        s.a.state
+            .wait_for(Duration::from_secs(60), |a| a.contains_key(&key))
+            .await,
+        "the reset was delivered"
+    );
+    let ahead = s.a.state.distinct() - 1 - before;
+    assert!(
+        before + ahead + 1 < bulk + 1,
+        "the reset did not wait for the bulk send to finish"
+    );
+    assert!(
+        ahead <= 2_000,
+        "{ahead} bulk deliveries went ahead of the reset; at most the in-flight ones may"
+    );
+}
