@@ -502,6 +502,19 @@ impl Notify {
         let mut w = Writes::default();
         let mut changed = Vec::new();
         let wf = reg.workflows.get(&t.workflow).cloned();
+        // What every message of the job shares, converted once.
+        let base = minijinja::context! {
+            payload => minijinja::Value::from_serialize(&t.payload),
+            digest => digest.map(|d| minijinja::context! {
+                count => d.events.len(),
+                events => minijinja::Value::from_serialize(&d.events),
+            }),
+            workflow => minijinja::context! {
+                id => t.workflow.clone(),
+                name => wf.as_ref().and_then(|w| w.def.name.clone()),
+            },
+            trigger => minijinja::context! { id => t.id.to_string() },
+        };
         for (i, m) in msgs.iter_mut().enumerate() {
             let fresh = m.pc == pc
                 && matches!(
@@ -526,7 +539,7 @@ impl Notify {
                 changed.push(i);
                 continue;
             };
-            self.walk(&reg, wf, &t, m, digest, now, &mut events)?;
+            self.walk(&reg, wf, &t, m, digest, &base, now, &mut events)?;
             changed.push(i);
         }
         let refs: Vec<&Message> = changed.iter().map(|&i| &msgs[i]).collect();
@@ -545,6 +558,7 @@ impl Notify {
         t: &Trigger,
         m: &mut Message,
         digest: Option<&Digest>,
+        base: &minijinja::Value,
         now: u64,
         events: &mut Vec<(MsgId, Event)>,
     ) -> Result<(), HandlerError> {
@@ -569,16 +583,11 @@ impl Notify {
         } else {
             self.store.preferences(&sub.id).map_err(storage)?
         };
-        let digest_ctx =
-            digest.map(|d| serde_json::json!({"count": d.events.len(), "events": d.events}));
-        let ctx = minijinja::Value::from_serialize(serde_json::json!({
-            "subscriber": sub,
-            "payload": t.payload,
-            "preferences": prefs,
-            "digest": digest_ctx,
-            "workflow": {"id": wf.def.id, "name": wf.def.name},
-            "trigger": {"id": t.id.to_string()},
-        }));
+        let ctx = minijinja::context! {
+            subscriber => minijinja::Value::from_serialize(&sub),
+            preferences => minijinja::Value::from_serialize(&prefs),
+            ..base.clone()
+        };
         m.status = Status::Running;
         m.wait = None;
         m.updated_ms = now;
