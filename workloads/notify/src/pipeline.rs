@@ -32,8 +32,8 @@ use crate::providers::{
 };
 use crate::render::Renderer;
 use crate::store::{
-    Content, Delivery, DeliveryStatus, Digest, Event, Message, MsgId, Status, Store, StoreError,
-    Trigger, Wait, Writes,
+    Content, Delivery, DeliveryStatus, Digest, Event, Fresh, Message, MsgId, Status, Store,
+    StoreError, Trigger, Wait,
 };
 use crate::workflow::{pick_locale, Class, Op, Workflow};
 use futures::StreamExt;
@@ -313,10 +313,44 @@ impl Notify {
         Ok(())
     }
 
-    async fn persist(&self, w: Writes) -> Result<(), HandlerError> {
+    /// Writes what a job decided for `msgs` (merged into their stored state as `merge`
+    /// says, see [`Store::update`]) with `events` appended to their trails, and persists.
+    async fn commit(
+        &self,
+        msgs: Vec<Message>,
+        events: Vec<(MsgId, Event)>,
+        merge: Merge,
+    ) -> Result<(), HandlerError> {
+        if msgs.is_empty() && events.is_empty() {
+            return Ok(());
+        }
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            store.write(w)?;
+            let ids: Vec<MsgId> = msgs.iter().map(|m| m.id).collect();
+            // Serialised outside the store's lock: what to write if nobody wrote the message
+            // since this job read it (the usual case).
+            let prepared = if matches!(merge, Merge::Touch) {
+                HashMap::new()
+            } else {
+                msgs.iter()
+                    .filter(|m| m.read_hash != 0 || !matches!(merge, Merge::Send { .. }))
+                    .map(|m| {
+                        let mut m = m.clone();
+                        if m.run_ended() {
+                            m.settle();
+                        }
+                        let bytes = serde_json::to_vec(&m).unwrap_or_default();
+                        (m.id, (m.read_hash, m.subscriber, bytes))
+                    })
+                    .collect()
+            };
+            let mut local: HashMap<MsgId, Message> = msgs.into_iter().map(|m| (m.id, m)).collect();
+            store.update(&ids, events, prepared, |id, fresh| {
+                match local.remove(&id) {
+                    None => Ok(None),
+                    Some(l) => merge.apply(l, fresh),
+                }
+            })?;
             store.persist()
         })
         .await
@@ -345,18 +379,13 @@ impl Notify {
             })
             .collect();
         if record {
-            let mut fresh = Vec::new();
-            for (id, s) in ids.iter().zip(subs) {
-                if self.store.message(*id).map_err(storage)?.is_none() {
-                    fresh.push(new_message(t, *id, s, now));
-                }
-            }
-            let events: Vec<(MsgId, Event)> =
-                fresh.iter().map(|m| (m.id, triggered(t, m, now))).collect();
-            let refs: Vec<&Message> = fresh.iter().collect();
-            let mut w = Writes::default();
-            self.store.stage(&mut w, &refs, &events);
-            self.persist(w).await?;
+            let fresh: Vec<Message> = ids
+                .iter()
+                .zip(subs)
+                .map(|(id, s)| new_message(t, *id, s, now))
+                .collect();
+            let events = fresh.iter().map(|m| (m.id, triggered(t, m, now))).collect();
+            self.commit(fresh, events, Merge::Create).await?;
         }
         let batch = self.settings.run_batch.max(1);
         let outs = ids
@@ -499,7 +528,6 @@ impl Notify {
                 }
             }
         }
-        let mut w = Writes::default();
         let mut changed = Vec::new();
         let wf = reg.workflows.get(&t.workflow).cloned();
         // What every message of the job shares, converted once.
@@ -542,10 +570,10 @@ impl Notify {
             self.walk(&reg, wf, &t, m, digest, &base, now, &mut events)?;
             changed.push(i);
         }
-        let refs: Vec<&Message> = changed.iter().map(|&i| &msgs[i]).collect();
-        self.store.stage(&mut w, &refs, &events);
-        self.persist(w).await?;
         let outs = self.next_jobs(&t, pc, &msgs, wf.as_deref())?;
+        let written: Vec<Message> = changed.iter().map(|&i| msgs[i].clone()).collect();
+        self.commit(written, events, Merge::Run { from_pc: pc })
+            .await?;
         self.enqueue(outs).await
     }
 
@@ -1043,16 +1071,15 @@ impl Notify {
             return Ok(None);
         };
         let now = now_ms();
-        let mut w = Writes::default();
-        let ev = Event::new(
-            now,
-            Some(m.pc.saturating_sub(1)),
-            "digest.closed",
-            format!("{} events in the digest", d.events.len()),
-        );
-        self.store.stage(&mut w, &[], &[(m.id, ev)]);
         if m.status == Status::Digesting {
-            self.store.write(w).map_err(storage)?;
+            let ev = Event::new(
+                now,
+                Some(m.pc.saturating_sub(1)),
+                "digest.closed",
+                format!("{} events in the digest", d.events.len()),
+            );
+            self.commit(vec![m.clone()], vec![(m.id, ev)], Merge::Touch)
+                .await?;
         }
         self.run_messages(job.leader.trigger, m.pc, &[m.id], &[], Some(&d))
             .await?;
@@ -1219,17 +1246,21 @@ impl Notify {
                 d.attempts += 1;
             }
         }
-        for m in msgs.values_mut() {
-            if m.status != Status::Digested {
-                m.updated_ms = now;
-                m.settle();
-            }
-        }
-        let mut w = Writes::default();
-        let refs: Vec<&Message> = msgs.values().collect();
-        self.store.stage(&mut w, &refs, &events);
-        self.persist(w).await?;
         let class = msgs.values().next().map(|m| m.class).unwrap_or(Class::Bulk);
+        let mut touched: HashMap<MsgId, Vec<(u16, u8)>> = HashMap::new();
+        for it in &live {
+            touched.entry(it.m).or_default().push((it.pc, it.idx));
+        }
+        let written: Vec<Message> = msgs
+            .into_values()
+            .filter(|m| touched.contains_key(&m.id))
+            .map(|mut m| {
+                m.updated_ms = now;
+                m
+            })
+            .collect();
+        self.commit(written, events, Merge::Send { touched })
+            .await?;
         let mut outs = Vec::new();
         for ((to, route), items) in moved {
             let Some(q) = self.providers.get(&to) else {
@@ -1385,6 +1416,89 @@ impl Notify {
     }
 }
 
+/// How a job's view of a message is merged into its stored state (see [`Notify::commit`]).
+enum Merge {
+    /// A new message: written only if none is there.
+    Create,
+    /// A run from step `from_pc`: its position, status and wait, and the deliveries of the
+    /// steps it ran; the stored deliveries of earlier steps (their sends may have moved on
+    /// meanwhile) are kept.
+    Run {
+        /// The step the run started at.
+        from_pc: u16,
+    },
+    /// A send job: the deliveries it handled, by (step, address index).
+    Send {
+        /// Per message.
+        touched: HashMap<MsgId, Vec<(u16, u8)>>,
+    },
+    /// Events only.
+    Touch,
+}
+
+impl Merge {
+    fn apply(&self, mut local: Message, fresh: Fresh<'_>) -> Result<Option<Message>, StoreError> {
+        if let Merge::Create = self {
+            return Ok((!fresh.exists()).then_some(local));
+        }
+        if !fresh.exists() {
+            // Runs make fan-out messages; nothing else writes a message that is not there.
+            return Ok(matches!(self, Merge::Run { .. }).then_some(local));
+        }
+        if local.read_hash == fresh.hash {
+            // Nobody wrote it since this job read it: its copy is the whole truth.
+            if local.run_ended() {
+                local.settle();
+            }
+            return Ok(Some(local));
+        }
+        let Some(mut f) = fresh.decode()? else {
+            return Ok(None);
+        };
+        match self {
+            Merge::Create => Ok(None),
+            Merge::Run { from_pc } => {
+                f.pc = local.pc;
+                f.status = local.status;
+                f.wait = local.wait;
+                f.updated_ms = local.updated_ms;
+                for d in local.deliveries.into_iter().filter(|d| d.pc >= *from_pc) {
+                    match f
+                        .deliveries
+                        .iter_mut()
+                        .find(|x| x.pc == d.pc && x.idx == d.idx)
+                    {
+                        Some(x) => *x = d,
+                        None => f.deliveries.push(d),
+                    }
+                }
+                if f.run_ended() {
+                    f.settle();
+                }
+                Ok(Some(f))
+            }
+            Merge::Send { touched } => {
+                for &(pc, idx) in touched.get(&local.id).map(Vec::as_slice).unwrap_or(&[]) {
+                    let Some(d) = local.deliveries.iter().find(|d| d.pc == pc && d.idx == idx)
+                    else {
+                        continue;
+                    };
+                    match f.deliveries.iter_mut().find(|x| x.pc == pc && x.idx == idx) {
+                        Some(x) => *x = d.clone(),
+                        None => f.deliveries.push(d.clone()),
+                    }
+                }
+                f.updated_ms = local.updated_ms;
+                if f.run_ended() {
+                    f.settle();
+                }
+                Ok(Some(f))
+            }
+            Merge::Touch => Ok(Some(f)),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Outcomes {
     done: Vec<(SendItem, Result<Option<String>, String>)>,
@@ -1409,6 +1523,7 @@ fn new_message(t: &Trigger, id: MsgId, subscriber: &str, now: u64) -> Message {
         pc: 0,
         wait: None,
         deliveries: Vec::new(),
+        read_hash: 0,
     }
 }
 

@@ -18,7 +18,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A storage failure (the disk, or a record that does not decode).
@@ -253,9 +253,55 @@ pub struct Message {
     /// Its deliveries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<Delivery>,
+    /// A hash of the stored bytes it was read from (0: not read from the store): a job
+    /// whose copy is still what is stored writes it as it is, without merging.
+    #[serde(skip)]
+    pub read_hash: u64,
+}
+
+/// A stored message as [`Store::update`] shows it to its merge function.
+pub struct Fresh<'a> {
+    bytes: Option<&'a [u8]>,
+    /// The hash of its bytes (0 when there is none).
+    pub hash: u64,
+}
+
+impl Fresh<'_> {
+    /// Whether a message is stored.
+    pub fn exists(&self) -> bool {
+        self.bytes.is_some()
+    }
+
+    /// Decodes it.
+    pub fn decode(&self) -> Result<Option<Message>> {
+        match self.bytes {
+            None => Ok(None),
+            Some(b) => {
+                let mut m: Message = serde_json::from_slice(b)?;
+                m.read_hash = self.hash;
+                Ok(Some(m))
+            }
+        }
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    // FNV-1a with the length mixed in: 0 is never a stored record's hash.
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h ^ bytes.len() as u64) | 1
 }
 
 impl Message {
+    /// Whether its run has ended (what is left is its deliveries).
+    pub fn run_ended(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Skipped | Status::Sending | Status::Sent | Status::Failed | Status::Dead
+        )
+    }
+
     /// The status its deliveries add up to once its run has ended.
     pub fn settle(&mut self) {
         if matches!(self.status, Status::Digested | Status::Throttled) {
@@ -454,7 +500,8 @@ pub struct Store {
     db: Database,
     ks: Arc<Keyspaces>,
     last_trigger: Arc<AtomicU64>,
-    event_seq: Arc<AtomicU32>,
+    write_lock: Arc<parking_lot::Mutex<()>>,
+    event_seq: Arc<std::sync::atomic::AtomicU32>,
     stats: Arc<parking_lot::Mutex<HashMap<StatKey, u64>>>,
     locks: Arc<Vec<parking_lot::Mutex<()>>>,
 }
@@ -554,7 +601,8 @@ impl Store {
             db,
             ks: Arc::new(ks),
             last_trigger: Arc::new(AtomicU64::new(last)),
-            event_seq: Arc::new(AtomicU32::new(0)),
+            write_lock: Arc::new(parking_lot::Mutex::new(())),
+            event_seq: Arc::new(std::sync::atomic::AtomicU32::new(0)),
             stats: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             locks: Arc::new((0..256).map(|_| parking_lot::Mutex::new(())).collect()),
         })
@@ -826,42 +874,53 @@ impl Store {
 
     // --- messages and activity ---------------------------------------------------------
 
-    /// Adds writes of messages and events to `batch`.
-    pub fn stage(&self, batch: &mut Writes, messages: &[&Message], events: &[(MsgId, Event)]) {
-        for m in messages {
-            batch.messages.push((m.id, json(m)));
-            // Indexed when first written (re-writing the same index key is harmless).
-            if m.created_ms == m.updated_ms || m.status == Status::Queued {
-                batch.index.push((m.subscriber.clone(), m.id));
+    /// Read-modify-writes messages: under one lock (so that two jobs touching one message —
+    /// its email and its SMS sends, a send and the run after a delay — never lose each
+    /// other's changes), shows `f` each of `ids` as stored now (see [`Fresh`]) and writes what
+    /// it returns (`None`: leave it), with `events` appended to the activity trails, in one
+    /// batch. Not persisted; see [`Store::persist`].
+    ///
+    /// `prepared` holds, per message, the bytes to write if the stored record still hashes
+    /// to the given value (0: if none is stored): the common case, serialised before the
+    /// lock is taken, so that the lock covers reads and hash checks only.
+    pub fn update(
+        &self,
+        ids: &[MsgId],
+        events: Vec<(MsgId, Event)>,
+        mut prepared: HashMap<MsgId, (u64, String, Vec<u8>)>,
+        mut f: impl FnMut(MsgId, Fresh<'_>) -> Result<Option<Message>>,
+    ) -> Result<()> {
+        let mut b = self.db.batch();
+        let _g = self.write_lock.lock();
+        for &id in ids {
+            let raw = self.ks.messages.get(id.key())?;
+            let fresh = Fresh {
+                bytes: raw.as_deref(),
+                hash: raw.as_deref().map(hash).unwrap_or(0),
+            };
+            let existed = fresh.exists();
+            let (bytes, subscriber) = match prepared.remove(&id) {
+                Some((h, sub, bytes)) if h == fresh.hash => (bytes, sub),
+                _ => match f(id, fresh)? {
+                    Some(m) => (json(&m), m.subscriber),
+                    None => continue,
+                },
+            };
+            b.insert(&self.ks.messages, id.key(), bytes);
+            if !existed {
+                let mut k = subscriber.into_bytes();
+                k.push(0);
+                k.extend_from_slice(&id.key());
+                b.insert(&self.ks.by_subscriber, k, b"".as_slice());
             }
         }
         for (id, e) in events {
-            batch.events.push((*id, e.at_ms, json(e)));
-        }
-    }
-
-    /// Writes a batch of messages and events (not persisted; see [`Store::persist`]).
-    pub fn write(&self, w: Writes) -> Result<()> {
-        if w.is_empty() {
-            return Ok(());
-        }
-        let mut b = self.db.batch();
-        for (id, bytes) in w.messages {
-            b.insert(&self.ks.messages, id.key(), bytes);
-        }
-        for (sub, id) in w.index {
-            let mut k = sub.into_bytes();
-            k.push(0);
-            k.extend_from_slice(&id.key());
-            b.insert(&self.ks.by_subscriber, k, b"".as_slice());
-        }
-        for (id, at, bytes) in w.events {
             let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
             let mut k = Vec::with_capacity(24);
             k.extend_from_slice(&id.key());
-            k.extend_from_slice(&at.to_be_bytes());
+            k.extend_from_slice(&e.at_ms.to_be_bytes());
             k.extend_from_slice(&seq.to_be_bytes());
-            b.insert(&self.ks.activity, k, bytes);
+            b.insert(&self.ks.activity, k, json(&e));
         }
         b.commit()?;
         Ok(())
@@ -869,7 +928,14 @@ impl Store {
 
     /// The message `id`.
     pub fn message(&self, id: MsgId) -> Result<Option<Message>> {
-        get(&self.ks.messages, &id.key())
+        match self.ks.messages.get(id.key())? {
+            None => Ok(None),
+            Some(v) => {
+                let mut m: Message = serde_json::from_slice(&v)?;
+                m.read_hash = hash(&v);
+                Ok(Some(m))
+            }
+        }
     }
 
     /// Several messages at once (absent ones skipped).
@@ -1217,21 +1283,6 @@ pub fn read_archive(
     Ok(n)
 }
 
-/// Writes gathered for one [`Store::write`].
-#[derive(Default)]
-pub struct Writes {
-    messages: Vec<(MsgId, Vec<u8>)>,
-    index: Vec<(String, MsgId)>,
-    events: Vec<(MsgId, u64, Vec<u8>)>,
-}
-
-impl Writes {
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.events.is_empty() && self.index.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1291,16 +1342,18 @@ mod tests {
             pc: 0,
             wait: None,
             deliveries: Vec::new(),
+            read_hash: 0,
         };
         let old = msg(10 * day * 1024, 10 * day);
         let new = msg(200 * day * 1024, 200 * day);
-        let mut w = Writes::default();
-        s.stage(
-            &mut w,
-            &[&old, &new],
-            &[(old.id, Event::new(10 * day, None, "triggered", "x"))],
-        );
-        s.write(w).expect("write");
+        let (o, n) = (old.clone(), new.clone());
+        s.update(
+            &[old.id, new.id],
+            vec![(old.id, Event::new(10 * day, None, "triggered", "x"))],
+            Default::default(),
+            |id, _| Ok(Some(if id == o.id { o.clone() } else { n.clone() })),
+        )
+        .expect("write");
         let arch = dir.path().join("archive");
         let r = s
             .archive(100 * day, day, 200 * day, &arch)

@@ -14,18 +14,30 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn serve(config: &std::path::Path, data: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weir-notify"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("NOTIFY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("weir-notify starts")
+/// The server process, killed (SIGKILL) when dropped, so that a failing test leaves none.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(config: &std::path::Path, data: &std::path::Path, port: u16) -> Server {
+    Server(
+        Command::new(env!("CARGO_BIN_EXE_weir-notify"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("NOTIFY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("weir-notify starts"),
+    )
 }
 
 async fn wait_up(http: &reqwest::Client, base: &str) {
@@ -75,7 +87,7 @@ template.en = {{ subject = "{{{{ digest.count }}}} new comments", body = "{{% fo
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut child = serve(&config, &data, port);
+    let child = serve(&config, &data, port);
     wait_up(&http, &base).await;
     let r = http
         .put(format!("{base}/v1/subscribers/u"))
@@ -104,10 +116,9 @@ template.en = {{ subject = "{{{{ digest.count }}}} new comments", body = "{{% fo
             .await,
         "the digest reached the provider"
     );
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    drop(child); // SIGKILL
 
-    let mut child = serve(&config, &data, port);
+    let child = serve(&config, &data, port);
     wait_up(&http, &base).await;
     // The killed worker's lease expires and the digest is sent again, under the same key.
     let again = provider
@@ -156,6 +167,5 @@ template.en = {{ subject = "{{{{ digest.count }}}} new comments", body = "{{% fo
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, "sent");
-    child.kill().expect("stop");
-    child.wait().expect("reaped");
+    drop(child);
 }

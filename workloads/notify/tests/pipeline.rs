@@ -621,3 +621,70 @@ async fn a_password_reset_overtakes_a_bulk_send_in_progress() {
         "{ahead} bulk deliveries went ahead of the reset; at most the in-flight ones may"
     );
 }
+
+const CHANNELS: &str = r#"
+[[providers]]
+id = "mail"
+type = "sendgrid"
+url = "{A}"
+
+[[providers]]
+id = "sms"
+type = "twilio"
+url = "{B}"
+account = "AC1"
+
+[[workflows]]
+id = "order"
+[[workflows.steps]]
+type = "email"
+template.en = { subject = "Order", body = "confirmed" }
+[[workflows.steps]]
+type = "sms"
+template.en = { body = "confirmed" }
+[[workflows.steps]]
+type = "delay"
+for = "100ms"
+[[workflows.steps]]
+type = "email"
+template.en = { subject = "Shipped", body = "on its way" }
+"#;
+
+/// Regression: a message's email and SMS sends ran as two jobs at once and each wrote the
+/// whole message back, so one delivery's "sent" was lost; and a send finishing during a
+/// delay step settled the message, so the run after the delay never went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_and_a_delay_keep_every_delivery_of_a_message() {
+    let s = stubs().await;
+    let h = start(CHANNELS, &s).await;
+    for i in 0..20 {
+        h.subscriber(
+            &format!("c{i}"),
+            json!({"email": format!("c{i}@example.com"), "phone": "+15551234567"}),
+        )
+        .await;
+    }
+    // The SMS provider answers after the delay step has begun.
+    s.b.state.set_fault(Fault::Slow { ms: 150 });
+    let ids = h
+        .trigger(
+            "order",
+            json!((0..20).map(|i| format!("c{i}")).collect::<Vec<_>>()),
+            json!({}),
+        )
+        .await;
+    for id in &ids {
+        let m = h
+            .wait_message(id, 20, |v| v["status"] == "sent" || v["status"] == "failed")
+            .await;
+        let st: Vec<_> = m["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .map(|d| d["status"].clone())
+            .collect();
+        assert_eq!(st, [json!("sent"), json!("sent"), json!("sent")], "{m:#}");
+    }
+    assert_eq!(s.a.state.distinct(), 40);
+    assert_eq!(s.b.state.distinct(), 20);
+}
