@@ -28,6 +28,8 @@ pub struct BenchOptions {
     pub probe_ms: u64,
     /// Where to keep the data (a temporary folder if `None`).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Only make the subscribers, and report memory and disk for them.
+    pub setup_only: bool,
 }
 
 /// What it measured.
@@ -53,6 +55,44 @@ pub struct BenchReport {
     pub probe_p99_ms: f64,
     /// The slowest, ms.
     pub probe_max_ms: f64,
+    /// The process's resident memory at the end, MiB (VmRSS).
+    pub rss_mib: f64,
+    /// Its peak, MiB (VmHWM).
+    pub peak_rss_mib: f64,
+    /// The notify store's size on disk, MiB.
+    pub store_mib: f64,
+}
+
+fn proc_status_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn dir_mib(p: &std::path::Path) -> f64 {
+    let mut total = 0u64;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total as f64 / (1024.0 * 1024.0)
 }
 
 const CONFIG: &str = r#"
@@ -75,7 +115,7 @@ id = "newsletter"
 class = "bulk"
 [[workflows.steps]]
 type = "CHANNEL"
-template.en = { subject = "News for {{ subscriber.data.name }}", body = "Hello {{ subscriber.data.name }}, issue {{ payload.issue }}" }
+template.en = TEMPLATE
 
 [[workflows]]
 id = "password-reset"
@@ -104,14 +144,19 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport, String> {
             .map_err(|e| e.to_string())
     };
     let bulk = stub::http(listen().await?).map_err(|e| e.to_string())?;
-    let channel = if o.provider == "twilio" {
-        "sms"
-    } else {
-        "email"
-    };
+    let sms_bulk = o.provider == "twilio";
+    let channel = if sms_bulk { "sms" } else { "email" };
     let text = CONFIG
         .replace("TYPE", &o.provider)
         .replace("CHANNEL", channel)
+        .replace(
+            "TEMPLATE",
+            if sms_bulk {
+                r#"{ body = "Hello {{ subscriber.data.name }}, issue {{ payload.issue }}" }"#
+            } else {
+                r#"{ subject = "News for {{ subscriber.data.name }}", body = "Hello {{ subscriber.data.name }}, issue {{ payload.issue }}" }"#
+            },
+        )
         .replace("{BULK}", &bulk.url);
     let file = crate::config::parse(&text)?;
     let mut settings = file.pipeline.settings().map_err(|e| e.to_string())?;
@@ -184,6 +229,29 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport, String> {
     .map_err(|e| e.to_string())??;
     let setup_seconds = started.elapsed().as_secs_f64();
     eprintln!("bench: {count} subscribers in {setup_seconds:.1} s");
+    if o.setup_only {
+        n.store.persist().map_err(|e| e.to_string())?;
+        let report = BenchReport {
+            subscribers: count,
+            provider: o.provider.clone(),
+            setup_seconds,
+            seconds: 0.0,
+            messages_per_second: 0.0,
+            provider_calls: 0,
+            probes: 0,
+            probe_p50_ms: 0.0,
+            probe_p99_ms: 0.0,
+            probe_max_ms: 0.0,
+            rss_mib: proc_status_mib("VmRSS:"),
+            peak_rss_mib: proc_status_mib("VmHWM:"),
+            store_mib: dir_mib(&dir.join("notify")),
+        };
+        shutdown.cancel();
+        if o.data_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        return Ok(report);
+    }
 
     let t0 = Instant::now();
     let trigger = crate::store::Trigger {
@@ -282,6 +350,9 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport, String> {
         probe_p50_ms: percentile(&latencies, 0.5),
         probe_p99_ms: percentile(&latencies, 0.99),
         probe_max_ms: latencies.last().copied().unwrap_or(0.0),
+        rss_mib: proc_status_mib("VmRSS:"),
+        peak_rss_mib: proc_status_mib("VmHWM:"),
+        store_mib: dir_mib(&dir.join("notify")),
     };
     shutdown.cancel();
     for w in running.workers {

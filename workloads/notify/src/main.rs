@@ -83,6 +83,9 @@ enum Command {
         /// Keep the data here (default: a temporary folder, removed after).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Only make the subscribers and report memory and disk for them.
+        #[arg(long)]
+        setup_only: bool,
         /// One JSON object.
         #[arg(long)]
         json: bool,
@@ -265,6 +268,7 @@ async fn run(cmd: Command) -> Result<(), Failure> {
             run_batch,
             probe_ms,
             data_dir,
+            setup_only,
             json,
         } => {
             if !(1..=5_000).contains(&send_batch) || !(1..=5_000).contains(&run_batch) {
@@ -277,17 +281,24 @@ async fn run(cmd: Command) -> Result<(), Failure> {
                 run_batch,
                 probe_ms,
                 data_dir,
+                setup_only,
             })
             .await
             .map_err(Failure::Run)?;
             if json {
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else if setup_only {
+                println!(
+                    "{} subscribers in {:.1} s: {:.0} MiB resident ({:.0} MiB peak), {:.0} MiB on disk",
+                    r.subscribers, r.setup_seconds, r.rss_mib, r.peak_rss_mib, r.store_mib
+                );
             } else {
                 println!(
                     "{} messages via {} in {:.2} s: {:.0} messages/s ({} provider calls); \
-                     password resets during it: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes)",
+                     password resets during it: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} probes); \
+                     {:.0} MiB resident ({:.0} MiB peak, stub providers included)",
                     r.subscribers, r.provider, r.seconds, r.messages_per_second, r.provider_calls,
-                    r.probe_p50_ms, r.probe_p99_ms, r.probe_max_ms, r.probes
+                    r.probe_p50_ms, r.probe_p99_ms, r.probe_max_ms, r.probes, r.rss_mib, r.peak_rss_mib
                 );
             }
             Ok(())
