@@ -48,6 +48,17 @@ use weir_client::{Client, HandlerError, HandlerResult, JobContext};
 pub const FANOUT: &str = "notify.fanout";
 /// The run queue.
 pub const RUN: &str = "notify.run";
+/// The run queue of transactional workflows: a worker pool of its own takes from it, so a
+/// password reset's run never waits for a slot behind bulk runs of a thousand messages.
+pub const RUN_TX: &str = "notify.run.tx";
+
+/// The run queue for a class.
+fn run_queue(class: Class) -> &'static str {
+    match class {
+        Class::Transactional => RUN_TX,
+        Class::Bulk => RUN,
+    }
+}
 /// The digest queue.
 pub const DIGEST: &str = "notify.digest";
 
@@ -250,7 +261,12 @@ impl Notify {
 
     /// Every queue this pipeline uses (the run queues, then one per provider).
     pub fn queues(&self) -> Vec<String> {
-        let mut q = vec![FANOUT.to_string(), RUN.to_string(), DIGEST.to_string()];
+        let mut q = vec![
+            FANOUT.to_string(),
+            RUN.to_string(),
+            RUN_TX.to_string(),
+            DIGEST.to_string(),
+        ];
         q.extend(self.providers.all().iter().map(|p| p.config.queue()));
         q
     }
@@ -393,7 +409,7 @@ impl Notify {
             .zip(subs.chunks(batch))
             .map(|(c, s)| {
                 Ok(Out {
-                    queue: RUN.into(),
+                    queue: run_queue(t.class).into(),
                     kind: "run",
                     payload: raw(&RunJob {
                         trigger: t.id,
@@ -981,7 +997,7 @@ impl Notify {
         for ((npc, at), ns) in delayed {
             for chunk in ns.chunks(self.settings.run_batch.max(1)) {
                 outs.push(Out {
-                    queue: RUN.into(),
+                    queue: run_queue(t.class).into(),
                     kind: "run",
                     payload: raw(&RunJob {
                         trigger: t.id,
@@ -1574,7 +1590,18 @@ pub fn workers(
     let a = n.clone();
     let b = n.clone();
     let c = n.clone();
-    let pipeline = weir_client::WorkerBuilder::new(n.weir.clone(), &[FANOUT, RUN, DIGEST])
+    let e = n.clone();
+    // Transactional runs: their own pool (they also go to the main one when it is free).
+    let tx = weir_client::WorkerBuilder::new(n.weir.clone(), &[RUN_TX])
+        .name("weir-notify transactional")
+        .concurrency(weir_client::Concurrency::Fixed(2))
+        .batch(2)
+        .handle("run", move |ctx| {
+            let n = e.clone();
+            async move { n.run(ctx).await }
+        })
+        .build();
+    let pipeline = weir_client::WorkerBuilder::new(n.weir.clone(), &[RUN_TX, FANOUT, RUN, DIGEST])
         .name("weir-notify pipeline")
         .concurrency(weir_client::Concurrency::Fixed(run_concurrency))
         .batch(run_concurrency.max(1))
@@ -1592,7 +1619,7 @@ pub fn workers(
         })
         .build();
     let queues: Vec<String> = n.providers.all().iter().map(|p| p.config.queue()).collect();
-    let mut out = vec![pipeline];
+    let mut out = vec![tx, pipeline];
     if !queues.is_empty() {
         let refs: Vec<&str> = queues.iter().map(String::as_str).collect();
         let d = n.clone();
