@@ -688,3 +688,119 @@ async fn concurrent_sends_and_a_delay_keep_every_delivery_of_a_message() {
     assert_eq!(s.a.state.distinct(), 40);
     assert_eq!(s.b.state.distinct(), 20);
 }
+
+const LIMITED: &str = r#"
+[[providers]]
+id = "sms"
+type = "twilio"
+url = "{A}"
+account = "AC1"
+rate_limit = { limit = 5, period = "1s", burst = 5 }
+
+[[workflows]]
+id = "ping"
+[[workflows.steps]]
+type = "sms"
+template.en = { body = "ping {{ payload.n }}" }
+"#;
+
+/// A provider's rate limit is Weir's, on its queue: 15 messages at 5 calls a second (bursts
+/// of 5) take at least two seconds, and no second holds more than the burst plus the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_rate_limit_holds() {
+    let s = stubs().await;
+    let h = start(LIMITED, &s).await;
+    let subs: Vec<String> = (0..15).map(|i| format!("p{i:02}")).collect();
+    for id in &subs {
+        h.subscriber(id, json!({"phone": "+15551230000"})).await;
+    }
+    h.trigger("ping", json!(subs), json!({"n": 1})).await;
+    assert!(
+        s.a.state
+            .wait_for(Duration::from_secs(30), |a| a.len() == 15)
+            .await,
+        "all 15 sent"
+    );
+    let mut at: Vec<u64> = s.a.state.accepted().values().map(|a| a.at_ms).collect();
+    at.sort();
+    let span = at[14] - at[0];
+    assert!(
+        span >= 1_800,
+        "15 calls at 5/s (burst 5) took only {span} ms"
+    );
+    for (i, &t) in at.iter().enumerate() {
+        let in_window = at[i..].iter().take_while(|&&u| u < t + 1_000).count();
+        assert!(
+            in_window <= 10,
+            "{in_window} calls within one second from {t}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_while_the_first_is_in_flight_gets_409_and_stats_count_outcomes() {
+    let s = stubs().await;
+    let h = start(EMAIL, &s).await;
+    h.subscriber("u", json!({"email": "u@example.com"})).await;
+    let body = json!({"workflow": "welcome", "to": "u"});
+    let fp = {
+        // What the API fingerprints: the body's bytes as sent.
+        let bytes = serde_json::to_vec(&body).expect("json");
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    };
+    // A first request is in flight (claimed, no reply yet).
+    let claim = notify::store::Idempotency {
+        trigger: 1,
+        fingerprint: fp,
+        at_ms: notify::pipeline::now_ms(),
+        reply: None,
+    };
+    assert!(h
+        .notify
+        .store
+        .claim_idempotency("k1", &claim)
+        .expect("claim")
+        .is_none());
+    let r = h
+        .http
+        .post(format!("{}/v1/trigger", h.url))
+        .header("Idempotency-Key", "k1")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    // Sends are counted in the day's aggregates.
+    for _ in 0..3 {
+        let ids = h.trigger("welcome", json!("u"), json!({})).await;
+        h.wait_status(&ids[0], "sent", 10).await;
+    }
+    let (st, v) = h.get("/v1/stats?workflow=welcome").await;
+    assert_eq!(st, 200, "{v}");
+    let sent: u64 = v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["outcome"] == "sent" && r["provider"] == "primary" && r["channel"] == "email")
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(sent, 3, "{v}");
+    // The activity feed pages with a cursor.
+    let (_, p1) = h.get("/v1/activity?subscriber=u&limit=2").await;
+    assert_eq!(p1["items"].as_array().map(Vec::len), Some(2));
+    let cursor = p1["next_cursor"].as_str().expect("a cursor").to_string();
+    let (_, p2) = h
+        .get(&format!(
+            "/v1/activity?subscriber=u&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(p2["items"].as_array().map(Vec::len), Some(1));
+    assert!(p2.get("next_cursor").is_none(), "{p2}");
+    assert_eq!(h.get("/v1/stats?from=2026-13-01").await.0, 422);
+}
