@@ -291,12 +291,6 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// it over (the first one's process died).
 const IN_FLIGHT_MS: u64 = 30_000;
 
-fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
 async fn trigger(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -366,7 +360,7 @@ async fn trigger(
         }
     };
     let now = now_ms();
-    let fp = fingerprint(&raw);
+    let fp = crate::store::fnv1a(raw.iter().copied());
     let mut id = n.store.next_trigger_id(now);
     if let Some(k) = &key {
         let claim = Idempotency {

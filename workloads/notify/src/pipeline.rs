@@ -683,11 +683,7 @@ impl Notify {
                         pc += 1;
                         continue;
                     }
-                    let k = match key {
-                        Some(name) => reg.renderer.render(name, &ctx).unwrap_or_default(),
-                        None => String::new(),
-                    };
-                    let bucket = format!("{}\0{}\0{}\0{}", wf.def.id, here, sub.id, k);
+                    let bucket = step_key(reg, wf, here, &sub.id, key.as_deref(), &ctx);
                     let joined = self.join_digest(&bucket, m.id, &t.payload, now, *window_ms)?;
                     m.pc = here + 1;
                     match joined {
@@ -730,11 +726,7 @@ impl Notify {
                     window_ms,
                     key,
                 } => {
-                    let k = match key {
-                        Some(name) => reg.renderer.render(name, &ctx).unwrap_or_default(),
-                        None => String::new(),
-                    };
-                    let tk = format!("{}\0{}\0{}\0{}", wf.def.id, here, sub.id, k);
+                    let tk = step_key(reg, wf, here, &sub.id, key.as_deref(), &ctx);
                     let through = self
                         .store
                         .throttle(&tk, *limit, *window_ms, now)
@@ -1525,6 +1517,22 @@ struct Outcomes {
 enum Joined {
     Leader(u64),
     Member(MsgId, usize),
+}
+
+/// The key of a digest window or throttle counter: the step, the subscriber and the step's
+/// key template rendered for this run (empty without one).
+fn step_key(
+    reg: &Registry,
+    wf: &Workflow,
+    pc: u16,
+    subscriber: &str,
+    key: Option<&str>,
+    ctx: &minijinja::Value,
+) -> String {
+    let k = key
+        .map(|name| reg.renderer.render(name, ctx).unwrap_or_default())
+        .unwrap_or_default();
+    format!("{}\0{pc}\0{subscriber}\0{k}", wf.def.id)
 }
 
 fn new_message(t: &Trigger, id: MsgId, subscriber: &str, now: u64) -> Message {

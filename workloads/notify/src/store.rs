@@ -285,12 +285,17 @@ impl Fresh<'_> {
     }
 }
 
-fn hash(bytes: &[u8]) -> u64 {
-    // FNV-1a with the length mixed in: 0 is never a stored record's hash.
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+/// FNV-1a: a hash that is the same in every build and version, for what is stored (an
+/// idempotency key's request fingerprint) or sent (a call's idempotency key).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (h ^ bytes.len() as u64) | 1
+    })
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    // The length mixed in, and never 0 (which stands for "no record").
+    (fnv1a(bytes.iter().copied()) ^ bytes.len() as u64) | 1
 }
 
 impl Message {
@@ -617,9 +622,7 @@ impl Store {
     /// A lock striped by `key`: digest windows and throttle counters are read and written
     /// under it, so two runs joining one window at once both land in it.
     pub fn lock(&self, key: &[u8]) -> parking_lot::MutexGuard<'_, ()> {
-        let h = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let h = fnv1a(key.iter().copied());
         self.locks[(h % self.locks.len() as u64) as usize].lock()
     }
 

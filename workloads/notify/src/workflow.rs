@@ -361,6 +361,13 @@ impl Compiler<'_> {
         Ok(name)
     }
 
+    /// A digest's or throttle's key template, named for the step about to be emitted.
+    fn key(&mut self, field: &str, key: &Option<String>) -> Result<Option<String>, Invalid> {
+        let Some(k) = key else { return Ok(None) };
+        let name = format!("{}/{}/key", self.wf, self.pc());
+        self.template(&format!("{field}.key"), name, k).map(Some)
+    }
+
     /// Emits `Unless(cond, <patched>)` and returns its index, to patch once the step is in.
     fn guard(&mut self, field: &str, cond: &Option<String>) -> Result<Option<usize>, Invalid> {
         let Some(c) = cond else { return Ok(None) };
@@ -402,15 +409,7 @@ impl Compiler<'_> {
                     ));
                 }
                 let g = self.guard(field, cond)?;
-                let pc = self.pc();
-                let key = match key {
-                    Some(k) => Some(self.template(
-                        &format!("{field}.key"),
-                        format!("{}/{pc}/key", self.wf),
-                        k,
-                    )?),
-                    None => None,
-                };
+                let key = self.key(field, key)?;
                 self.ops.push(Op::Digest {
                     window_ms: window.0,
                     key,
@@ -427,15 +426,7 @@ impl Compiler<'_> {
                     return Err(Invalid::new(field, "limit and window above 0"));
                 }
                 let g = self.guard(field, cond)?;
-                let pc = self.pc();
-                let key = match key {
-                    Some(k) => Some(self.template(
-                        &format!("{field}.key"),
-                        format!("{}/{pc}/key", self.wf),
-                        k,
-                    )?),
-                    None => None,
-                };
+                let key = self.key(field, key)?;
                 self.ops.push(Op::Throttle {
                     limit: *limit,
                     window_ms: window.0,

@@ -746,9 +746,7 @@ async fn a_repeat_while_the_first_is_in_flight_gets_409_and_stats_count_outcomes
     let fp = {
         // What the API fingerprints: the body's bytes as sent.
         let bytes = serde_json::to_vec(&body).expect("json");
-        bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
+        notify::store::fnv1a(bytes)
     };
     // A first request is in flight (claimed, no reply yet).
     let claim = notify::store::Idempotency {

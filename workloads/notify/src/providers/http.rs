@@ -195,12 +195,7 @@ fn without_url(e: &reqwest::Error) -> String {
 /// The call's `Idempotency-Key`: the first key and a hash of them all (a header of 1,000
 /// keys would be too long).
 fn idempotency_key(items: &[Outgoing]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for o in items {
-        for b in o.key.bytes().chain([0]) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
+    let h = crate::store::fnv1a(items.iter().flat_map(|o| o.key.bytes().chain([0])));
     let first = items.first().map(|o| o.key.as_str()).unwrap_or("");
     format!("{first}+{}-{h:016x}", items.len())
 }
