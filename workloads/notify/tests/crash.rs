@@ -120,18 +120,41 @@ template.en = {{ subject = "{{{{ digest.count }}}} new comments", body = "{{% fo
 
     let child = serve(&config, &data, port);
     wait_up(&http, &base).await;
-    // The killed worker's lease expires and the digest is sent again, under the same key.
-    let again = provider
+    // The killed worker's job is delivered again (at once, or when its lease expires) and the
+    // message ends sent: the call whose answer was lost is made again under the same key, or
+    // found done.
+    let key = provider
         .state
-        .wait_for(Duration::from_secs(30), |a| {
-            a.values().any(|x| x.times >= 2)
-        })
-        .await;
+        .accepted()
+        .keys()
+        .next()
+        .expect("key")
+        .clone();
+    let msg = key.split('/').next().expect("message id").to_string();
+    let mut status = String::new();
+    for _ in 0..1_800 {
+        let m: serde_json::Value = http
+            .get(format!("{base}/v1/messages/{msg}"))
+            .send()
+            .await
+            .expect("message")
+            .json()
+            .await
+            .expect("json");
+        status = m["status"].as_str().unwrap_or("").to_string();
+        if status == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "sent", "the digest was delivered after the restart");
     let got = provider.state.accepted();
     assert_eq!(got.len(), 1, "one digest, not two: {got:?}");
     let one = got.values().next().expect("the digest");
-    assert!(again, "the call whose answer was lost was made again");
-    assert_eq!(one.times, 2, "the repeat carried the same delivery key");
+    assert!(
+        one.times <= 2,
+        "at most the lost call was repeated, under the same key"
+    );
     assert_eq!(one.subject.as_deref(), Some("100 new comments"));
     let mut ns: Vec<u32> = one
         .body
@@ -148,24 +171,5 @@ template.en = {{ subject = "{{{{ digest.count }}}} new comments", body = "{{% fo
             .wait_for(Duration::from_secs(2), |a| a.len() > 1)
             .await
     );
-    let key = got.keys().next().expect("key").clone();
-    let msg = key.split('/').next().expect("message id");
-    let mut status = String::new();
-    for _ in 0..200 {
-        let m: serde_json::Value = http
-            .get(format!("{base}/v1/messages/{msg}"))
-            .send()
-            .await
-            .expect("message")
-            .json()
-            .await
-            .expect("json");
-        status = m["status"].as_str().unwrap_or("").to_string();
-        if status == "sent" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, "sent");
     drop(child);
 }
