@@ -569,17 +569,12 @@ impl Notify {
                 continue;
             }
             let Some(wf) = &wf else {
-                m.status = Status::Skipped;
-                m.updated_ms = now;
-                events.push((
-                    m.id,
-                    Event::new(
-                        now,
-                        None,
-                        "skipped",
-                        format!("workflow {} no longer exists", t.workflow),
-                    ),
-                ));
+                skip_message(
+                    m,
+                    now,
+                    format!("workflow {} no longer exists", t.workflow),
+                    &mut events,
+                );
                 changed.push(i);
                 continue;
             };
@@ -608,17 +603,8 @@ impl Notify {
     ) -> Result<(), HandlerError> {
         let sub = self.store.subscriber(&m.subscriber).map_err(storage)?;
         let Some(sub) = sub else {
-            m.status = Status::Skipped;
-            m.updated_ms = now;
-            events.push((
-                m.id,
-                Event::new(
-                    now,
-                    None,
-                    "skipped",
-                    format!("no subscriber {}", m.subscriber),
-                ),
-            ));
+            let why = format!("no subscriber {}", m.subscriber);
+            skip_message(m, now, why, events);
             self.store.count(now, &t.workflow, "", "", "skipped");
             return Ok(());
         };
@@ -1533,6 +1519,13 @@ fn step_key(
         .map(|name| reg.renderer.render(name, ctx).unwrap_or_default())
         .unwrap_or_default();
     format!("{}\0{pc}\0{subscriber}\0{k}", wf.def.id)
+}
+
+/// Ends a message's run before any step: nothing will be sent, and the trail says why.
+fn skip_message(m: &mut Message, now: u64, why: String, events: &mut Vec<(MsgId, Event)>) {
+    m.status = Status::Skipped;
+    m.updated_ms = now;
+    events.push((m.id, Event::new(now, None, "skipped", why)));
 }
 
 fn new_message(t: &Trigger, id: MsgId, subscriber: &str, now: u64) -> Message {
