@@ -913,10 +913,11 @@ async fn message_get(State(api): State<Api>, Path(id): Path<String>) -> ApiResul
     let Some(mid) = MsgId::parse(&id) else {
         return Err(ApiError::not_found("no such message"));
     };
-    let Some(m) = api.notify.store.message(mid)? else {
+    let Some(mut m) = api.notify.store.message(mid)? else {
         return Err(ApiError::not_found("no such message"));
     };
     let activity = api.notify.store.activity(mid)?;
+    m.trail = Vec::new();
     let mut v = json!(m);
     v["activity"] = json!(activity);
     Ok(Json(v))
@@ -1106,6 +1107,11 @@ async fn redrive(State(api): State<Api>, Body(b, _): Body<RedriveBody>) -> ApiRe
             )));
         }
     }
+    let deliveries = n
+        .redrive(b.provider.as_deref())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("redrive: {}", e.message)))?;
+    // Jobs Weir itself gave up on (a storage failure on their last attempt): run again.
     let mut total = 0u64;
     let mut per = serde_json::Map::new();
     for p in n.providers.all() {
@@ -1120,7 +1126,9 @@ async fn redrive(State(api): State<Api>, Body(b, _): Body<RedriveBody>) -> ApiRe
         total += c;
         per.insert(p.config.id.clone(), json!(c));
     }
-    Ok(Json(json!({"redriven_jobs": total, "by_provider": per})))
+    Ok(Json(
+        json!({"redriven_deliveries": deliveries, "redriven_jobs": total, "by_provider": per}),
+    ))
 }
 
 async fn ready(State(api): State<Api>) -> Response {

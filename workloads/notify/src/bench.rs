@@ -317,7 +317,7 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport, String> {
     };
     let mut last_report = Instant::now();
     loop {
-        let done = bulk.state.count_prefix(&format!("{}-", trigger.id));
+        let done = bulk.state.count_trigger(trigger.id);
         if done >= count {
             break;
         }

@@ -208,7 +208,8 @@ async fn run(cmd: Command) -> Result<(), Failure> {
                 });
             }
             println!(
-                "redriven: {} jobs from the dead-letter queue",
+                "redriven: {} deliveries from the dead-letter queue ({} jobs Weir had given up on)",
+                body["redriven_deliveries"].as_u64().unwrap_or(0),
                 body["redriven_jobs"].as_u64().unwrap_or(0)
             );
             Ok(())

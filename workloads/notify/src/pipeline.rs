@@ -32,8 +32,8 @@ use crate::providers::{
 };
 use crate::render::Renderer;
 use crate::store::{
-    Content, Delivery, DeliveryStatus, Digest, Event, Fresh, Message, MsgId, Status, Store,
-    StoreError, Trigger, Wait,
+    Content, Delivery, DeliveryState, DeliveryStatus, Digest, Event, Message, MsgId, RunMark,
+    StateUpdate, Status, Store, StoreError, Trigger, Wait,
 };
 use crate::workflow::{pick_locale, Class, Op, Workflow};
 use futures::StreamExt;
@@ -199,7 +199,7 @@ pub struct SendJob {
 }
 
 /// One delivery in a send job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SendItem {
     /// Its message.
     pub m: MsgId,
@@ -329,45 +329,39 @@ impl Notify {
         Ok(())
     }
 
-    /// Writes what a job decided for `msgs` (merged into their stored state as `merge`
-    /// says, see [`Store::update`]) with `events` appended to their trails, and persists.
-    async fn commit(
+    /// Writes the messages a run decided (with `new` naming those it made) under its mark,
+    /// and persists; `false` when another attempt of the same job had already written them
+    /// (see [`Store::write_run`]).
+    async fn commit_run(
         &self,
+        mark: RunMark,
         msgs: Vec<Message>,
-        events: Vec<(MsgId, Event)>,
-        merge: Merge,
-    ) -> Result<(), HandlerError> {
-        if msgs.is_empty() && events.is_empty() {
-            return Ok(());
+        new: Vec<MsgId>,
+    ) -> Result<bool, HandlerError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let wrote = store.write_run(mark, &msgs, &new)?;
+            if wrote {
+                store.persist()?;
+            }
+            Ok(wrote)
+        })
+        .await
+        .map_err(|e| HandlerError::retry(e.to_string()))?
+        .map_err(storage)
+    }
+
+    /// Writes a send job's delivery states and persists; says which were written (see
+    /// [`Store::write_states`]).
+    async fn commit_states(&self, updates: Vec<StateUpdate>) -> Result<Vec<bool>, HandlerError> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
         }
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let ids: Vec<MsgId> = msgs.iter().map(|m| m.id).collect();
-            // Serialised outside the store's lock: what to write if nobody wrote the message
-            // since this job read it (the usual case).
-            let prepared = if matches!(merge, Merge::Touch) {
-                HashMap::new()
-            } else {
-                msgs.iter()
-                    .filter(|m| m.read_hash != 0 || !matches!(merge, Merge::Send { .. }))
-                    .map(|m| {
-                        let mut m = m.clone();
-                        if m.run_ended() {
-                            m.settle();
-                        }
-                        let bytes = serde_json::to_vec(&m).unwrap_or_default();
-                        (m.id, (m.read_hash, m.subscriber, bytes))
-                    })
-                    .collect()
-            };
-            let mut local: HashMap<MsgId, Message> = msgs.into_iter().map(|m| (m.id, m)).collect();
-            store.update(&ids, events, prepared, |id, fresh| {
-                match local.remove(&id) {
-                    None => Ok(None),
-                    Some(l) => merge.apply(l, fresh),
-                }
-            })?;
-            store.persist()
+            let written = store.write_states(updates)?;
+            store.persist()?;
+            Ok(written)
         })
         .await
         .map_err(|e| HandlerError::retry(e.to_string()))?
@@ -400,8 +394,12 @@ impl Notify {
                 .zip(subs)
                 .map(|(id, s)| new_message(t, *id, s, now))
                 .collect();
-            let events = fresh.iter().map(|m| (m.id, triggered(t, m, now))).collect();
-            self.commit(fresh, events, Merge::Create).await?;
+            let mark = RunMark::Created {
+                trigger: t.id,
+                first: first_n,
+            };
+            // A repeat (the same trigger taken over after a crash) keeps what is there.
+            self.commit_run(mark, fresh, ids.clone()).await?;
         }
         let batch = self.settings.run_batch.max(1);
         let outs = ids
@@ -510,13 +508,14 @@ impl Notify {
                 n,
             })
             .collect();
-        self.run_messages(job.trigger, job.pc, &ids, &job.subs, None)
+        self.run_messages(job.trigger, job.pc, &ids, &job.subs, None, Vec::new())
             .await?;
         Ok(None)
     }
 
     /// Runs `ids` (messages of `trigger`) from step `pc`: phase one walks those still at `pc`
-    /// and persists what it decided; phase two enqueues what the records say comes next.
+    /// and persists what it decided under the job's mark; phase two enqueues what the
+    /// records say comes next. `extra` events go to the trails of the messages walked.
     async fn run_messages(
         &self,
         trigger: u64,
@@ -524,28 +523,52 @@ impl Notify {
         ids: &[MsgId],
         subs: &[String],
         digest: Option<&Digest>,
+        extra: Vec<(MsgId, Event)>,
     ) -> Result<(), HandlerError> {
         let Some(t) = self.store.trigger(trigger).map_err(storage)? else {
             return Err(HandlerError::fatal(format!("trigger {trigger} is gone")));
         };
+        let Some(first) = ids.first() else {
+            return Ok(());
+        };
+        let mark = RunMark::Ran {
+            trigger,
+            pc,
+            first: first.n,
+            digest: digest.is_some(),
+        };
         let reg = self.registry();
+        let wf = reg.workflows.get(&t.workflow).cloned();
+        if self.store.marked(mark).map_err(storage)? {
+            // An earlier attempt wrote its records: enqueue what they call for (again; the
+            // unique keys make repeats no-ops).
+            let msgs = self.store.messages(ids).map_err(storage)?;
+            let outs = self.next_jobs(&t, pc, &msgs, wf.as_deref())?;
+            return self.enqueue(outs).await;
+        }
         let now = now_ms();
-        let mut events = Vec::new();
+        let mut events = extra;
+        let mut stored: HashMap<MsgId, Message> = self
+            .store
+            .messages(ids)
+            .map_err(storage)?
+            .into_iter()
+            .map(|m| (m.id, m))
+            .collect();
         let mut msgs = Vec::with_capacity(ids.len());
+        let mut new = Vec::new();
         for (k, id) in ids.iter().enumerate() {
-            match self.store.message(*id).map_err(storage)? {
+            match stored.remove(id) {
                 Some(m) => msgs.push(m),
                 None => {
                     if let (0, Some(s)) = (pc, subs.get(k)) {
-                        let m = new_message(&t, *id, s, now);
-                        events.push((m.id, triggered(&t, &m, now)));
-                        msgs.push(m);
+                        msgs.push(new_message(&t, *id, s, now));
+                        new.push(*id);
                     }
                 }
             }
         }
         let mut changed = Vec::new();
-        let wf = reg.workflows.get(&t.workflow).cloned();
         // What every message of the job shares, converted once.
         let base = minijinja::context! {
             payload => minijinja::Value::from_serialize(&t.payload),
@@ -559,13 +582,27 @@ impl Notify {
             },
             trigger => minijinja::context! { id => t.id.to_string() },
         };
-        for (i, m) in msgs.iter_mut().enumerate() {
-            let fresh = m.pc == pc
+        let is_fresh = |m: &Message| {
+            m.pc == pc
                 && matches!(
                     m.status,
                     Status::Queued | Status::Delayed | Status::Digesting
-                );
-            if !fresh {
+                )
+        };
+        // The subscribers (and their preferences) of the messages to walk, read at once.
+        let who: Vec<&str> = msgs
+            .iter()
+            .filter(|m| is_fresh(m))
+            .map(|m| m.subscriber.as_str())
+            .collect();
+        let subscribers = self.store.subscribers_by_id(&who).map_err(storage)?;
+        let preferences = match &wf {
+            Some(w) if !w.def.critical => self.store.preferences_by_id(&who).map_err(storage)?,
+            _ => HashMap::new(),
+        };
+        drop(who);
+        for (i, m) in msgs.iter_mut().enumerate() {
+            if !is_fresh(m) {
                 continue;
             }
             let Some(wf) = &wf else {
@@ -578,13 +615,38 @@ impl Notify {
                 changed.push(i);
                 continue;
             };
-            self.walk(&reg, wf, &t, m, digest, &base, now, &mut events)?;
+            let sub = subscribers.get(&m.subscriber);
+            let prefs = preferences.get(&m.subscriber);
+            self.walk(&reg, wf, &t, m, sub, prefs, digest, &base, now, &mut events)?;
             changed.push(i);
         }
-        let outs = self.next_jobs(&t, pc, &msgs, wf.as_deref())?;
-        let written: Vec<Message> = changed.iter().map(|&i| msgs[i].clone()).collect();
-        self.commit(written, events, Merge::Run { from_pc: pc })
-            .await?;
+        if changed.is_empty() {
+            let outs = self.next_jobs(&t, pc, &msgs, wf.as_deref())?;
+            return self.enqueue(outs).await;
+        }
+        let mut trails: HashMap<MsgId, Vec<Event>> = HashMap::new();
+        for (id, e) in events {
+            trails.entry(id).or_default().push(e);
+        }
+        let written: Vec<Message> = changed
+            .iter()
+            .map(|&i| {
+                let mut m = msgs[i].clone();
+                if let Some(mut evs) = trails.remove(&m.id) {
+                    m.trail.append(&mut evs);
+                }
+                if m.run_ended() {
+                    m.settle();
+                }
+                m
+            })
+            .collect();
+        let outs = if self.commit_run(mark, written, new).await? {
+            self.next_jobs(&t, pc, &msgs, wf.as_deref())?
+        } else {
+            let msgs = self.store.messages(ids).map_err(storage)?;
+            self.next_jobs(&t, pc, &msgs, wf.as_deref())?
+        };
         self.enqueue(outs).await
     }
 
@@ -596,26 +658,25 @@ impl Notify {
         wf: &Workflow,
         t: &Trigger,
         m: &mut Message,
+        sub: Option<&Subscriber>,
+        prefs: Option<&Preferences>,
         digest: Option<&Digest>,
         base: &minijinja::Value,
         now: u64,
         events: &mut Vec<(MsgId, Event)>,
     ) -> Result<(), HandlerError> {
-        let sub = self.store.subscriber(&m.subscriber).map_err(storage)?;
         let Some(sub) = sub else {
             let why = format!("no subscriber {}", m.subscriber);
             skip_message(m, now, why, events);
             self.store.count(now, &t.workflow, "", "", "skipped");
             return Ok(());
         };
-        let prefs = if wf.def.critical {
-            Preferences::default()
-        } else {
-            self.store.preferences(&sub.id).map_err(storage)?
-        };
+        let defaults = Preferences::default();
+        // Critical workflows were given none: they ignore preferences.
+        let prefs = prefs.unwrap_or(&defaults);
         let ctx = minijinja::context! {
-            subscriber => minijinja::Value::from_serialize(&sub),
-            preferences => minijinja::Value::from_serialize(&prefs),
+            subscriber => minijinja::Value::from_serialize(sub),
+            preferences => minijinja::Value::from_serialize(prefs),
             ..base.clone()
         };
         m.status = Status::Running;
@@ -736,7 +797,7 @@ impl Notify {
                 }
                 Op::Send { channel, locales } => {
                     self.plan_send(
-                        reg, wf, &sub, &prefs, m, here, *channel, locales, &ctx, now, events,
+                        reg, wf, sub, prefs, m, here, *channel, locales, &ctx, now, events,
                     );
                     pc += 1;
                 }
@@ -1064,19 +1125,21 @@ impl Notify {
         let Some(m) = self.store.message(job.leader).map_err(storage)? else {
             return Ok(None);
         };
-        let now = now_ms();
-        if m.status == Status::Digesting {
-            let ev = Event::new(
-                now,
-                Some(m.pc.saturating_sub(1)),
-                "digest.closed",
-                format!("{} events in the digest", d.events.len()),
-            );
-            self.commit(vec![m.clone()], vec![(m.id, ev)], Merge::Touch)
-                .await?;
-        }
-        self.run_messages(job.leader.trigger, m.pc, &[m.id], &[], Some(&d))
-            .await?;
+        let closed = Event::new(
+            now_ms(),
+            Some(m.pc.saturating_sub(1)),
+            "digest.closed",
+            format!("{} events in the digest", d.events.len()),
+        );
+        self.run_messages(
+            job.leader.trigger,
+            m.pc,
+            &[m.id],
+            &[],
+            Some(&d),
+            vec![(m.id, closed)],
+        )
+        .await?;
         self.store.put_digest(&done_key, None).map_err(storage)?;
         Ok(None)
     }
@@ -1089,8 +1152,7 @@ impl Notify {
         let Some(p) = self.providers.get(&job.provider).cloned() else {
             return Err(HandlerError::fatal(format!("no provider {}", job.provider)));
         };
-        let mut ids: Vec<MsgId> = job.items.iter().map(|i| i.m).collect();
-        ids.dedup();
+        let ids: Vec<MsgId> = job.items.iter().map(|i| i.m).collect();
         let mut msgs: HashMap<MsgId, Message> = self
             .store
             .messages(&ids)
@@ -1123,7 +1185,7 @@ impl Notify {
                 }
             }
         }
-        let mut events: Vec<(MsgId, Event)> = Vec::new();
+        let mut events: Vec<(SendItem, Event)> = Vec::new();
         let mut outcome = Outcomes::default();
         let channel = p.config.channel();
         if !live.is_empty() {
@@ -1131,7 +1193,7 @@ impl Notify {
                 outcome.failover = live.clone();
                 for it in &live {
                     events.push((
-                        it.m,
+                        *it,
                         Event::new(
                             now,
                             Some(it.pc),
@@ -1145,22 +1207,23 @@ impl Notify {
                     .await;
             }
         }
-        // Apply what the calls decided to the records.
+        // What the calls decided, per delivery: its new state, where it moves, what counts.
         let mut retry_items = Vec::new();
+        let mut moves: HashMap<SendItem, (String, u32)> = HashMap::new();
+        let mut counts: HashMap<SendItem, (&'static str, String)> = HashMap::new();
         let mut tried = job.tried.clone();
         tried.push(p.config.id.clone());
         let next = self.providers.route(channel, &tried, now).cloned();
         for it in &outcome.failover {
-            let Some(m) = msgs.get_mut(&it.m) else {
+            let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
                 continue;
             };
-            let Some(d) = find_mut(m, it) else { continue };
             match &next {
                 Some(q) => {
                     d.route += 1;
                     d.provider = Some(q.config.id.clone());
                     events.push((
-                        it.m,
+                        *it,
                         Event::new(
                             now,
                             Some(it.pc),
@@ -1168,37 +1231,30 @@ impl Notify {
                             format!("failing over from {} to {}", p.config.id, q.config.id),
                         ),
                     ));
-                    moved
-                        .entry((q.config.id.clone(), d.route))
-                        .or_default()
-                        .push(SendItem {
-                            route: d.route,
-                            ..*it
-                        });
+                    moves.insert(*it, (q.config.id.clone(), d.route));
                 }
                 None if last_attempt => {
+                    // Final: the delivery waits in the dead-letter queue (the store's dead
+                    // index) for `redrive`; the job itself ends.
                     d.status = DeliveryStatus::Dead;
-                    events.push((it.m, Event::new(now, Some(it.pc), "dead", format!("no provider took it after {} attempts; in the dead-letter queue (weir-notify redrive)", ctx.attempt))));
-                    self.store
-                        .count(now, &m.workflow, channel.as_str(), &p.config.id, "dead");
-                    retry_items.push(*it);
+                    events.push((*it, Event::new(now, Some(it.pc), "dead", format!("no provider took it after {} attempts; in the dead-letter queue (weir-notify redrive)", ctx.attempt))));
+                    counts.insert(*it, ("dead", p.config.id.clone()));
                 }
                 None => {
-                    events.push((it.m, Event::new(now, Some(it.pc), "retrying", format!("no other {channel} provider is available; retrying with backoff (attempt {} of {})", ctx.attempt, self.settings.send_attempts))));
+                    events.push((*it, Event::new(now, Some(it.pc), "retrying", format!("no other {channel} provider is available; retrying with backoff (attempt {} of {})", ctx.attempt, self.settings.send_attempts))));
                     retry_items.push(*it);
                 }
             }
         }
         let mut deferred_ms = 0u64;
         for (it, ms) in &outcome.deferred {
-            let Some(m) = msgs.get_mut(&it.m) else {
+            let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
                 continue;
             };
-            let Some(d) = find_mut(m, it) else { continue };
             d.route += 1;
             deferred_ms = deferred_ms.max(*ms);
             events.push((
-                it.m,
+                *it,
                 Event::new(
                     now,
                     Some(it.pc),
@@ -1206,55 +1262,68 @@ impl Notify {
                     format!("{} asked to wait {ms} ms (429); retrying then", p.config.id),
                 ),
             ));
-            moved
-                .entry((p.config.id.clone(), d.route))
-                .or_default()
-                .push(SendItem {
-                    route: d.route,
-                    ..*it
-                });
+            moves.insert(*it, (p.config.id.clone(), d.route));
         }
         for (it, result) in &outcome.done {
-            let Some(m) = msgs.get_mut(&it.m) else {
+            let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
                 continue;
             };
-            let wf = m.workflow.clone();
-            let Some(d) = find_mut(m, it) else { continue };
             d.provider = Some(p.config.id.clone());
             match result {
                 Ok(pid) => {
                     d.status = DeliveryStatus::Sent;
                     d.provider_id = pid.clone();
-                    self.store
-                        .count(now, &wf, channel.as_str(), &p.config.id, "sent");
+                    counts.insert(*it, ("sent", p.config.id.clone()));
                 }
                 Err(_) => {
                     d.status = DeliveryStatus::Failed;
-                    self.store
-                        .count(now, &wf, channel.as_str(), &p.config.id, "failed");
+                    counts.insert(*it, ("failed", p.config.id.clone()));
                 }
             }
         }
+        let mut per_item: HashMap<SendItem, Vec<Event>> = HashMap::new();
+        for (it, e) in events {
+            per_item.entry(it).or_default().push(e);
+        }
+        let mut updates = Vec::with_capacity(live.len());
         for it in &live {
-            if let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) {
-                d.attempts += 1;
-            }
+            let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
+                continue;
+            };
+            d.attempts += 1;
+            let mut state = DeliveryState::of(d);
+            state.events = per_item.remove(it).unwrap_or_default();
+            updates.push(StateUpdate {
+                id: it.m,
+                pc: it.pc,
+                idx: it.idx,
+                route: it.route,
+                state,
+            });
         }
         let class = msgs.values().next().map(|m| m.class).unwrap_or(Class::Bulk);
-        let mut touched: HashMap<MsgId, Vec<(u16, u8)>> = HashMap::new();
-        for it in &live {
-            touched.entry(it.m).or_default().push((it.pc, it.idx));
+        let written = self.commit_states(updates).await?;
+        // Only what this attempt wrote has consequences: a delivery another attempt moved
+        // on meanwhile is that attempt's to follow.
+        let mut stale = std::collections::HashSet::new();
+        for (it, ok) in live.iter().zip(&written) {
+            if !ok {
+                stale.insert(*it);
+                continue;
+            }
+            if let Some((outcome, provider)) = counts.get(it) {
+                let wf = msgs.get(&it.m).map(|m| m.workflow.as_str()).unwrap_or("");
+                self.store
+                    .count(now, wf, channel.as_str(), provider, outcome);
+            }
+            if let Some((to, route)) = moves.remove(it) {
+                moved
+                    .entry((to, route))
+                    .or_default()
+                    .push(SendItem { route, ..*it });
+            }
         }
-        let written: Vec<Message> = msgs
-            .into_values()
-            .filter(|m| touched.contains_key(&m.id))
-            .map(|mut m| {
-                m.updated_ms = now;
-                m
-            })
-            .collect();
-        self.commit(written, events, Merge::Send { touched })
-            .await?;
+        retry_items.retain(|it| !stale.contains(it));
         let mut outs = Vec::new();
         for ((to, route), items) in moved {
             let Some(q) = self.providers.get(&to) else {
@@ -1279,13 +1348,112 @@ impl Notify {
         self.enqueue(outs).await?;
         if !retry_items.is_empty() {
             let why = format!("{} deliveries found no provider", retry_items.len());
-            return Err(if last_attempt {
-                HandlerError::fatal(why)
-            } else {
-                HandlerError::retry(why)
-            });
+            return Err(HandlerError::retry(why));
         }
         Ok(None)
+    }
+
+    /// Sends dead deliveries again (of one provider's, or all): each gets a new route to the
+    /// first provider of its channel that takes sends now, a fresh set of attempts and a
+    /// `redriven` event. Returns how many.
+    pub async fn redrive(&self, provider: Option<&str>) -> Result<u64, HandlerError> {
+        let mut total = 0u64;
+        let mut after = None;
+        loop {
+            let page = self.store.dead(after, 1_000).map_err(storage)?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            after = Some(last);
+            let ids: Vec<MsgId> = page.iter().map(|(m, _, _)| *m).collect();
+            let msgs: HashMap<MsgId, Message> = self
+                .store
+                .messages(&ids)
+                .map_err(storage)?
+                .into_iter()
+                .map(|m| (m.id, m))
+                .collect();
+            let now = now_ms();
+            let mut updates = Vec::new();
+            let mut targets = Vec::new();
+            for (id, pc, idx) in page {
+                let it = SendItem {
+                    m: id,
+                    pc,
+                    idx,
+                    route: 0,
+                };
+                let Some(m) = msgs.get(&id) else { continue };
+                let Some(d) = find(m, &it) else { continue };
+                if d.status != DeliveryStatus::Dead
+                    || provider.is_some_and(|p| d.provider.as_deref() != Some(p))
+                {
+                    continue;
+                }
+                let Some(to) = self
+                    .providers
+                    .route(d.channel, &[], now)
+                    .or_else(|| self.providers.of(d.channel).next())
+                else {
+                    continue;
+                };
+                let mut state = DeliveryState::of(d);
+                state.status = DeliveryStatus::Queued;
+                state.route = d.route + 1;
+                state.provider = Some(to.config.id.clone());
+                state.events = vec![Event::new(
+                    now,
+                    Some(pc),
+                    "redriven",
+                    format!("out of the dead-letter queue, to {}", to.config.id),
+                )];
+                updates.push(StateUpdate {
+                    id,
+                    pc,
+                    idx,
+                    route: d.route,
+                    state,
+                });
+                targets.push((
+                    to.config.id.clone(),
+                    m.class,
+                    SendItem {
+                        route: d.route + 1,
+                        ..it
+                    },
+                ));
+            }
+            let written = self.commit_states(updates).await?;
+            let mut by: BTreeMap<(String, i32), Vec<SendItem>> = BTreeMap::new();
+            for ((to, class, it), ok) in targets.into_iter().zip(written) {
+                if ok {
+                    by.entry((to, class.priority())).or_default().push(it);
+                    total += 1;
+                }
+            }
+            let mut outs = Vec::new();
+            for ((to, priority), items) in by {
+                let Some(q) = self.providers.get(&to) else {
+                    continue;
+                };
+                for chunk in items.chunks(self.send_chunk(q)) {
+                    let first = chunk[0];
+                    outs.push(self.send_out(
+                        q,
+                        Vec::new(),
+                        chunk.to_vec(),
+                        format!(
+                            "redrive:{}/{}/{}:{}",
+                            first.m, first.pc, first.idx, first.route
+                        ),
+                        priority,
+                        None,
+                    )?);
+                }
+            }
+            self.enqueue(outs).await?;
+        }
+        Ok(total)
     }
 
     /// Calls the provider for `live` in batches (several calls at once), recording each
@@ -1296,27 +1464,25 @@ impl Notify {
         live: &[SendItem],
         msgs: &HashMap<MsgId, Message>,
         now: u64,
-        events: &mut Vec<(MsgId, Event)>,
+        events: &mut Vec<(SendItem, Event)>,
         out: &mut Outcomes,
     ) {
-        let mut items: Vec<(SendItem, Outgoing)> = Vec::with_capacity(live.len());
+        let mut items: Vec<SendItem> = Vec::with_capacity(live.len());
+        let mut outgoing: Vec<Outgoing> = Vec::with_capacity(live.len());
         for it in live {
             let Some(d) = msgs.get(&it.m).and_then(|m| find(m, it)) else {
                 continue;
             };
-            items.push((
-                *it,
-                Outgoing {
-                    key: format!("{}/{}/{}", it.m, it.pc, it.idx),
-                    to: d.to.clone(),
-                    subject: d.content.subject.clone(),
-                    title: d.content.title.clone(),
-                    body: d.content.body.clone(),
-                    html: d.content.html.clone(),
-                },
-            ));
+            items.push(*it);
+            outgoing.push(Outgoing {
+                key: format!("{}/{}/{}", it.m, it.pc, it.idx),
+                to: d.to.clone(),
+                subject: d.content.subject.clone(),
+                title: d.content.title.clone(),
+                body: d.content.body.clone(),
+                html: d.content.html.clone(),
+            });
         }
-        let outgoing: Vec<Outgoing> = items.iter().map(|(_, o)| o.clone()).collect();
         let groups: Vec<std::ops::Range<usize>> = if p.config.kind == Kind::Fcm {
             let mut at = 0;
             fcm_groups(&outgoing, p.config.batch())
@@ -1334,10 +1500,10 @@ impl Notify {
                 .collect()
         };
         let parallel = (p.config.concurrency as usize).clamp(1, 16);
+        let outgoing = &outgoing;
         let calls = futures::stream::iter(groups.into_iter().map(|r| {
             let p = p.clone();
-            let batch = outgoing[r.clone()].to_vec();
-            async move { (r, p.send(&batch).await) }
+            async move { (r.clone(), p.send(&outgoing[r]).await) }
         }))
         .buffer_unordered(parallel)
         .collect::<Vec<_>>()
@@ -1346,7 +1512,7 @@ impl Notify {
             let chunk = &items[range];
             let mut ev = |it: &SendItem, kind: &str, detail: String| {
                 events.push((
-                    it.m,
+                    *it,
                     Event {
                         at_ms: now,
                         pc: Some(it.pc),
@@ -1362,7 +1528,7 @@ impl Notify {
             match &call.result {
                 CallResult::Accepted(results) => {
                     p.breaker.success();
-                    for (k, (it, _)) in chunk.iter().enumerate() {
+                    for (k, it) in chunk.iter().enumerate() {
                         match results
                             .get(k)
                             .cloned()
@@ -1381,20 +1547,20 @@ impl Notify {
                 }
                 CallResult::Rejected => {
                     p.breaker.success();
-                    for (it, _) in chunk {
+                    for it in chunk {
                         ev(it, "failed", format!("{} refused the call", p.config.id));
                         out.done.push((*it, Err("refused".into())));
                     }
                 }
                 CallResult::Transient => {
                     p.breaker.failure(now);
-                    for (it, _) in chunk {
+                    for it in chunk {
                         ev(it, "attempt", format!("{} failed", p.config.id));
                         out.failover.push(*it);
                     }
                 }
                 CallResult::RateLimited(ms) => {
-                    for (it, _) in chunk {
+                    for it in chunk {
                         ev(it, "rate_limited", format!("{} answered 429", p.config.id));
                         let d = msgs.get(&it.m).and_then(|m| find(m, it));
                         let deferrals = d.map(|d| d.route).unwrap_or(0);
@@ -1406,89 +1572,6 @@ impl Notify {
                     }
                 }
             }
-        }
-    }
-}
-
-/// How a job's view of a message is merged into its stored state (see [`Notify::commit`]).
-enum Merge {
-    /// A new message: written only if none is there.
-    Create,
-    /// A run from step `from_pc`: its position, status and wait, and the deliveries of the
-    /// steps it ran; the stored deliveries of earlier steps (their sends may have moved on
-    /// meanwhile) are kept.
-    Run {
-        /// The step the run started at.
-        from_pc: u16,
-    },
-    /// A send job: the deliveries it handled, by (step, address index).
-    Send {
-        /// Per message.
-        touched: HashMap<MsgId, Vec<(u16, u8)>>,
-    },
-    /// Events only.
-    Touch,
-}
-
-impl Merge {
-    fn apply(&self, mut local: Message, fresh: Fresh<'_>) -> Result<Option<Message>, StoreError> {
-        if let Merge::Create = self {
-            return Ok((!fresh.exists()).then_some(local));
-        }
-        if !fresh.exists() {
-            // Runs make fan-out messages; nothing else writes a message that is not there.
-            return Ok(matches!(self, Merge::Run { .. }).then_some(local));
-        }
-        if local.read_hash == fresh.hash {
-            // Nobody wrote it since this job read it: its copy is the whole truth.
-            if local.run_ended() {
-                local.settle();
-            }
-            return Ok(Some(local));
-        }
-        let Some(mut f) = fresh.decode()? else {
-            return Ok(None);
-        };
-        match self {
-            Merge::Create => Ok(None),
-            Merge::Run { from_pc } => {
-                f.pc = local.pc;
-                f.status = local.status;
-                f.wait = local.wait;
-                f.updated_ms = local.updated_ms;
-                for d in local.deliveries.into_iter().filter(|d| d.pc >= *from_pc) {
-                    match f
-                        .deliveries
-                        .iter_mut()
-                        .find(|x| x.pc == d.pc && x.idx == d.idx)
-                    {
-                        Some(x) => *x = d,
-                        None => f.deliveries.push(d),
-                    }
-                }
-                if f.run_ended() {
-                    f.settle();
-                }
-                Ok(Some(f))
-            }
-            Merge::Send { touched } => {
-                for &(pc, idx) in touched.get(&local.id).map(Vec::as_slice).unwrap_or(&[]) {
-                    let Some(d) = local.deliveries.iter().find(|d| d.pc == pc && d.idx == idx)
-                    else {
-                        continue;
-                    };
-                    match f.deliveries.iter_mut().find(|x| x.pc == pc && x.idx == idx) {
-                        Some(x) => *x = d.clone(),
-                        None => f.deliveries.push(d.clone()),
-                    }
-                }
-                f.updated_ms = local.updated_ms;
-                if f.run_ended() {
-                    f.settle();
-                }
-                Ok(Some(f))
-            }
-            Merge::Touch => Ok(Some(f)),
         }
     }
 }
@@ -1529,7 +1612,7 @@ fn skip_message(m: &mut Message, now: u64, why: String, events: &mut Vec<(MsgId,
 }
 
 fn new_message(t: &Trigger, id: MsgId, subscriber: &str, now: u64) -> Message {
-    Message {
+    let mut m = Message {
         id,
         workflow: t.workflow.clone(),
         subscriber: subscriber.to_string(),
@@ -1540,8 +1623,10 @@ fn new_message(t: &Trigger, id: MsgId, subscriber: &str, now: u64) -> Message {
         pc: 0,
         wait: None,
         deliveries: Vec::new(),
-        read_hash: 0,
-    }
+        trail: Vec::new(),
+    };
+    m.trail.push(triggered(t, &m, now));
+    m
 }
 
 fn triggered(t: &Trigger, m: &Message, now: u64) -> Event {

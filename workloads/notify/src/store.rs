@@ -250,39 +250,127 @@ pub struct Message {
     /// What it waits for, while delayed or leading a digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<Wait>,
-    /// Its deliveries.
+    /// Its deliveries. A delivery's changing part (status, provider, attempts, route) is
+    /// written by send jobs into a record of its own (see [`DeliveryState`]); a message read
+    /// from the store shows them merged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<Delivery>,
-    /// A hash of the stored bytes it was read from (0: not read from the store): a job
-    /// whose copy is still what is stored writes it as it is, without merging.
-    #[serde(skip)]
-    pub read_hash: u64,
+    /// The activity of its run (triggered, steps, queued sends), kept in the record the run
+    /// writes anyway; provider events live with the deliveries' states.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trail: Vec<Event>,
 }
 
-/// A stored message as [`Store::update`] shows it to its merge function.
-pub struct Fresh<'a> {
-    bytes: Option<&'a [u8]>,
-    /// The hash of its bytes (0 when there is none).
-    pub hash: u64,
+/// The changing part of one delivery, written by the send jobs that handle it, so that a
+/// send never rewrites (or locks) the message: its status, the provider that has it, the
+/// calls made, its route number, and the provider events of its trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// The provider that accepted it, or has it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Provider calls made for it.
+    pub attempts: u32,
+    /// The provider's id for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// Its route number.
+    pub route: u32,
+    /// Its provider events, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
 }
 
-impl Fresh<'_> {
-    /// Whether a message is stored.
-    pub fn exists(&self) -> bool {
-        self.bytes.is_some()
-    }
-
-    /// Decodes it.
-    pub fn decode(&self) -> Result<Option<Message>> {
-        match self.bytes {
-            None => Ok(None),
-            Some(b) => {
-                let mut m: Message = serde_json::from_slice(b)?;
-                m.read_hash = self.hash;
-                Ok(Some(m))
-            }
+impl DeliveryState {
+    /// The state a delivery starts with.
+    pub fn of(d: &Delivery) -> DeliveryState {
+        DeliveryState {
+            status: d.status,
+            provider: d.provider.clone(),
+            attempts: d.attempts,
+            provider_id: d.provider_id.clone(),
+            route: d.route,
+            events: Vec::new(),
         }
     }
+
+    fn apply_to(&self, d: &mut Delivery) {
+        d.status = self.status;
+        d.provider = self.provider.clone();
+        d.attempts = self.attempts;
+        d.provider_id = self.provider_id.clone();
+        d.route = self.route;
+    }
+}
+
+/// A send job's new state for one delivery, written only if the delivery is still on the
+/// route the job read (see [`Store::write_states`]).
+#[derive(Debug, Clone)]
+pub struct StateUpdate {
+    /// The message.
+    pub id: MsgId,
+    /// The send step.
+    pub pc: u16,
+    /// The address index.
+    pub idx: u8,
+    /// The route the job handled it under.
+    pub route: u32,
+    /// Its new state; `events` are appended to those stored.
+    pub state: DeliveryState,
+}
+
+/// What a run job has written, so that a repeat (a worker died after its commit, or two
+/// attempts overlapped) writes nothing again and derives its next jobs from the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMark {
+    /// Messages recorded by a trigger request, from number `first`.
+    Created {
+        /// The trigger.
+        trigger: u64,
+        /// The first message's number.
+        first: u32,
+    },
+    /// A run job (or a digest's continuation) from step `pc` starting with message `first`.
+    Ran {
+        /// The trigger.
+        trigger: u64,
+        /// The step.
+        pc: u16,
+        /// The first message's number.
+        first: u32,
+        /// A digest's continuation.
+        digest: bool,
+    },
+}
+
+impl RunMark {
+    fn key(self) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        let (t, tag, pc, first) = match self {
+            RunMark::Created { trigger, first } => (trigger, b'c', 0, first),
+            RunMark::Ran {
+                trigger,
+                pc,
+                first,
+                digest,
+            } => (trigger, if digest { b'd' } else { b'r' }, pc, first),
+        };
+        k[..8].copy_from_slice(&t.to_be_bytes());
+        k[8] = tag;
+        k[9..11].copy_from_slice(&pc.to_be_bytes());
+        k[11..15].copy_from_slice(&first.to_be_bytes());
+        k
+    }
+}
+
+fn state_key(id: MsgId, pc: u16, idx: u8) -> [u8; 15] {
+    let mut k = [0u8; 15];
+    k[..12].copy_from_slice(&id.key());
+    k[12..14].copy_from_slice(&pc.to_be_bytes());
+    k[14] = idx;
+    k
 }
 
 /// FNV-1a: a hash that is the same in every build and version, for what is stored (an
@@ -291,11 +379,6 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
-}
-
-fn hash(bytes: &[u8]) -> u64 {
-    // The length mixed in, and never 0 (which stands for "no record").
-    (fnv1a(bytes.iter().copied()) ^ bytes.len() as u64) | 1
 }
 
 impl Message {
@@ -492,6 +575,9 @@ struct Keyspaces {
     triggers: Keyspace,
     idem: Keyspace,
     messages: Keyspace,
+    states: Keyspace,
+    dead: Keyspace,
+    runs: Keyspace,
     by_subscriber: Keyspace,
     activity: Keyspace,
     digests: Keyspace,
@@ -506,7 +592,6 @@ pub struct Store {
     ks: Arc<Keyspaces>,
     last_trigger: Arc<AtomicU64>,
     write_lock: Arc<parking_lot::Mutex<()>>,
-    event_seq: Arc<std::sync::atomic::AtomicU32>,
     stats: Arc<parking_lot::Mutex<HashMap<StatKey, u64>>>,
     locks: Arc<Vec<parking_lot::Mutex<()>>>,
 }
@@ -529,6 +614,96 @@ fn get<T: for<'de> Deserialize<'de>>(ks: &Keyspace, key: &[u8]) -> Result<Option
         None => Ok(None),
         Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
     }
+}
+
+/// Whether `n` keys from `lo` to `hi` are close enough together to be read with one range
+/// scan rather than one read each: their first 8 bytes (the trigger) agree and the rest
+/// spans at most a few times `n` message numbers.
+fn dense(lo: &[u8], hi: &[u8], n: usize) -> bool {
+    let num = |k: &[u8]| {
+        k.get(8..12)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+    };
+    n > 1
+        && lo.get(..8) == hi.get(..8)
+        && matches!((num(lo), num(hi)), (Some(a), Some(b)) if ((b - a) as usize) < 4 * n + 16)
+}
+
+/// The smallest key above every key that starts with `id`'s.
+fn key_after(id: MsgId) -> Vec<u8> {
+    let mut k = id.key().to_vec();
+    while let Some(last) = k.pop() {
+        if last < u8::MAX {
+            k.push(last + 1);
+            return k;
+        }
+    }
+    vec![u8::MAX; 13]
+}
+
+/// Merges one stored delivery state (key: message, step, address index) into its message.
+fn overlay(m: &mut Message, key: &[u8], value: &[u8]) -> Result<()> {
+    let (Some(pc), Some(&idx)) = (
+        key.get(12..14)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_be_bytes),
+        key.get(14),
+    ) else {
+        return Ok(());
+    };
+    let s: DeliveryState = serde_json::from_slice(value)?;
+    if let Some(d) = m.deliveries.iter_mut().find(|d| d.pc == pc && d.idx == idx) {
+        s.apply_to(d);
+    }
+    Ok(())
+}
+
+/// The records under `ids` in a keyspace keyed by id, by id. A run's subscribers are a page
+/// of a topic's members, in id order and mostly next to each other in the keyspace, so they
+/// are read with one range scan from the first to the last; when the scan meets too many
+/// other records in between (the ids are far apart), the rest are read one by one.
+fn read_many<T: for<'de> Deserialize<'de>>(
+    ks: &Keyspace,
+    ids: &[&str],
+) -> Result<HashMap<String, T>> {
+    let mut keys: Vec<&str> = ids.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut out = HashMap::with_capacity(keys.len());
+    let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+        return Ok(out);
+    };
+    let mut rest: &[&str] = &keys;
+    if keys.len() >= 8 {
+        let budget = 4 * keys.len() + 64;
+        let mut end = last.as_bytes().to_vec();
+        end.push(0);
+        let mut scanned = 0;
+        rest = &[];
+        for g in ks.range(first.as_bytes().to_vec()..end) {
+            let (k, v) = g.into_inner()?;
+            let Ok(k) = std::str::from_utf8(&k) else {
+                continue;
+            };
+            scanned += 1;
+            if scanned > budget {
+                // Far apart: the ids above this one, one read each.
+                let at = keys.partition_point(|x| *x < k);
+                rest = &keys[at..];
+                break;
+            }
+            if keys.binary_search(&k).is_ok() {
+                out.insert(k.to_string(), serde_json::from_slice(&v)?);
+            }
+        }
+    }
+    for k in rest {
+        if let Some(v) = ks.get(k.as_bytes())? {
+            out.insert(k.to_string(), serde_json::from_slice(&v)?);
+        }
+    }
+    Ok(out)
 }
 
 /// A page of results and the cursor to the next one.
@@ -572,7 +747,7 @@ impl Store {
             // The message and activity keyspaces take the write load: bigger memtables mean
             // fewer, larger flushes and less compaction.
             let memtable = match name {
-                "messages" | "activity" => 64 << 20,
+                "messages" | "delivery_states" => 64 << 20,
                 _ => 16 << 20,
             };
             db.keyspace(name, || {
@@ -589,6 +764,9 @@ impl Store {
             triggers: open("triggers")?,
             idem: open("idempotency")?,
             messages: open("messages")?,
+            states: open("delivery_states")?,
+            dead: open("dead_deliveries")?,
+            runs: open("run_marks")?,
             by_subscriber: open("messages_by_subscriber")?,
             activity: open("activity")?,
             digests: open("digests")?,
@@ -607,7 +785,6 @@ impl Store {
             ks: Arc::new(ks),
             last_trigger: Arc::new(AtomicU64::new(last)),
             write_lock: Arc::new(parking_lot::Mutex::new(())),
-            event_seq: Arc::new(std::sync::atomic::AtomicU32::new(0)),
             stats: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             locks: Arc::new((0..256).map(|_| parking_lot::Mutex::new(())).collect()),
         })
@@ -660,6 +837,16 @@ impl Store {
     /// The subscriber `id`.
     pub fn subscriber(&self, id: &str) -> Result<Option<Subscriber>> {
         get(&self.ks.subscribers, id.as_bytes())
+    }
+
+    /// The subscribers among `ids`, by id (see [`read_many`]).
+    pub fn subscribers_by_id(&self, ids: &[&str]) -> Result<HashMap<String, Subscriber>> {
+        read_many(&self.ks.subscribers, ids)
+    }
+
+    /// The preferences set for any of `ids`, by subscriber id (absent: the defaults).
+    pub fn preferences_by_id(&self, ids: &[&str]) -> Result<HashMap<String, Preferences>> {
+        read_many(&self.ks.prefs, ids)
     }
 
     /// Deletes a subscriber with its preferences and topic memberships; `false` if unknown.
@@ -877,88 +1064,228 @@ impl Store {
 
     // --- messages and activity ---------------------------------------------------------
 
-    /// Read-modify-writes messages: under one lock (so that two jobs touching one message —
-    /// its email and its SMS sends, a send and the run after a delay — never lose each
-    /// other's changes), shows `f` each of `ids` as stored now (see [`Fresh`]) and writes what
-    /// it returns (`None`: leave it), with `events` appended to the activity trails, in one
-    /// batch. Not persisted; see [`Store::persist`].
-    ///
-    /// `prepared` holds, per message, the bytes to write if the stored record still hashes
-    /// to the given value (0: if none is stored): the common case, serialised before the
-    /// lock is taken, so that the lock covers reads and hash checks only.
-    pub fn update(
-        &self,
-        ids: &[MsgId],
-        events: Vec<(MsgId, Event)>,
-        mut prepared: HashMap<MsgId, (u64, String, Vec<u8>)>,
-        mut f: impl FnMut(MsgId, Fresh<'_>) -> Result<Option<Message>>,
-    ) -> Result<()> {
+    /// Whether a run job (or a trigger's recording) has already written its messages.
+    pub fn marked(&self, mark: RunMark) -> Result<bool> {
+        Ok(self.ks.runs.get(mark.key())?.is_some())
+    }
+
+    /// Writes the messages a run decided, with `new` naming those it made (indexed by
+    /// subscriber), and its mark — unless the mark is already there (another attempt of the
+    /// same job committed first: `Ok(false)`, nothing written). One batch, under one lock,
+    /// so that of two overlapping attempts exactly one writes. Not persisted; see
+    /// [`Store::persist`].
+    pub fn write_run(&self, mark: RunMark, msgs: &[Message], new: &[MsgId]) -> Result<bool> {
+        // Encoded before the lock is taken: the lock covers one read and the batch.
+        let encoded: Vec<([u8; 12], Vec<u8>)> =
+            msgs.iter().map(|m| (m.id.key(), json(m))).collect();
         let mut b = self.db.batch();
-        let _g = self.write_lock.lock();
-        for &id in ids {
-            let raw = self.ks.messages.get(id.key())?;
-            let fresh = Fresh {
-                bytes: raw.as_deref(),
-                hash: raw.as_deref().map(hash).unwrap_or(0),
-            };
-            let existed = fresh.exists();
-            let (bytes, subscriber) = match prepared.remove(&id) {
-                Some((h, sub, bytes)) if h == fresh.hash => (bytes, sub),
-                _ => match f(id, fresh)? {
-                    Some(m) => (json(&m), m.subscriber),
-                    None => continue,
-                },
-            };
-            b.insert(&self.ks.messages, id.key(), bytes);
-            if !existed {
-                let mut k = subscriber.into_bytes();
-                k.push(0);
-                k.extend_from_slice(&id.key());
-                b.insert(&self.ks.by_subscriber, k, b"".as_slice());
-            }
+        for (k, v) in encoded {
+            b.insert(&self.ks.messages, k, v);
         }
-        for (id, e) in events {
-            let seq = self.event_seq.fetch_add(1, Ordering::Relaxed);
-            let mut k = Vec::with_capacity(24);
-            k.extend_from_slice(&id.key());
-            k.extend_from_slice(&e.at_ms.to_be_bytes());
-            k.extend_from_slice(&seq.to_be_bytes());
-            b.insert(&self.ks.activity, k, json(&e));
+        for m in msgs.iter().filter(|m| new.contains(&m.id)) {
+            let mut k = m.subscriber.as_bytes().to_vec();
+            k.push(0);
+            k.extend_from_slice(&m.id.key());
+            b.insert(&self.ks.by_subscriber, k, b"".as_slice());
+        }
+        b.insert(&self.ks.runs, mark.key(), b"".as_slice());
+        let _g = self.write_lock.lock();
+        if self.ks.runs.get(mark.key())?.is_some() {
+            return Ok(false);
         }
         b.commit()?;
-        Ok(())
+        Ok(true)
     }
 
-    /// The message `id`.
-    pub fn message(&self, id: MsgId) -> Result<Option<Message>> {
-        match self.ks.messages.get(id.key())? {
-            None => Ok(None),
-            Some(v) => {
-                let mut m: Message = serde_json::from_slice(&v)?;
-                m.read_hash = hash(&v);
-                Ok(Some(m))
+    /// Writes send jobs' new delivery states: each only if the delivery is still on the
+    /// route its job handled (a stale attempt, whose deliveries another attempt has moved
+    /// on, changes nothing), its events appended to those stored. Returns, per update,
+    /// whether it was written. Not persisted; see [`Store::persist`].
+    pub fn write_states(&self, updates: Vec<StateUpdate>) -> Result<Vec<bool>> {
+        let mut written = Vec::with_capacity(updates.len());
+        let mut b = self.db.batch();
+        let _g = self.write_lock.lock();
+        let stored = self.states_of(updates.iter().map(|u| state_key(u.id, u.pc, u.idx)))?;
+        for mut u in updates {
+            let key = state_key(u.id, u.pc, u.idx);
+            let ok = match stored.get(&key) {
+                Some(s) => s.route == u.route,
+                None => u.route == 0,
+            };
+            written.push(ok);
+            if !ok {
+                continue;
             }
+            let was_dead = stored
+                .get(&key)
+                .is_some_and(|s| s.status == DeliveryStatus::Dead);
+            if let Some(s) = stored.get(&key) {
+                let mut events = s.events.clone();
+                events.append(&mut u.state.events);
+                u.state.events = events;
+            }
+            // The dead-letter index: what `redrive` sends again.
+            match (was_dead, u.state.status == DeliveryStatus::Dead) {
+                (false, true) => b.insert(&self.ks.dead, key, b"".as_slice()),
+                (true, false) => b.remove(&self.ks.dead, key),
+                _ => {}
+            }
+            b.insert(&self.ks.states, key, json(&u.state));
         }
+        b.commit()?;
+        Ok(written)
     }
 
-    /// Several messages at once (absent ones skipped).
-    pub fn messages(&self, ids: &[MsgId]) -> Result<Vec<Message>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(m) = self.message(*id)? {
-                out.push(m);
+    /// Up to `limit` dead deliveries (message, step, address index), oldest trigger first,
+    /// after `after`.
+    pub fn dead(
+        &self,
+        after: Option<(MsgId, u16, u8)>,
+        limit: usize,
+    ) -> Result<Vec<(MsgId, u16, u8)>> {
+        let iter = match after {
+            Some((id, pc, idx)) => {
+                let mut k = state_key(id, pc, idx).to_vec();
+                k.push(0);
+                self.ks.dead.range(k..)
+            }
+            None => self.ks.dead.iter(),
+        };
+        let mut out = Vec::new();
+        for g in iter.take(limit) {
+            let k = g.key()?;
+            let (Some(id), Some(pc), Some(&idx)) = (
+                MsgId::from_key(&k),
+                k.get(12..14)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u16::from_be_bytes),
+                k.get(14),
+            ) else {
+                continue;
+            };
+            out.push((id, pc, idx));
+        }
+        Ok(out)
+    }
+
+    /// The stored states under `keys`: one range scan when they are close together (the
+    /// deliveries of one send job are consecutive messages of one trigger), else one read
+    /// each.
+    fn states_of(
+        &self,
+        keys: impl Iterator<Item = [u8; 15]>,
+    ) -> Result<HashMap<[u8; 15], DeliveryState>> {
+        let mut keys: Vec<[u8; 15]> = keys.collect();
+        keys.sort_unstable();
+        let mut out = HashMap::new();
+        let (Some(lo), Some(hi)) = (keys.first(), keys.last()) else {
+            return Ok(out);
+        };
+        if dense(lo, hi, keys.len()) {
+            let mut end = hi.to_vec();
+            end.push(0);
+            for g in self.ks.states.range(lo.to_vec()..end) {
+                let (k, v) = g.into_inner()?;
+                if let Ok(k) = <[u8; 15]>::try_from(k.as_ref()) {
+                    if keys.binary_search(&k).is_ok() {
+                        out.insert(k, serde_json::from_slice(&v)?);
+                    }
+                }
+            }
+        } else {
+            for k in keys {
+                if let Some(v) = self.ks.states.get(k)? {
+                    out.insert(k, serde_json::from_slice(&v)?);
+                }
             }
         }
         Ok(out)
     }
 
-    /// A message's activity trail, oldest first.
+    /// The message `id`, its deliveries' states merged in.
+    pub fn message(&self, id: MsgId) -> Result<Option<Message>> {
+        Ok(self.messages(&[id])?.pop())
+    }
+
+    /// Several messages at once, in id order (absent ones skipped), their deliveries' states
+    /// merged in. Messages close together (a run's or a send's: consecutive numbers of one
+    /// trigger) are read with one range scan of the records and one of the states.
+    pub fn messages(&self, ids: &[MsgId]) -> Result<Vec<Message>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let (Some(lo), Some(hi)) = (ids.first().copied(), ids.last().copied()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        if dense(&lo.key(), &hi.key(), ids.len()) {
+            let mut end = hi.key().to_vec();
+            end.push(0);
+            for g in self.ks.messages.range(lo.key().to_vec()..end) {
+                let (k, v) = g.into_inner()?;
+                if MsgId::from_key(&k).is_some_and(|id| ids.binary_search(&id).is_ok()) {
+                    out.push(serde_json::from_slice::<Message>(&v)?);
+                }
+            }
+            let mut at = 0;
+            for g in self.ks.states.range(lo.key().to_vec()..key_after(hi)) {
+                let (k, v) = g.into_inner()?;
+                let Some(id) = MsgId::from_key(&k) else {
+                    continue;
+                };
+                while at < out.len() && out[at].id < id {
+                    at += 1;
+                }
+                if at < out.len() && out[at].id == id {
+                    overlay(&mut out[at], &k, &v)?;
+                }
+            }
+        } else {
+            for id in ids {
+                if let Some(v) = self.ks.messages.get(id.key())? {
+                    let mut m: Message = serde_json::from_slice(&v)?;
+                    self.overlay_states(&mut m)?;
+                    out.push(m);
+                }
+            }
+        }
+        for m in &mut out {
+            if m.run_ended() {
+                m.settle();
+            }
+        }
+        Ok(out)
+    }
+
+    fn overlay_states(&self, m: &mut Message) -> Result<()> {
+        if m.deliveries.is_empty() {
+            return Ok(());
+        }
+        for g in self.ks.states.prefix(m.id.key()) {
+            let (k, v) = g.into_inner()?;
+            overlay(m, &k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// A message's activity trail, oldest first: its run's events, its deliveries' provider
+    /// events (and events of stores written before those were split out).
     pub fn activity(&self, id: MsgId) -> Result<Vec<Event>> {
         let mut out = Vec::new();
+        if let Some(v) = self.ks.messages.get(id.key())? {
+            let m: Message = serde_json::from_slice(&v)?;
+            out = m.trail;
+        }
+        for g in self.ks.states.prefix(id.key()) {
+            let (_, v) = g.into_inner()?;
+            let s: DeliveryState = serde_json::from_slice(&v)?;
+            out.extend(s.events);
+        }
         for g in self.ks.activity.prefix(id.key()) {
             let (_, v) = g.into_inner()?;
             out.push(serde_json::from_slice(&v)?);
         }
+        out.sort_by_key(|e| e.at_ms);
         Ok(out)
     }
 
@@ -980,8 +1307,10 @@ impl Store {
         let mut last = None;
         let mut scanned = 0usize;
         let mut more = false;
-        let mut take = |m: Message, items: &mut Vec<Message>| {
+        let mut take = |mut m: Message, items: &mut Vec<Message>| {
             last = Some(m.id);
+            // The feed lists messages; their trails are GET /v1/messages/{id}'s.
+            m.trail = Vec::new();
             if keep(&m) {
                 items.push(m);
             }
@@ -1034,7 +1363,12 @@ impl Store {
                 }
                 scanned += 1;
                 let (_, v) = g.into_inner()?;
-                take(serde_json::from_slice(&v)?, &mut items);
+                let mut m: Message = serde_json::from_slice(&v)?;
+                self.overlay_states(&mut m)?;
+                if m.run_ended() {
+                    m.settle();
+                }
+                take(m, &mut items);
             }
         }
         Ok(Page {
@@ -1191,7 +1525,12 @@ impl Store {
             let mut chunk: Vec<Message> = Vec::new();
             for g in self.ks.messages.range(..hi.to_vec()).take(10_000) {
                 let (_, v) = g.into_inner()?;
-                chunk.push(serde_json::from_slice(&v)?);
+                let mut m: Message = serde_json::from_slice(&v)?;
+                self.overlay_states(&mut m)?;
+                if m.run_ended() {
+                    m.settle();
+                }
+                chunk.push(m);
             }
             if chunk.is_empty() {
                 break;
@@ -1217,7 +1556,10 @@ impl Store {
                 for m in msgs {
                     let activity = self.activity(m.id)?;
                     report.events += activity.len() as u64;
-                    let line = serde_json::json!({"message": m, "activity": activity});
+                    let mut line = serde_json::json!({"message": m, "activity": activity});
+                    if let Some(o) = line["message"].as_object_mut() {
+                        o.remove("trail");
+                    }
                     serde_json::to_writer(&mut gz, &line)?;
                     gz.write_all(
                         b"
@@ -1227,6 +1569,12 @@ impl Store {
                     b.remove(&self.ks.messages, m.id.key());
                     for g in self.ks.activity.prefix(m.id.key()) {
                         b.remove(&self.ks.activity, g.key()?.to_vec());
+                    }
+                    for g in self.ks.states.prefix(m.id.key()) {
+                        b.remove(&self.ks.states, g.key()?.to_vec());
+                    }
+                    for g in self.ks.dead.prefix(m.id.key()) {
+                        b.remove(&self.ks.dead, g.key()?.to_vec());
                     }
                     let mut k = m.subscriber.as_bytes().to_vec();
                     k.push(0);
@@ -1243,6 +1591,9 @@ impl Store {
             }
             for t in triggers {
                 b.remove(&self.ks.triggers, t.to_be_bytes());
+                for g in self.ks.runs.prefix(t.to_be_bytes()) {
+                    b.remove(&self.ks.runs, g.key()?.to_vec());
+                }
             }
             b.commit()?;
             self.persist()?;
@@ -1339,31 +1690,46 @@ mod tests {
             workflow: "w".into(),
             subscriber: "u".into(),
             class: Class::Bulk,
-            status: Status::Queued,
+            status: Status::Sending,
             created_ms: created,
             updated_ms: created,
-            pc: 0,
+            pc: 1,
             wait: None,
-            deliveries: Vec::new(),
-            read_hash: 0,
+            deliveries: vec![email(0)],
+            trail: vec![Event::new(created, None, "triggered", "x")],
         };
         let old = msg(10 * day * 1024, 10 * day);
         let new = msg(200 * day * 1024, 200 * day);
-        let (o, n) = (old.clone(), new.clone());
-        s.update(
-            &[old.id, new.id],
-            vec![(old.id, Event::new(10 * day, None, "triggered", "x"))],
-            Default::default(),
-            |id, _| Ok(Some(if id == o.id { o.clone() } else { n.clone() })),
-        )
-        .expect("write");
+        for m in [&old, &new] {
+            let mark = RunMark::Created {
+                trigger: m.id.trigger,
+                first: 0,
+            };
+            assert!(s
+                .write_run(mark, std::slice::from_ref(m), &[m.id])
+                .expect("write"));
+        }
+        let sent = sent_by(&old, "a", 10 * day + 5);
+        assert_eq!(s.write_states(vec![sent]).expect("state"), [true]);
         let arch = dir.path().join("archive");
         let r = s
             .archive(100 * day, day, 200 * day, &arch)
             .expect("archive");
-        assert_eq!((r.messages, r.events, r.files.len()), (1, 1, 1));
+        assert_eq!((r.messages, r.events, r.files.len()), (1, 2, 1));
         assert!(s.message(old.id).expect("read").is_none(), "deleted");
         assert!(s.activity(old.id).expect("read").is_empty());
+        assert!(
+            s.ks.states.prefix(old.id.key()).next().is_none(),
+            "its delivery states went with it"
+        );
+        assert!(
+            !s.marked(RunMark::Created {
+                trigger: old.id.trigger,
+                first: 0
+            })
+            .expect("read"),
+            "and its run marks"
+        );
         assert!(
             s.message(new.id).expect("read").is_some(),
             "recent ones stay"
@@ -1377,10 +1743,213 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(seen[0]["message"]["id"], old.id.to_string());
         assert_eq!(seen[0]["activity"][0]["kind"], "triggered");
+        assert_eq!(seen[0]["activity"][1]["kind"], "sent");
+        assert_eq!(seen[0]["message"]["status"], "sent", "archived as it ended");
+        assert!(seen[0]["message"].get("trail").is_none());
         assert_eq!(
             r.files[0].file_name().and_then(|f| f.to_str()),
             Some("1970-01-11.ndjson.gz")
         );
+    }
+
+    fn email(pc: u16) -> Delivery {
+        Delivery {
+            pc,
+            channel: Channel::Email,
+            to: "u@example.com".into(),
+            status: DeliveryStatus::Queued,
+            provider: Some("a".into()),
+            attempts: 0,
+            provider_id: None,
+            idx: 0,
+            route: 0,
+            content: Content::default(),
+        }
+    }
+
+    fn message(trigger: u64, n: u32) -> Message {
+        Message {
+            id: MsgId { trigger, n },
+            workflow: "w".into(),
+            subscriber: format!("u{n:03}"),
+            class: Class::Bulk,
+            status: Status::Sending,
+            created_ms: 1,
+            updated_ms: 1,
+            pc: 1,
+            wait: None,
+            deliveries: vec![email(0)],
+            trail: vec![Event::new(1, None, "triggered", "t")],
+        }
+    }
+
+    fn sent_by(m: &Message, provider: &str, at: u64) -> StateUpdate {
+        StateUpdate {
+            id: m.id,
+            pc: 0,
+            idx: 0,
+            route: 0,
+            state: DeliveryState {
+                status: DeliveryStatus::Sent,
+                provider: Some(provider.into()),
+                attempts: 1,
+                provider_id: None,
+                route: 0,
+                events: vec![Event::new(at, Some(0), "sent", "accepted")],
+            },
+        }
+    }
+
+    #[test]
+    fn of_two_attempts_of_one_run_only_the_first_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        let mark = RunMark::Ran {
+            trigger: 7,
+            pc: 0,
+            first: 0,
+            digest: false,
+        };
+        let first = message(7, 0);
+        assert!(!s.marked(mark).expect("read"));
+        assert!(s
+            .write_run(mark, std::slice::from_ref(&first), &[first.id])
+            .expect("write"));
+        let mut late = first.clone();
+        late.status = Status::Delayed;
+        late.pc = 0;
+        assert!(
+            !s.write_run(mark, &[late], &[first.id]).expect("write"),
+            "the second attempt is refused"
+        );
+        assert!(s.marked(mark).expect("read"));
+        let stored = s.message(first.id).expect("read").expect("there");
+        assert_eq!((stored.pc, stored.status), (1, Status::Sending));
+    }
+
+    #[test]
+    fn a_stale_send_attempt_does_not_overwrite_a_delivery_moved_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        let m = message(9, 0);
+        let mark = RunMark::Created {
+            trigger: 9,
+            first: 0,
+        };
+        s.write_run(mark, std::slice::from_ref(&m), &[m.id])
+            .expect("write");
+        // One attempt fails the delivery over to provider b (route 1)...
+        let moved = StateUpdate {
+            id: m.id,
+            pc: 0,
+            idx: 0,
+            route: 0,
+            state: DeliveryState {
+                status: DeliveryStatus::Queued,
+                provider: Some("b".into()),
+                attempts: 1,
+                provider_id: None,
+                route: 1,
+                events: vec![Event::new(2, Some(0), "failover", "a to b")],
+            },
+        };
+        assert_eq!(s.write_states(vec![moved]).expect("write"), [true]);
+        // ...an overlapping attempt that read route 0 is refused...
+        assert_eq!(
+            s.write_states(vec![sent_by(&m, "a", 3)]).expect("write"),
+            [false]
+        );
+        let now = s.message(m.id).expect("read").expect("there");
+        assert_eq!(now.deliveries[0].provider.as_deref(), Some("b"));
+        assert_eq!(now.status, Status::Sending);
+        // ...and the job on route 1 completes it, its events after the failover's.
+        let mut done = sent_by(&m, "b", 4);
+        done.route = 1;
+        done.state.route = 1;
+        assert_eq!(s.write_states(vec![done]).expect("write"), [true]);
+        let now = s.message(m.id).expect("read").expect("there");
+        assert_eq!(now.status, Status::Sent);
+        let kinds: Vec<String> = s
+            .activity(m.id)
+            .expect("read")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["triggered", "failover", "sent"]);
+    }
+
+    #[test]
+    fn messages_read_by_range_match_messages_read_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        let msgs: Vec<Message> = (0..40).map(|n| message(5, n)).collect();
+        let ids: Vec<MsgId> = msgs.iter().map(|m| m.id).collect();
+        let mark = RunMark::Created {
+            trigger: 5,
+            first: 0,
+        };
+        s.write_run(mark, &msgs, &ids).expect("write");
+        // Other triggers' messages on both sides, and every third one sent.
+        for t in [4, 6] {
+            let o = message(t, 0);
+            let mark = RunMark::Created {
+                trigger: t,
+                first: 0,
+            };
+            s.write_run(mark, std::slice::from_ref(&o), &[o.id])
+                .expect("write");
+            s.write_states(vec![sent_by(&o, "a", 2)]).expect("write");
+        }
+        let sent: Vec<StateUpdate> = msgs.iter().step_by(3).map(|m| sent_by(m, "a", 2)).collect();
+        s.write_states(sent).expect("write");
+        let wanted: Vec<MsgId> = ids.iter().copied().filter(|id| id.n % 2 == 0).collect();
+        let together = s.messages(&wanted).expect("read");
+        let one_by_one: Vec<Message> = wanted
+            .iter()
+            .map(|id| s.message(*id).expect("read").expect("there"))
+            .collect();
+        assert_eq!(together.len(), 20);
+        assert_eq!(together, one_by_one);
+        let statuses: Vec<Status> = together.iter().map(|m| m.status).collect();
+        let expected: Vec<Status> = wanted
+            .iter()
+            .map(|id| {
+                if id.n % 3 == 0 {
+                    Status::Sent
+                } else {
+                    Status::Sending
+                }
+            })
+            .collect();
+        assert_eq!(statuses, expected);
+    }
+
+    #[test]
+    fn subscribers_read_together_match_those_read_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        let subs: Vec<Subscriber> = (0..500)
+            .map(|i| Subscriber {
+                id: format!("u{i:04}"),
+                ..Default::default()
+            })
+            .collect();
+        s.put_subscribers(&subs).expect("write");
+        // Dense (a page of a topic), sparse (far apart: the scan gives up), and unknown ids.
+        let dense: Vec<String> = (100..150).map(|i| format!("u{i:04}")).collect();
+        let sparse: Vec<String> = (0..20).map(|i| format!("u{:04}", i * 25)).collect();
+        let unknown: Vec<String> = (0..10).map(|i| format!("u{i:04}x")).collect();
+        for ids in [dense, sparse, unknown] {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let got = s.subscribers_by_id(&refs).expect("read");
+            for id in &ids {
+                assert_eq!(
+                    got.get(id).map(|x| x.id.clone()),
+                    s.subscriber(id).expect("read").map(|x| x.id),
+                    "{id}"
+                );
+            }
+        }
     }
 
     #[test]

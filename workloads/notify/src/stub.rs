@@ -72,6 +72,8 @@ pub struct StubState {
     /// Faults to apply to the next calls, before `fault` (one each).
     queue: Mutex<std::collections::VecDeque<Fault>>,
     accepted: Mutex<HashMap<String, Accepted>>,
+    /// Distinct deliveries accepted per trigger (the part of the key before `-`).
+    per_trigger: Mutex<HashMap<u64, usize>>,
     /// Set by `AcceptThenStall` for the call in progress.
     stall: Mutex<u64>,
     /// Calls received (each batch call counts once).
@@ -109,13 +111,9 @@ impl StubState {
         self.accepted.lock().clone()
     }
 
-    /// Distinct deliveries accepted whose key starts with `prefix` (a trigger's: `ID-`).
-    pub fn count_prefix(&self, prefix: &str) -> usize {
-        self.accepted
-            .lock()
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .count()
+    /// Distinct deliveries accepted of the messages of one trigger (keys `TRIGGER-N/...`).
+    pub fn count_trigger(&self, trigger: u64) -> usize {
+        self.per_trigger.lock().get(&trigger).copied().unwrap_or(0)
     }
 
     /// Distinct deliveries accepted.
@@ -143,19 +141,39 @@ impl StubState {
     }
 
     fn accept(&self, key: &str, to: &str, subject: Option<&str>, body: &str) {
+        self.accept_all([(key, to, subject, body)]);
+    }
+
+    /// Records a call's deliveries (key, address, subject, text) under one lock.
+    fn accept_all<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>, &'a str)>,
+    ) {
         let now = crate::pipeline::now_ms();
-        self.deliveries.fetch_add(1, Ordering::Relaxed);
         {
             let mut a = self.accepted.lock();
-            a.entry(key.to_string())
-                .and_modify(|x| x.times += 1)
-                .or_insert_with(|| Accepted {
-                    to: to.to_string(),
-                    subject: subject.map(str::to_string),
-                    body: body.to_string(),
-                    times: 1,
-                    at_ms: now,
-                });
+            let mut per = self.per_trigger.lock();
+            for (key, to, subject, body) in items {
+                self.deliveries.fetch_add(1, Ordering::Relaxed);
+                if let Some(x) = a.get_mut(key) {
+                    x.times += 1;
+                    continue;
+                }
+                a.insert(
+                    key.to_string(),
+                    Accepted {
+                        to: to.to_string(),
+                        subject: subject.map(str::to_string),
+                        body: body.to_string(),
+                        times: 1,
+                        at_ms: now,
+                    },
+                );
+                let trigger = key.split_once('-').and_then(|(t, _)| t.parse::<u64>().ok());
+                if let Some(t) = trigger {
+                    *per.entry(t).or_default() += 1;
+                }
+            }
         }
         self.changed.notify_waiters();
     }
@@ -239,31 +257,77 @@ async fn stats(State(s): State<Arc<StubState>>) -> Json<Value> {
     }))
 }
 
-async fn sendgrid(State(s): State<Arc<StubState>>, Json(body): Json<Value>) -> Response {
+/// The part of SendGrid's mail body the stub reads (borrowed where the JSON has no escapes).
+#[derive(Deserialize)]
+struct SendgridBody<'a> {
+    #[serde(borrow)]
+    personalizations: Option<Vec<SgPersonalization<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct SgPersonalization<'a> {
+    #[serde(borrow, default)]
+    to: Vec<SgAddress<'a>>,
+    #[serde(borrow, default)]
+    subject: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    custom_args: Option<SgArgs<'a>>,
+    #[serde(borrow, default)]
+    substitutions: Option<SgSubstitutions<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SgAddress<'a> {
+    #[serde(borrow)]
+    email: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct SgArgs<'a> {
+    #[serde(borrow, default)]
+    weir_key: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct SgSubstitutions<'a> {
+    #[serde(rename = "-body-", borrow, default)]
+    body: Option<std::borrow::Cow<'a, str>>,
+}
+
+async fn sendgrid(State(s): State<Arc<StubState>>, body: axum::body::Bytes) -> Response {
     if let Some(r) = s.fault().await {
         return r;
     }
-    let Some(ps) = body["personalizations"].as_array() else {
-        return (
+    let bad = |m: &str| {
+        (
             StatusCode::BAD_REQUEST,
-            Json(json!({"errors": [{"message": "personalizations"}]})),
+            Json(json!({"errors": [{"message": m}]})),
         )
-            .into_response();
+            .into_response()
+    };
+    let Ok(mail) = serde_json::from_slice::<SendgridBody<'_>>(&body) else {
+        return bad("the body is not a mail/send request");
+    };
+    let Some(ps) = mail.personalizations else {
+        return bad("personalizations");
     };
     if ps.is_empty() || ps.len() > 1_000 {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"errors": [{"message": "1 to 1000 personalizations"}]})),
-        )
-            .into_response();
+        return bad("1 to 1000 personalizations");
     }
-    for p in ps {
-        let to = p["to"][0]["email"].as_str().unwrap_or("");
-        let key = p["custom_args"]["weir_key"].as_str().unwrap_or(to);
-        let subject = p["subject"].as_str();
-        let text = p["substitutions"]["-body-"].as_str().unwrap_or("");
-        s.accept(key, to, subject, text);
-    }
+    s.accept_all(ps.iter().map(|p| {
+        let to = p.to.first().map(|a| a.email.as_ref()).unwrap_or("");
+        let key = p
+            .custom_args
+            .as_ref()
+            .and_then(|c| c.weir_key.as_deref())
+            .unwrap_or(to);
+        let text = p
+            .substitutions
+            .as_ref()
+            .and_then(|x| x.body.as_deref())
+            .unwrap_or("");
+        (key, to, p.subject.as_deref(), text)
+    }));
     let id = format!("sg-{}", s.calls.load(Ordering::Relaxed));
     let stall = std::mem::take(&mut *s.stall.lock());
     if stall > 0 {

@@ -16,6 +16,50 @@ use super::{clip, Call, CallResult, ItemResult, Kind, Outgoing, ProviderConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// SendGrid's `POST /v3/mail/send` body: one personalization per recipient, the text and
+/// HTML as substitutions of one shared content (how SendGrid sends many distinct messages
+/// in one call).
+#[derive(serde::Serialize)]
+struct SendgridMail<'a> {
+    personalizations: Vec<Personalization<'a>>,
+    from: Address<'a>,
+    content: &'static [ContentPart],
+}
+
+#[derive(serde::Serialize)]
+struct Personalization<'a> {
+    to: [Address<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    custom_args: CustomArgs<'a>,
+    substitutions: Substitutions<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Address<'a> {
+    email: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct CustomArgs<'a> {
+    weir_key: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Substitutions<'a> {
+    #[serde(rename = "-body-")]
+    body: &'a str,
+    #[serde(rename = "-html-")]
+    html: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct ContentPart {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    value: &'static str,
+}
+
 /// An HTTP provider's client.
 pub struct Http {
     client: reqwest::Client,
@@ -45,27 +89,40 @@ impl Http {
         let idem = idempotency_key(items);
         let req = match c.kind {
             Kind::Sendgrid => {
-                let from = c.from.clone().unwrap_or_default();
-                let personalizations: Vec<Value> = items
-                    .iter()
-                    .map(|o| {
-                        json!({
-                            "to": [{"email": o.to}],
-                            "subject": o.subject,
-                            "custom_args": {"weir_key": o.key},
-                            "substitutions": {"-body-": o.body, "-html-": o.html.clone().unwrap_or_default()},
+                let body = SendgridMail {
+                    personalizations: items
+                        .iter()
+                        .map(|o| Personalization {
+                            to: [Address { email: &o.to }],
+                            subject: o.subject.as_deref(),
+                            custom_args: CustomArgs { weir_key: &o.key },
+                            substitutions: Substitutions {
+                                body: &o.body,
+                                html: o.html.as_deref().unwrap_or(""),
+                            },
                         })
-                    })
-                    .collect();
-                let mut content = vec![json!({"type": "text/plain", "value": "-body-"})];
-                if items.iter().any(|o| o.html.is_some()) {
-                    content.push(json!({"type": "text/html", "value": "-html-"}));
-                }
-                let body = json!({
-                    "personalizations": personalizations,
-                    "from": {"email": from},
-                    "content": content,
-                });
+                        .collect(),
+                    from: Address {
+                        email: c.from.as_deref().unwrap_or(""),
+                    },
+                    content: if items.iter().any(|o| o.html.is_some()) {
+                        &[
+                            ContentPart {
+                                kind: "text/plain",
+                                value: "-body-",
+                            },
+                            ContentPart {
+                                kind: "text/html",
+                                value: "-html-",
+                            },
+                        ]
+                    } else {
+                        &[ContentPart {
+                            kind: "text/plain",
+                            value: "-body-",
+                        }]
+                    },
+                };
                 self.bearer(self.client.post(format!("{}/v3/mail/send", self.base)))
                     .json(&body)
             }
