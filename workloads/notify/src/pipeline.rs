@@ -1612,7 +1612,7 @@ fn skip_message(m: &mut Message, now: u64, why: String, events: &mut Vec<(MsgId,
 }
 
 fn new_message(t: &Trigger, id: MsgId, subscriber: &str, now: u64) -> Message {
-    let mut m = Message {
+    Message {
         id,
         workflow: t.workflow.clone(),
         subscriber: subscriber.to_string(),
@@ -1623,19 +1623,9 @@ fn new_message(t: &Trigger, id: MsgId, subscriber: &str, now: u64) -> Message {
         pc: 0,
         wait: None,
         deliveries: Vec::new(),
+        // Its `triggered` event is made from the record when the trail is read.
         trail: Vec::new(),
-    };
-    m.trail.push(triggered(t, &m, now));
-    m
-}
-
-fn triggered(t: &Trigger, m: &Message, now: u64) -> Event {
-    Event::new(
-        now,
-        None,
-        "triggered",
-        format!("trigger {} for subscriber {}", t.id, m.subscriber),
-    )
+    }
 }
 
 fn find<'a>(m: &'a Message, it: &SendItem) -> Option<&'a Delivery> {

@@ -72,6 +72,9 @@ pub struct StubState {
     /// Faults to apply to the next calls, before `fault` (one each).
     queue: Mutex<std::collections::VecDeque<Fault>>,
     accepted: Mutex<HashMap<String, Accepted>>,
+    /// Keys only: what each delivery said is not kept (for benchmarks, where a real
+    /// provider's memory is not the machine's; deduplication and counts still hold).
+    pub keys_only: std::sync::atomic::AtomicBool,
     /// Distinct deliveries accepted per trigger (the part of the key before `-`).
     per_trigger: Mutex<HashMap<u64, usize>>,
     /// Set by `AcceptThenStall` for the call in progress.
@@ -150,6 +153,8 @@ impl StubState {
         items: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>, &'a str)>,
     ) {
         let now = crate::pipeline::now_ms();
+        let keep = !self.keys_only.load(Ordering::Relaxed);
+        let text = |s: &str| if keep { s.to_string() } else { String::new() };
         {
             let mut a = self.accepted.lock();
             let mut per = self.per_trigger.lock();
@@ -162,9 +167,9 @@ impl StubState {
                 a.insert(
                     key.to_string(),
                     Accepted {
-                        to: to.to_string(),
-                        subject: subject.map(str::to_string),
-                        body: body.to_string(),
+                        to: text(to),
+                        subject: subject.filter(|_| keep).map(str::to_string),
+                        body: text(body),
                         times: 1,
                         at_ms: now,
                     },
