@@ -756,7 +756,16 @@ impl Store {
                 _ => 16 << 20,
             };
             db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                let o = KeyspaceCreateOptions::default().max_memtable_size(memtable);
+                if memtable > 16 << 20 {
+                    // Compressed from the first flush on: JSON records shrink about 4x, and
+                    // writing the bytes costs more than compressing them.
+                    o.data_block_compression_policy(fjall::config::CompressionPolicy::all(
+                        fjall::CompressionType::Lz4,
+                    ))
+                } else {
+                    o
+                }
             })
         };
         let ks = Keyspaces {
