@@ -594,6 +594,18 @@ pub struct Store {
     write_lock: Arc<parking_lot::Mutex<()>>,
     stats: Arc<parking_lot::Mutex<HashMap<StatKey, u64>>>,
     locks: Arc<Vec<parking_lot::Mutex<()>>>,
+    sync: Arc<GroupSync>,
+}
+
+/// The group commit's tickets (see [`Store::persist`]).
+#[derive(Default)]
+struct GroupSync {
+    /// Tickets taken: one per `persist` call, after its writes.
+    written: AtomicU64,
+    /// Every ticket up to this one is on disk.
+    synced: AtomicU64,
+    /// One fsync at a time.
+    lock: parking_lot::Mutex<()>,
 }
 
 fn two(a: &str, b: &str) -> Vec<u8> {
@@ -801,12 +813,25 @@ impl Store {
             write_lock: Arc::new(parking_lot::Mutex::new(())),
             stats: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             locks: Arc::new((0..256).map(|_| parking_lot::Mutex::new(())).collect()),
+            sync: Arc::new(GroupSync::default()),
         })
     }
 
-    /// Makes every write so far durable (fsync of the journal).
+    /// Makes every write so far durable (fsync of the journal). Concurrent callers share
+    /// fsyncs (a group commit): fjall syncs under its journal's lock, which every write
+    /// waits for, so one fsync per job would serialise the jobs' writes behind the disk.
+    /// A caller whose writes an fsync that started after them already covered returns at
+    /// once.
     pub fn persist(&self) -> Result<()> {
+        let mine = self.sync.written.fetch_add(1, Ordering::AcqRel) + 1;
+        let _one = self.sync.lock.lock();
+        if self.sync.synced.load(Ordering::Acquire) >= mine {
+            return Ok(());
+        }
+        // Every ticket up to here was taken after its writes were committed.
+        let upto = self.sync.written.load(Ordering::Acquire);
         self.db.persist(PersistMode::SyncData)?;
+        self.sync.synced.fetch_max(upto, Ordering::AcqRel);
         Ok(())
     }
 
