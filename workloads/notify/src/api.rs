@@ -1082,7 +1082,7 @@ async fn providers(State(api): State<Api>) -> Json<Value> {
                 "rate_limit": c.rate_limit,
                 "concurrency": c.concurrency,
                 "timeout_ms": c.timeout.0,
-                "queue": c.queue(),
+                "queue": api.notify.send_queue(c),
                 "breaker": {"state": p.breaker.state(now), "opens": p.breaker.opens()},
             })
         })
@@ -1120,7 +1120,7 @@ async fn redrive(State(api): State<Api>, Body(b, _): Body<RedriveBody>) -> ApiRe
         }
         let c = n
             .weir
-            .retry_jobs(&p.config.queue(), "dead")
+            .retry_jobs(&n.send_queue(&p.config), "dead")
             .await
             .map_err(|e| ApiError::unavailable(format!("Weir: {e}")))?;
         total += c;

@@ -47,6 +47,10 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
+    /// The first part of every Weir queue name (default `notify`): several weir-notify
+    /// deployments (each with its own data folder) can share one Weir server, each with a
+    /// prefix of its own.
+    pub queue_prefix: Option<String>,
     /// Messages per run job (default 500).
     pub run_batch: Option<usize>,
     /// Deliveries per send job (default 500).
@@ -64,6 +68,7 @@ impl PipelineConfig {
     pub fn settings(&self) -> Result<Settings, Invalid> {
         let d = Settings::default();
         let s = Settings {
+            queue_prefix: self.queue_prefix.clone().unwrap_or(d.queue_prefix),
             run_batch: self.run_batch.unwrap_or(d.run_batch),
             send_batch: self.send_batch.unwrap_or(d.send_batch),
             send_attempts: self.send_attempts.unwrap_or(d.send_attempts),
@@ -71,6 +76,18 @@ impl PipelineConfig {
             retry_cap_ms: self.retry_cap.map(|m| m.0).unwrap_or(d.retry_cap_ms),
             max_deferrals: d.max_deferrals,
         };
+        let p = &s.queue_prefix;
+        if p.is_empty()
+            || p.len() > 64
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        {
+            return Err(Invalid::new(
+                "pipeline.queue_prefix",
+                "1 to 64 characters of A-Z a-z 0-9 _ - . :",
+            ));
+        }
         if !(1..=5_000).contains(&s.run_batch) {
             return Err(Invalid::new("pipeline.run_batch", "from 1 to 5000"));
         }
@@ -108,6 +125,29 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_prefix_is_checked_and_names_every_queue() {
+        let prefix = |p: &str| PipelineConfig {
+            queue_prefix: Some(p.to_string()),
+            ..Default::default()
+        };
+        assert_eq!(
+            prefix("tenant-a").settings().expect("ok").queue_prefix,
+            "tenant-a"
+        );
+        assert_eq!(
+            PipelineConfig::default()
+                .settings()
+                .expect("default")
+                .queue_prefix,
+            "notify"
+        );
+        for bad in ["", "has space", "sl/ash", &"x".repeat(65)] {
+            let e = prefix(bad).settings().expect_err(bad);
+            assert_eq!(e.field, "pipeline.queue_prefix", "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_full_file_parses() {

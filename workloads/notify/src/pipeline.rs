@@ -44,23 +44,14 @@ use std::sync::Arc;
 use weir_api::NewJobBody;
 use weir_client::{Client, HandlerError, HandlerResult, JobContext};
 
-/// The fan-out queue.
-pub const FANOUT: &str = "notify.fanout";
-/// The run queue.
-pub const RUN: &str = "notify.run";
-/// The run queue of transactional workflows: a worker pool of its own takes from it, so a
-/// password reset's run never waits for a slot behind bulk runs of a thousand messages.
-pub const RUN_TX: &str = "notify.run.tx";
-
-/// The run queue for a class.
-fn run_queue(class: Class) -> &'static str {
-    match class {
-        Class::Transactional => RUN_TX,
-        Class::Bulk => RUN,
-    }
-}
-/// The digest queue.
-pub const DIGEST: &str = "notify.digest";
+/// Queue names, after the deployment's prefix (`notify` unless `[pipeline] queue_prefix`
+/// says otherwise): `{prefix}.fanout`, `{prefix}.run`, `{prefix}.run.tx` (transactional runs:
+/// a worker pool of its own takes from it, so a password reset's run never waits for a slot
+/// behind bulk runs), `{prefix}.digest` and `{prefix}.send.{provider}`.
+const FANOUT: &str = "fanout";
+const RUN: &str = "run";
+const RUN_TX: &str = "run.tx";
+const DIGEST: &str = "digest";
 
 /// How long Weir keeps a pipeline job's unique key after the job finished: longer than any
 /// re-delivery of the job that enqueued it can come.
@@ -69,6 +60,9 @@ const UNIQUE_WINDOW_MS: u64 = 3_600_000;
 /// Tuning.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The first part of every queue name: deployments with different prefixes share one
+    /// Weir server without taking each other's jobs.
+    pub queue_prefix: String,
     /// Messages per run job (and per fan-out page).
     pub run_batch: usize,
     /// Deliveries per send job (providers with a rate limit: one call's worth, so that Weir's
@@ -87,6 +81,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            queue_prefix: "notify".into(),
             run_batch: 500,
             send_batch: 500,
             send_attempts: 8,
@@ -259,15 +254,36 @@ impl Notify {
         *self.registry.write() = Arc::new(r);
     }
 
+    /// The queue `name` of this deployment.
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}.{name}", self.settings.queue_prefix)
+    }
+
+    /// A provider's queue.
+    pub fn send_queue(&self, p: &crate::providers::ProviderConfig) -> String {
+        self.queue(&format!("send.{}", p.id))
+    }
+
+    /// The run queue for a class.
+    fn run_queue(&self, class: Class) -> String {
+        self.queue(match class {
+            Class::Transactional => RUN_TX,
+            Class::Bulk => RUN,
+        })
+    }
+
     /// Every queue this pipeline uses (the run queues, then one per provider).
     pub fn queues(&self) -> Vec<String> {
-        let mut q = vec![
-            FANOUT.to_string(),
-            RUN.to_string(),
-            RUN_TX.to_string(),
-            DIGEST.to_string(),
-        ];
-        q.extend(self.providers.all().iter().map(|p| p.config.queue()));
+        let mut q: Vec<String> = [FANOUT, RUN, RUN_TX, DIGEST]
+            .iter()
+            .map(|n| self.queue(n))
+            .collect();
+        q.extend(
+            self.providers
+                .all()
+                .iter()
+                .map(|p| self.send_queue(&p.config)),
+        );
         q
     }
 
@@ -298,7 +314,7 @@ impl Notify {
                 }),
                 ..Default::default()
             };
-            self.weir.configure(&c.queue(), &patch).await?;
+            self.weir.configure(&self.send_queue(c), &patch).await?;
         }
         Ok(())
     }
@@ -407,7 +423,7 @@ impl Notify {
             .zip(subs.chunks(batch))
             .map(|(c, s)| {
                 Ok(Out {
-                    queue: run_queue(t.class).into(),
+                    queue: self.run_queue(t.class),
                     kind: "run",
                     payload: raw(&RunJob {
                         trigger: t.id,
@@ -437,7 +453,7 @@ impl Notify {
             first_n: 0,
         };
         self.enqueue(vec![Out {
-            queue: FANOUT.into(),
+            queue: self.queue(FANOUT),
             kind: "fanout",
             payload: raw(&job)?,
             key: format!("fan:{}:0", t.id),
@@ -481,7 +497,7 @@ impl Notify {
                 first_n: made,
             };
             self.enqueue(vec![Out {
-                queue: FANOUT.into(),
+                queue: self.queue(FANOUT),
                 kind: "fanout",
                 payload: raw(&next)?,
                 key: format!("fan:{}:{}", t.id, next.page),
@@ -999,7 +1015,7 @@ impl Notify {
                 }
                 Some(Wait::Digest { key, closes_ms }) if m.status == Status::Digesting => {
                     outs.push(Out {
-                        queue: DIGEST.into(),
+                        queue: self.queue(DIGEST),
                         kind: "digest",
                         payload: raw(&DigestJob {
                             key: key.clone(),
@@ -1036,7 +1052,7 @@ impl Notify {
         for ((npc, at), ns) in delayed {
             for chunk in ns.chunks(self.settings.run_batch.max(1)) {
                 outs.push(Out {
-                    queue: run_queue(t.class).into(),
+                    queue: self.run_queue(t.class),
                     kind: "run",
                     payload: raw(&RunJob {
                         trigger: t.id,
@@ -1081,7 +1097,7 @@ impl Notify {
             .saturating_mul(calls)
             .saturating_add(30_000);
         Ok(Out {
-            queue: p.config.queue(),
+            queue: self.send_queue(&p.config),
             kind: "send",
             payload: raw(&SendJob {
                 provider: p.config.id.clone(),
@@ -1668,7 +1684,13 @@ pub fn workers(
     let c = n.clone();
     let e = n.clone();
     // Transactional runs: their own pool (they also go to the main one when it is free).
-    let tx = weir_client::WorkerBuilder::new(n.weir.clone(), &[RUN_TX])
+    let (run_tx, fanout, run, digest) = (
+        n.queue(RUN_TX),
+        n.queue(FANOUT),
+        n.queue(RUN),
+        n.queue(DIGEST),
+    );
+    let tx = weir_client::WorkerBuilder::new(n.weir.clone(), &[run_tx.as_str()])
         .name("weir-notify transactional")
         .concurrency(weir_client::Concurrency::Fixed(2))
         .batch(2)
@@ -1677,24 +1699,37 @@ pub fn workers(
             async move { n.run(ctx).await }
         })
         .build();
-    let pipeline = weir_client::WorkerBuilder::new(n.weir.clone(), &[RUN_TX, FANOUT, RUN, DIGEST])
-        .name("weir-notify pipeline")
-        .concurrency(weir_client::Concurrency::Fixed(run_concurrency))
-        .batch(run_concurrency.max(1))
-        .handle("fanout", move |ctx| {
-            let n = a.clone();
-            async move { n.fanout(ctx).await }
-        })
-        .handle("run", move |ctx| {
-            let n = b.clone();
-            async move { n.run(ctx).await }
-        })
-        .handle("digest", move |ctx| {
-            let n = c.clone();
-            async move { n.digest(ctx).await }
-        })
-        .build();
-    let queues: Vec<String> = n.providers.all().iter().map(|p| p.config.queue()).collect();
+    let pipeline = weir_client::WorkerBuilder::new(
+        n.weir.clone(),
+        &[
+            run_tx.as_str(),
+            fanout.as_str(),
+            run.as_str(),
+            digest.as_str(),
+        ],
+    )
+    .name("weir-notify pipeline")
+    .concurrency(weir_client::Concurrency::Fixed(run_concurrency))
+    .batch(run_concurrency.max(1))
+    .handle("fanout", move |ctx| {
+        let n = a.clone();
+        async move { n.fanout(ctx).await }
+    })
+    .handle("run", move |ctx| {
+        let n = b.clone();
+        async move { n.run(ctx).await }
+    })
+    .handle("digest", move |ctx| {
+        let n = c.clone();
+        async move { n.digest(ctx).await }
+    })
+    .build();
+    let queues: Vec<String> = n
+        .providers
+        .all()
+        .iter()
+        .map(|p| n.send_queue(&p.config))
+        .collect();
     let mut out = vec![tx, pipeline];
     if !queues.is_empty() {
         let refs: Vec<&str> = queues.iter().map(String::as_str).collect();

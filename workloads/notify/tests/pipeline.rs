@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{kinds, start, stubs};
+use common::{kinds, start, start_on, stubs};
 use notify::stub::Fault;
 use serde_json::json;
 use std::time::Duration;
@@ -801,4 +801,70 @@ async fn a_repeat_while_the_first_is_in_flight_gets_409_and_stats_count_outcomes
     assert_eq!(p2["items"].as_array().map(Vec::len), Some(1));
     assert!(p2.get("next_cursor").is_none(), "{p2}");
     assert_eq!(h.get("/v1/stats?from=2026-13-01").await.0, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deployments_with_their_own_queue_prefix_share_one_weir() {
+    let weir_dir = tempfile::tempdir().expect("tempdir");
+    let weir = weir_server::embedded::start(weir_dir.path(), std::future::pending())
+        .await
+        .expect("a Weir server")
+        .url;
+    let (sa, sb) = (stubs().await, stubs().await);
+    let with_prefix = |p: &str| {
+        EMAIL.replace(
+            "[pipeline]\n",
+            &format!("[pipeline]\nqueue_prefix = \"{p}\"\n"),
+        )
+    };
+    let dir = || tempfile::tempdir().expect("tempdir");
+    let a = start_on(&with_prefix("tenant-a"), &sa, dir(), Some(weir.clone())).await;
+    let b = start_on(&with_prefix("tenant-b"), &sb, dir(), Some(weir.clone())).await;
+    for h in [&a, &b] {
+        for i in 0..5 {
+            h.subscriber(
+                &format!("u{i}"),
+                json!({"email": format!("u{i}@example.com")}),
+            )
+            .await;
+        }
+    }
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push((
+            "a",
+            a.trigger("welcome", json!(format!("u{i}")), json!({}))
+                .await,
+        ));
+        ids.push((
+            "b",
+            b.trigger("welcome", json!(format!("u{i}")), json!({}))
+                .await,
+        ));
+    }
+    // Each deployment's messages are sent by its own workers, to its own providers: the other
+    // deployment's workers never took its jobs (they would not find the messages).
+    for (who, m) in &ids {
+        let h = if *who == "a" { &a } else { &b };
+        h.wait_status(&m[0], "sent", 20).await;
+    }
+    assert_eq!(sa.a.state.distinct() + sa.b.state.distinct(), 5);
+    assert_eq!(sb.a.state.distinct() + sb.b.state.distinct(), 5);
+    let client = weir_client::Client::new(&weir).expect("client");
+    let queues: Vec<String> = client
+        .queues()
+        .await
+        .expect("queues")
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert!(queues.iter().any(|q| q == "tenant-a.run.tx"), "{queues:?}");
+    assert!(
+        queues.iter().any(|q| q.starts_with("tenant-b.send.")),
+        "{queues:?}"
+    );
+    assert!(
+        !queues.iter().any(|q| q.starts_with("notify.")),
+        "{queues:?}"
+    );
 }

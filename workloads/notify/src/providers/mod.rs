@@ -112,7 +112,7 @@ impl Default for BreakerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// Its id (`sendgrid`, `ses-backup`); its Weir queue is `notify.send.<id>`.
+    /// Its id (`sendgrid`, `ses-backup`); its Weir queue is `{queue_prefix}.send.<id>`.
     pub id: String,
     /// The API it speaks.
     #[serde(rename = "type")]
@@ -171,11 +171,6 @@ impl ProviderConfig {
         self.batch
             .unwrap_or(self.kind.max_batch())
             .clamp(1, self.kind.max_batch())
-    }
-
-    /// Its Weir queue.
-    pub fn queue(&self) -> String {
-        format!("notify.send.{}", self.id)
     }
 
     /// Checks the fields; the error names the first bad one.

@@ -45,6 +45,16 @@ pub async fn start(toml: &str, s: &Stubs) -> Harness {
 }
 
 pub async fn start_in(toml: &str, s: &Stubs, dir: tempfile::TempDir) -> Harness {
+    start_on(toml, s, dir, None).await
+}
+
+/// Starts weir-notify on the Weir server at `weir` (an embedded one when `None`).
+pub async fn start_on(
+    toml: &str,
+    s: &Stubs,
+    dir: tempfile::TempDir,
+    weir: Option<String>,
+) -> Harness {
     let text = toml
         .replace("{A}", &s.a.url)
         .replace("{B}", &s.b.url)
@@ -55,7 +65,7 @@ pub async fn start_in(toml: &str, s: &Stubs, dir: tempfile::TempDir) -> Harness 
     let running = notify::start(
         notify::Options {
             data_dir: dir.path().to_path_buf(),
-            weir: None,
+            weir,
             providers: file.providers,
             workflows: file.workflows,
             settings,
