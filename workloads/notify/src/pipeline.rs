@@ -564,13 +564,7 @@ impl Notify {
         }
         let now = now_ms();
         let mut events = extra;
-        let mut stored: HashMap<MsgId, Message> = self
-            .store
-            .messages(ids)
-            .map_err(storage)?
-            .into_iter()
-            .map(|m| (m.id, m))
-            .collect();
+        let mut stored = self.store.messages_by_id(ids).map_err(storage)?;
         let mut msgs = Vec::with_capacity(ids.len());
         let mut new = Vec::new();
         for (k, id) in ids.iter().enumerate() {
@@ -1169,13 +1163,7 @@ impl Notify {
             return Err(HandlerError::fatal(format!("no provider {}", job.provider)));
         };
         let ids: Vec<MsgId> = job.items.iter().map(|i| i.m).collect();
-        let mut msgs: HashMap<MsgId, Message> = self
-            .store
-            .messages(&ids)
-            .map_err(storage)?
-            .into_iter()
-            .map(|m| (m.id, m))
-            .collect();
+        let mut msgs = self.store.messages_by_id(&ids).map_err(storage)?;
         let now = now_ms();
         let last_attempt = ctx.attempt >= self.settings.send_attempts;
         let mut live: Vec<SendItem> = Vec::new();
@@ -1302,6 +1290,7 @@ impl Notify {
             per_item.entry(it).or_default().push(e);
         }
         let mut updates = Vec::with_capacity(live.len());
+        let mut updated = Vec::with_capacity(live.len());
         for it in &live {
             let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
                 continue;
@@ -1316,13 +1305,14 @@ impl Notify {
                 route: it.route,
                 state,
             });
+            updated.push(*it);
         }
         let class = msgs.values().next().map(|m| m.class).unwrap_or(Class::Bulk);
         let written = self.commit_states(updates).await?;
         // Only what this attempt wrote has consequences: a delivery another attempt moved
         // on meanwhile is that attempt's to follow.
         let mut stale = std::collections::HashSet::new();
-        for (it, ok) in live.iter().zip(&written) {
+        for (it, ok) in updated.iter().zip(&written) {
             if !ok {
                 stale.insert(*it);
                 continue;
@@ -1382,13 +1372,7 @@ impl Notify {
             };
             after = Some(last);
             let ids: Vec<MsgId> = page.iter().map(|(m, _, _)| *m).collect();
-            let msgs: HashMap<MsgId, Message> = self
-                .store
-                .messages(&ids)
-                .map_err(storage)?
-                .into_iter()
-                .map(|m| (m.id, m))
-                .collect();
+            let msgs = self.store.messages_by_id(&ids).map_err(storage)?;
             let now = now_ms();
             let mut updates = Vec::new();
             let mut targets = Vec::new();

@@ -1246,6 +1246,11 @@ impl Store {
         Ok(self.messages(&[id])?.pop())
     }
 
+    /// Several messages at once, by id (absent ones skipped); see [`Store::messages`].
+    pub fn messages_by_id(&self, ids: &[MsgId]) -> Result<HashMap<MsgId, Message>> {
+        Ok(self.messages(ids)?.into_iter().map(|m| (m.id, m)).collect())
+    }
+
     /// Several messages at once, in id order (absent ones skipped), their deliveries' states
     /// merged in. Messages close together (a run's or a send's: consecutive numbers of one
     /// trigger) are read with one range scan of the records and one of the states.
