@@ -11,10 +11,13 @@ use crate::Inner;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use weir_core::{Aggregate, Result};
 use weir_store::MaintenanceReport;
+
+/// How often the maintenance leader enforces retention.
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a maintenance leader holds its role without renewing it, ms.
 const LEADER_TTL_MS: u64 = 10_000;
@@ -176,17 +179,22 @@ async fn flush_every_second(weak: Weak<Inner>) {
 /// re-checks the job's state, so a stale leader's last pass changes nothing it should not.
 async fn lead_maintenance(weak: Weak<Inner>, every: Duration) {
     let me = format!("{}-{:016x}", std::process::id(), fastrand::u64(..));
+    let mut last_retention: Option<Instant> = None;
     loop {
         tokio::time::sleep(every).await;
         let Some(inner) = weak.upgrade() else { return };
         match inner.try_lead(&me).await {
             Ok(true) => {
-                if let Err(e) = inner.maintain().await {
+                let retention = last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY);
+                if retention {
+                    last_retention = Some(Instant::now());
+                }
+                if let Err(e) = inner.maintain_pass(retention).await {
                     tracing::warn!(error = %e, "maintenance pass failed");
                 }
             }
             Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "leader election failed"),
+            Err(e) => tracing::warn!(error = %e, "maintenance leader election failed"),
         }
     }
 }
@@ -200,11 +208,11 @@ impl Inner {
         let st = client
             .prepare_cached(&self.q(
                 "INSERT INTO {s}.leader AS l (role, holder, term, expires_at) \
-                 VALUES ('maintenance', $1, 1, $2 + $3) \
+                 VALUES ('maintenance', $1, 1, $2::bigint + $3::bigint) \
                  ON CONFLICT (role) DO UPDATE SET holder = EXCLUDED.holder, \
                    term = l.term + CASE WHEN l.holder = EXCLUDED.holder THEN 0 ELSE 1 END, \
                    expires_at = EXCLUDED.expires_at \
-                 WHERE l.holder = EXCLUDED.holder OR l.expires_at <= $2 \
+                 WHERE l.holder = EXCLUDED.holder OR l.expires_at <= $2::bigint \
                  RETURNING term",
             ))
             .await
@@ -219,6 +227,17 @@ impl Inner {
     /// One maintenance pass over every queue: due jobs promoted, expired leases rescued,
     /// retention enforced, aggregates flushed.
     pub(crate) async fn maintain(&self) -> Result<MaintenanceReport> {
+        let report = self.maintain_pass(true).await?;
+        self.flush_aggregates().await?;
+        Ok(report)
+    }
+
+    /// One maintenance pass of the leader: due jobs promoted, expired leases rescued, and
+    /// retention only when `retention` (the leader runs it every [`RETENTION_EVERY`], not
+    /// every second: it reads every queue's settings and each of its deletes scans, while
+    /// promotions and rescues must stay prompt). Aggregates are not flushed here: every
+    /// server flushes its own buffer each second (`flush_every_second`).
+    pub(crate) async fn maintain_pass(&self, retention: bool) -> Result<MaintenanceReport> {
         let now = self.now();
         let moved = {
             let mut client = self.client().await?;
@@ -230,8 +249,11 @@ impl Inner {
         if moved > 0 {
             self.work_arrived();
         }
-        let report = self.retention(now).await?;
-        self.flush_aggregates().await?;
+        let report = if retention {
+            self.retention(now).await?
+        } else {
+            MaintenanceReport::default()
+        };
         Ok(report)
     }
 

@@ -233,11 +233,14 @@ async fn a_rate_limit_of_50_per_second_holds_in_total_across_three_servers() {
     let mut t = starts.lock().unwrap().clone();
     t.sort();
     assert_eq!(t.len(), 155);
-    // In any one-second window, at most limit + burst starts over all three servers (a
-    // little slack for the moment a job is handed out versus its handler's start).
+    // In any one-second window, at most limit + burst (55) hand-outs over all three
+    // servers. What the test sees is the handler's start, up to ~100 ms after the hand-out
+    // when this file's tests run side by side on two cores (each with three servers and
+    // their maintenance leader), so 5 jobs of slack; three servers each allowing 50/s
+    // would show ~150 here and fail the duration check below as well.
     let within = common::most_within_a_second(&t);
     assert!(
-        within <= 55,
+        within <= 60,
         "{within} starts within a second across the servers"
     );
     // 150 jobs at 50/s after a burst of 5: at least 2.9 s, whatever the servers.
@@ -319,4 +322,37 @@ async fn a_cron_tick_is_enqueued_once_across_three_servers() {
     let listed = servers[1].client().cron_list().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].last_tick_ms > 0);
+}
+
+/// Regression: the maintenance leader's statement failed to plan on PostgreSQL (`$2 + $3`
+/// with untyped parameters), so no server ever became leader and retention never ran on
+/// its own. Completed jobs past a queue's `completed_max` must be deleted by whichever of
+/// the servers leads, with nobody asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_on_the_maintenance_leader_without_anyone_asking() {
+    let schema = Schema::new("leader_retention");
+    let (_dirs, servers) = servers(&schema, 2, &[], &[]);
+    let (a, b) = (servers[0].client(), servers[1].client());
+    let patch = QueueConfigPatch {
+        retention: Some(weir_api::RetentionPatch {
+            completed_max: Some(2),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    a.configure("kept", &patch).await.unwrap();
+    a.enqueue(jobs("kept", 6)).await.unwrap();
+    let leased = a.fetch(&["kept".into()], 6, 0, "w").await.unwrap();
+    assert_eq!(leased.len(), 6);
+    let acks: Vec<weir_api::AckItem> = leased.iter().map(weir_api::AckItem::of).collect();
+    assert_eq!(a.ack(acks).await.unwrap().acked, 6);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let counts = b.queue("kept").await.unwrap().counts;
+        if counts["completed"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention never ran: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
