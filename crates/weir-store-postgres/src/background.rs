@@ -249,12 +249,11 @@ impl Inner {
         if moved > 0 {
             self.work_arrived();
         }
-        let report = if retention {
-            self.retention(now).await?
+        if retention {
+            self.retention(now).await
         } else {
-            MaintenanceReport::default()
-        };
-        Ok(report)
+            Ok(MaintenanceReport::default())
+        }
     }
 
     /// Adds the buffered counts to their rows (they go back into the buffer if that fails).
