@@ -106,10 +106,17 @@ async fn listen(weak: Weak<Inner>) {
                     }
                     while let Some(payload) = rx.recv().await {
                         let Some(inner) = weak.upgrade() else { return };
-                        if payload.is_empty() || payload.split(' ').any(|q| q == "*") {
+                        let mut words = payload.split(' ').peekable();
+                        if let Some(mark) = words.next_if(|w| w.starts_with('@')) {
+                            if mark == inner.instance {
+                                continue; // our own: its long polls were woken when sent
+                            }
+                        }
+                        let payload: Vec<&str> = words.collect();
+                        if payload.is_empty() || payload.contains(&"*") {
                             inner.wake.notify_waiters();
                         } else {
-                            for q in payload.split(' ') {
+                            for q in payload {
                                 inner.wake_queue(q);
                             }
                         }
@@ -144,12 +151,14 @@ async fn send_notifies(weak: Weak<Inner>) {
         if queues.is_empty() {
             continue;
         }
-        // The queues with work, space-separated (names hold no spaces); `*` when too many
-        // for a NOTIFY payload (8,000 bytes) or when any queue may have work.
+        // This server's mark, then the queues with work, space-separated (names hold no
+        // spaces); `*` when too many for a NOTIFY payload (8,000 bytes) or when any queue
+        // may have work.
         let mut payload = queues.into_iter().collect::<Vec<_>>().join(" ");
         if payload.len() > 7_000 {
             payload = "*".to_string();
         }
+        let payload = format!("{} {payload}", inner.instance);
         let sent = async {
             let client = inner.client().await?;
             client

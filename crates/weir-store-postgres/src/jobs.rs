@@ -31,6 +31,13 @@ const LEASE: &str = "UPDATE {s}.jobs j SET state = 2, avail = false, attempt = j
 /// fetches from, at most, ms of the store's clock.
 const TICK_MS: u64 = 10;
 
+/// The oldest waiting job's ready time of queue `w.name` (a scalar subquery): the earliest
+/// `run_at` of its first 256 waiting jobs by id, read from the `jobs_waiting` index
+/// alone. Jobs become ready in about the order of their ids, so this is the oldest
+/// unless more than that many older jobs were retried or delayed past a younger one.
+pub(crate) const OLDEST_WAITING: &str = "(SELECT min(o.run_at) FROM (SELECT run_at \
+    FROM {s}.jobs WHERE queue = w.name AND state = 1 ORDER BY id LIMIT 256) o)";
+
 /// Most errors kept per job; older ones are dropped (as the embedded engine).
 const MAX_ERRORS_KEPT: usize = 32;
 
@@ -173,6 +180,130 @@ impl Inner {
         let mut names: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
         names.sort();
         names.dedup();
+        let (ids, enqueued) = match self.insert_plain(jobs, &names, now).await? {
+            Some(ids) => {
+                let mut enqueued: HashMap<String, u64> = HashMap::new();
+                for job in jobs {
+                    *enqueued.entry(job.queue.clone()).or_default() += 1;
+                }
+                (ids, enqueued)
+            }
+            None => self.insert_in_tx(jobs, &names, now).await?,
+        };
+        {
+            let mut agg = self.aggregates.lock();
+            for (q, n) in enqueued {
+                agg.bump(&q, now, |a| a.enqueued += n);
+            }
+        }
+        self.work_arrived_in(names.iter().map(String::as_str));
+        Ok(ids)
+    }
+
+    /// The common enqueue in one statement, one round trip and no transaction: jobs without
+    /// a unique key or a group, into queues this server's copy of the settings knows and
+    /// that set no `max_depth`. `None` when the batch is not of that kind.
+    ///
+    /// The statement creates a queue row that another server deleted meanwhile (as the
+    /// transaction below does) and reads each queue's ordering settings from its row, so a
+    /// job is ranked by the settings in force when it is written, not by this server's copy.
+    async fn insert_plain(
+        &self,
+        jobs: &[NewJob],
+        names: &[String],
+        now: u64,
+    ) -> Result<Option<Vec<JobId>>> {
+        if jobs
+            .iter()
+            .any(|j| j.unique_key.is_some() || j.group.is_some())
+        {
+            return Ok(None);
+        }
+        let (configs, missing) = self.cached_split(names);
+        if !missing.is_empty() || configs.values().any(|c| c.max_depth > 0) {
+            return Ok(None);
+        }
+        let mut rows = InsertRows::default();
+        for job in jobs {
+            let cfg = configs.get(&job.queue).cloned().unwrap_or_default();
+            rows.push(0, job, &cfg, now);
+        }
+        let defaults = crate::queues::QueueColumns::of(&QueueConfig::default());
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(&self.q("WITH eq AS ( \
+                   INSERT INTO {s}.queues (name, config, aging_ms, smallest_cost, group_limit, \
+                     backoff_base_ms, backoff_cap_ms, delete_at_ack, has_breaker) \
+                   SELECT n, $2, $3, $4, $5, $6, $7, $8, $9 FROM unnest($1::text[]) AS n \
+                   ON CONFLICT (name) DO NOTHING), \
+                 v AS ( \
+                   SELECT nextval('{s}.jobs_id_seq') AS id, r.* \
+                   FROM unnest($11::text[], $12::text[], $13::text[], $14::integer[], \
+                     $15::bigint[], $16::integer[], $17::bigint[], $18::bigint[], $19::bigint[], \
+                     $20::bigint[], $21::jsonb[]) WITH ORDINALITY \
+                   AS r(queue, kind, payload, priority, cost, max_attempts, base, cap, timeout, \
+                     run_at, tags, n)), \
+                 ins AS ( \
+                   INSERT INTO {s}.jobs (id, queue, kind, payload, state, avail, priority, \
+                     cost, rank, sort_cost, max_attempts, backoff_base_ms, backoff_cap_ms, \
+                     timeout_ms, created_at, run_at, unique_until, tags) \
+                   SELECT v.id, v.queue, v.kind, v.payload, \
+                     CASE WHEN v.run_at > $10 THEN 0 ELSE 1 END, v.run_at <= $10, \
+                     v.priority, v.cost, \
+                     (CASE WHEN coalesce(q.aging_ms, $3) > 0 \
+                        THEN v.run_at / coalesce(q.aging_ms, $3) ELSE 0 END) - v.priority, \
+                     CASE WHEN coalesce(q.smallest_cost, $4) THEN v.cost ELSE 0 END, \
+                     v.max_attempts, v.base, v.cap, v.timeout, $10, v.run_at, 0, \
+                     ARRAY(SELECT jsonb_array_elements_text(v.tags)) \
+                   FROM v LEFT JOIN {s}.queues q ON q.name = v.queue) \
+                 SELECT id FROM v ORDER BY n"))
+            .await
+            .map_err(db)?;
+        let names = names.to_vec();
+        let head = defaults.params(&names);
+        let now_i = i(now);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = head.to_vec();
+        params.extend([
+            &now_i as &(dyn tokio_postgres::types::ToSql + Sync),
+            &rows.queue,
+            &rows.kind,
+            &rows.payload,
+            &rows.priority,
+            &rows.cost,
+            &rows.max_attempts,
+            &rows.backoff_base,
+            &rows.backoff_cap,
+            &rows.timeout,
+            &rows.run_at,
+            &rows.tags,
+        ]);
+        let ids: Vec<JobId> = client
+            .query(&st, &params)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| JobId(u(r.get(0))))
+            .collect();
+        if ids.len() != jobs.len() {
+            return Err(Error::storage(format!(
+                "an enqueue of {} jobs returned {} ids",
+                jobs.len(),
+                ids.len()
+            )));
+        }
+        Ok(Some(ids))
+    }
+
+    /// The enqueue in one transaction: unique keys, groups, queues new to this server and
+    /// queues with a depth limit. Returns the ids and the jobs written per queue (a live
+    /// unique key's job is not written again).
+    async fn insert_in_tx(
+        &self,
+        jobs: &[NewJob],
+        names: &[String],
+        now: u64,
+    ) -> Result<(Vec<JobId>, HashMap<String, u64>)> {
+        let names = names.to_vec();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         self.ensure_queues(&tx, &names).await?;
@@ -237,14 +368,7 @@ impl Inner {
         rows.insert(self, &tx, now).await?;
         self.refresh_groups(&tx, groups).await?;
         tx.commit().await.map_err(db)?;
-        {
-            let mut agg = self.aggregates.lock();
-            for (q, n) in enqueued {
-                agg.bump(&q, now, |a| a.enqueued += n);
-            }
-        }
-        self.work_arrived_in(names.iter().map(String::as_str));
-        Ok(ids)
+        Ok((ids, enqueued))
     }
 
     /// Points `key` at job `id` unless a live job holds it; returns that job's id if one does.
@@ -288,8 +412,10 @@ impl Inner {
     /// Unfinished jobs per queue (what `max_depth` bounds).
     async fn depths(&self, tx: &Transaction<'_>, names: &[String]) -> Result<HashMap<String, u64>> {
         let st = tx
-            .prepare_cached(&self.q("SELECT queue, count(*) FROM {s}.jobs \
-                 WHERE queue = ANY($1) AND state IN (0, 1, 2, 4) GROUP BY queue"))
+            .prepare_cached(
+                &self.q("SELECT queue, sum(n)::bigint FROM {s}.state_counts \
+                 WHERE queue = ANY($1) AND state IN (0, 1, 2, 4) GROUP BY queue"),
+            )
             .await
             .map_err(db)?;
         Ok(tx
@@ -319,6 +445,12 @@ impl Inner {
             let (got, next_due) =
                 crate::conv::with_retry(|| self.fetch_once(&p.queues, max)).await?;
             if !got.is_empty() || p.wait_ms == 0 {
+                if got.len() >= max {
+                    // A full batch: more may wait. Pass the wake-up on to the next poll.
+                    for q in &p.queues {
+                        self.wake_queue(q);
+                    }
+                }
                 return Ok(got);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -326,7 +458,18 @@ impl Inner {
                 return Ok(got);
             }
             let mut nap = left.min(self.poll_interval);
-            let token = self.next_token(&p.queues).await?;
+            // A rate limit or a breaker may hold work back until a time; ask when, unless
+            // this server's copy of the settings says none of these queues has one.
+            let (known, unknown) = self.cached_split(&p.queues);
+            let timed = !unknown.is_empty()
+                || known.values().any(|c| {
+                    c.rate_limit.is_some() || c.breaker.is_some() || c.group_rate_limit.is_some()
+                });
+            let token = if timed {
+                self.next_token(&p.queues).await?
+            } else {
+                None
+            };
             for due in next_due.into_iter().chain(token) {
                 let until = Duration::from_millis(due.saturating_sub(self.now()));
                 nap = nap.min(until.max(Duration::from_millis(5)));
@@ -360,18 +503,18 @@ impl Inner {
             return Ok((Vec::new(), None));
         }
         let names: Vec<String> = cands.iter().map(|(n, _)| n.clone()).collect();
-        self.tick_if_due(&names, now).await?;
+        let ticked = self.tick_if_due(&names, now).await?;
         let limited = cands
             .iter()
             .any(|(_, c)| crate::flow::is_controlled(c) || c.group_rate_limit.is_some());
         let mut client = self.client().await?;
         let out = if limited {
             let tx = client.transaction().await.map_err(db)?;
-            let out = self.fetch_in(&tx, cands, max, now).await?;
+            let out = self.fetch_in(&tx, cands, max, now, !ticked).await?;
             tx.commit().await.map_err(db)?;
             out
         } else {
-            self.fetch_in(&client, cands, max, now).await?
+            self.fetch_in(&client, cands, max, now, !ticked).await?
         };
         let next_due = if out.is_empty() {
             let st = client
@@ -412,7 +555,8 @@ impl Inner {
     /// Promotes due jobs and rescues expired leases of `names` unless this server did so
     /// for all of them within the last [`TICK_MS`] (maintenance does it every second
     /// anyway; this keeps delayed jobs and lost leases prompt without a statement per fetch).
-    async fn tick_if_due(&self, names: &[String], now: u64) -> Result<()> {
+    /// Returns whether it ran.
+    async fn tick_if_due(&self, names: &[String], now: u64) -> Result<bool> {
         let due = {
             let ticks = self.ticks.lock();
             names
@@ -420,7 +564,7 @@ impl Inner {
                 .any(|n| ticks.get(n).is_none_or(|&t| now < t || now - t >= TICK_MS))
         };
         if !due {
-            return Ok(());
+            return Ok(false);
         }
         {
             let mut ticks = self.ticks.lock();
@@ -435,7 +579,7 @@ impl Inner {
         if moved > 0 {
             self.work_arrived_in(names.iter().map(String::as_str));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Makes the due scheduled and failed jobs of `names` that have no group waiting.
@@ -463,13 +607,16 @@ impl Inner {
         Ok(())
     }
 
-    /// The leases of one fetch over `cands`, on `c` (a transaction when a queue is limited).
+    /// The leases of one fetch over `cands`, on `c` (a transaction when a queue is limited);
+    /// due jobs without a group are promoted first when `promote` (not when this fetch's
+    /// tick just did it).
     async fn fetch_in(
         &self,
         c: &impl GenericClient,
         mut cands: Vec<(String, QueueConfig)>,
         max: usize,
         now: u64,
+        promote: bool,
     ) -> Result<Vec<Taken>> {
         // Limits that count across servers: lock the limited queues' rows (every server's
         // fetch of them waits here), then see how much each may hand out.
@@ -491,7 +638,9 @@ impl Inner {
         // time to the millisecond; grouped ones wait for the next tick (their group's ready
         // set must be re-derived in a transaction).
         let names: Vec<String> = cands.iter().map(|(n, _)| n.clone()).collect();
-        self.promote_plain(c, &names, now).await?;
+        if promote {
+            self.promote_plain(c, &names, now).await?;
+        }
         let starving = self.starving(c, &cands, now).await?;
         let room: HashMap<String, usize> = held.iter().map(|(n, h)| (n.clone(), h.room)).collect();
         let allow = |name: &str| room.get(name).copied().unwrap_or(usize::MAX);
@@ -660,13 +809,17 @@ impl Inner {
             return Ok(out);
         }
         let st = tx
-            .prepare_cached(&self.q("SELECT queue, min(run_at) FROM {s}.jobs \
-                 WHERE queue = ANY($1) AND state = 1 GROUP BY queue"))
+            .prepare_cached(&self.q(&format!(
+                "SELECT w.name, {OLDEST_WAITING} \
+                 FROM unnest($1::text[]) AS w(name)"
+            )))
             .await
             .map_err(db)?;
         for r in tx.query(&st, &[&watched]).await.map_err(db)? {
             let name: String = r.get(0);
-            let oldest = u(r.get(1));
+            let Some(oldest) = r.get::<_, Option<i64>>(1).map(u) else {
+                continue;
+            };
             let threshold = cands
                 .iter()
                 .find(|(n, _)| *n == name)
@@ -1355,10 +1508,12 @@ impl Inner {
             return Err(Error::QueueNotFound(name.to_string()));
         }
         let st = tx
-            .prepare_cached(&self.q(
-                "WITH gone AS (DELETE FROM {s}.jobs WHERE queue = $1 RETURNING state) \
-                 SELECT count(*) FILTER (WHERE state = 2), count(*) FROM gone",
-            ))
+            .prepare_cached(
+                &self.q("WITH gone AS (DELETE FROM {s}.jobs WHERE queue = $1 AND ( \
+                   state = 1 OR state = 2 OR state IN (0, 4) OR state IN (3, 5, 6)) \
+                   RETURNING state) \
+                 SELECT count(*) FILTER (WHERE state = 2), count(*) FROM gone"),
+            )
             .await
             .map_err(db)?;
         let row = tx.query_one(&st, &[&name]).await.map_err(db)?;
@@ -1393,7 +1548,7 @@ impl Inner {
         let tx = client.transaction().await.map_err(db)?;
         let st = tx
             .prepare_cached(&self.q(
-                "DELETE FROM {s}.jobs WHERE queue = $1 AND state IN (0, 1, 4) \
+                "DELETE FROM {s}.jobs WHERE queue = $1 AND (state = 1 OR state IN (0, 4)) \
                  RETURNING id, grp, unique_key",
             ))
             .await

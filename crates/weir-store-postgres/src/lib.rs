@@ -151,8 +151,12 @@ pub(crate) struct Inner {
     pub(crate) wake: tokio::sync::Notify,
     /// Asks the notifier task to send one NOTIFY (coalescing requests made meanwhile).
     pub(crate) notify_request: tokio::sync::Notify,
-    /// Long polls waiting on one queue, woken by work in that queue only.
+    /// Long polls waiting on one queue, woken by work in that queue only, one at a time: a
+    /// woken poll that leases a full batch wakes the next ([`Inner::wake_queue`]).
     pub(crate) wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// This server's mark on the NOTIFYs it sends (`@` and 16 hex digits, first word of the
+    /// payload), so that its listener skips its own: its long polls were woken already.
+    pub(crate) instance: String,
     /// The queues the next NOTIFY names (`*`: all).
     pub(crate) pending_notify: Mutex<std::collections::BTreeSet<String>>,
     pub(crate) configs: Mutex<HashMap<String, (QueueConfig, Instant)>>,
@@ -215,6 +219,7 @@ impl PostgresStore {
             wake: tokio::sync::Notify::new(),
             notify_request: tokio::sync::Notify::new(),
             wakers: Mutex::new(HashMap::new()),
+            instance: format!("@{:016x}", fastrand::u64(..)),
             pending_notify: Mutex::new(std::collections::BTreeSet::new()),
             configs: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
@@ -271,10 +276,13 @@ impl Inner {
         self.notify_request.notify_one();
     }
 
-    /// Wakes this server's long polls on `queue`.
+    /// Wakes one of this server's long polls on `queue` (or, with none waiting, lets the next
+    /// one look at once). Waking every poll for every arrival made each enqueue cost one
+    /// empty fetch per idle worker; the poll that wakes and fills its batch wakes the next
+    /// (see `fetch`), and a woken poll that gives up before it looks passes its turn on.
     pub(crate) fn wake_queue(&self, queue: &str) {
         if let Some(n) = self.wakers.lock().get(queue) {
-            n.notify_waiters();
+            n.notify_one();
         }
     }
 

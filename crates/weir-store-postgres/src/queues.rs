@@ -100,7 +100,10 @@ impl Inner {
 
     /// Of `names`, the configurations this server's copy holds younger than
     /// [`crate::CONFIG_TTL`], and the names it must read.
-    fn cached_split(&self, names: &[String]) -> (HashMap<String, QueueConfig>, Vec<String>) {
+    pub(crate) fn cached_split(
+        &self,
+        names: &[String],
+    ) -> (HashMap<String, QueueConfig>, Vec<String>) {
         let mut out = HashMap::with_capacity(names.len());
         let mut missing = Vec::new();
         let cache = self.configs.lock();
@@ -244,9 +247,10 @@ impl Inner {
         };
         let client = self.client().await?;
         let st = client
-            .prepare_cached(
-                &self.q("SELECT state, count(*) FROM {s}.jobs WHERE queue = $1 GROUP BY state"),
-            )
+            .prepare_cached(&self.q(
+                "SELECT state, sum(n)::bigint FROM {s}.state_counts WHERE queue = $1 \
+                   GROUP BY state",
+            ))
             .await
             .map_err(db)?;
         let mut counts = [0u64; 7];
@@ -255,9 +259,10 @@ impl Inner {
             counts[state as usize] = u(r.get(1));
         }
         let st = client
-            .prepare_cached(
-                &self.q("SELECT min(run_at) FROM {s}.jobs WHERE queue = $1 AND state = 1"),
-            )
+            .prepare_cached(&self.q(&format!(
+                "SELECT {} FROM (SELECT $1::text AS name) w",
+                crate::jobs::OLDEST_WAITING
+            )))
             .await
             .map_err(db)?;
         let oldest: Option<i64> = client.query_one(&st, &[&name]).await.map_err(db)?.get(0);
@@ -348,32 +353,48 @@ impl Inner {
     pub(crate) async fn list(&self, f: JobFilter) -> Result<JobPage> {
         let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
         let after = i(f.after.map_or(0, |a| a.0));
-        let mut cond = String::from("j.id > $1");
-        let queue = f.queue.unwrap_or_default();
-        let state = f.state.map_or(0, |s| s as i16);
-        if !queue.is_empty() {
-            cond.push_str(" AND j.queue = $3");
-        } else {
-            cond.push_str(" AND $3::text = ''");
-        }
-        if f.state.is_some() {
-            cond.push_str(" AND j.state = $4");
-        } else {
-            cond.push_str(" AND $4::smallint = 0");
-        }
-        let client = self.client().await?;
-        let st = client
-            .prepare_cached(&self.q(&format!(
-                "SELECT {JOB_COLUMNS} FROM {{s}}.jobs j JOIN {{s}}.queues q ON q.name = j.queue \
-                 WHERE {cond} ORDER BY j.id LIMIT $2"
-            )))
-            .await
-            .map_err(db)?;
         let n = i64::try_from(limit + 1).unwrap_or(1001);
-        let rows = client
-            .query(&st, &[&after, &n, &queue, &state])
-            .await
-            .map_err(db)?;
+        let queue = f.queue.filter(|q| !q.is_empty());
+        // Each state is written as a literal, so that the plan (a prepared statement's
+        // generic one too) reads the partial index that holds the jobs of that state.
+        let select = format!(
+            "SELECT {JOB_COLUMNS} FROM {{s}}.jobs j JOIN {{s}}.queues q ON q.name = j.queue"
+        );
+        let sql = match (&queue, f.state) {
+            (Some(_), Some(state)) => format!(
+                "{select} WHERE j.id > $1 AND j.queue = $3 AND j.state = {} \
+                 ORDER BY j.id LIMIT $2",
+                state as i16
+            ),
+            (Some(_), None) => {
+                let each: Vec<String> = JobState::ALL
+                    .iter()
+                    .map(|st| {
+                        format!(
+                            "(SELECT id FROM {{s}}.jobs WHERE queue = $3 AND state = {} \
+                             AND id > $1 ORDER BY id LIMIT $2)",
+                            *st as i16
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{select} WHERE j.id IN ({}) ORDER BY j.id LIMIT $2",
+                    each.join(" UNION ALL ")
+                )
+            }
+            (None, Some(state)) => format!(
+                "{select} WHERE j.id > $1 AND j.state = {} ORDER BY j.id LIMIT $2",
+                state as i16
+            ),
+            (None, None) => format!("{select} WHERE j.id > $1 ORDER BY j.id LIMIT $2"),
+        };
+        let client = self.client().await?;
+        let st = client.prepare_cached(&self.q(&sql)).await.map_err(db)?;
+        let rows = match &queue {
+            Some(q) => client.query(&st, &[&after, &n, q]).await,
+            None => client.query(&st, &[&after, &n]).await,
+        }
+        .map_err(db)?;
         let mut jobs: Vec<Job> = rows.iter().map(job_of).collect();
         let more = jobs.len() > limit;
         jobs.truncate(limit);
@@ -438,38 +459,45 @@ impl Inner {
             .await
             .map_err(db)?;
         let queues = client.query(&st, &[]).await.map_err(db)?;
-        let by_age = client
-            .prepare_cached(&self.q("DELETE FROM {s}.jobs WHERE id IN ( \
-                   SELECT id FROM {s}.jobs WHERE queue = $1 AND state = ANY($2) \
-                     AND finished_at <= $3 LIMIT 10000)"))
-            .await
-            .map_err(db)?;
-        let by_count = client
-            .prepare_cached(&self.q("DELETE FROM {s}.jobs WHERE id IN ( \
-                   SELECT id FROM {s}.jobs WHERE queue = $1 AND state = ANY($2) \
-                   ORDER BY finished_at DESC, id DESC OFFSET $3 LIMIT 10000)"))
-            .await
-            .map_err(db)?;
+        // The states are literals in the statements, so that every plan reads the partial
+        // index of finished jobs (a parameter there cannot prove its predicate).
+        let mut by_age = Vec::new();
+        let mut by_count = Vec::new();
+        for states in ["3", "5, 6"] {
+            by_age.push(
+                client
+                    .prepare_cached(&self.q(&format!(
+                        "DELETE FROM {{s}}.jobs WHERE id IN ( \
+                           SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({states}) \
+                             AND finished_at <= $2 LIMIT 10000)"
+                    )))
+                    .await
+                    .map_err(db)?,
+            );
+            by_count.push(
+                client
+                    .prepare_cached(&self.q(&format!(
+                        "DELETE FROM {{s}}.jobs WHERE id IN ( \
+                           SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({states}) \
+                           ORDER BY finished_at DESC, id DESC OFFSET $2 LIMIT 10000)"
+                    )))
+                    .await
+                    .map_err(db)?,
+            );
+        }
         for r in &queues {
             let name: String = r.get(0);
             let cfg = config_of(r.get(1))?;
             let keep = cfg.retention;
-            for (states, max_age, max_count) in [
-                (
-                    vec![JobState::Completed as i16],
-                    keep.completed_ms,
-                    keep.completed_max,
-                ),
-                (
-                    vec![JobState::Dead as i16, JobState::Cancelled as i16],
-                    keep.dead_ms,
-                    keep.dead_max,
-                ),
-            ] {
+            let kinds = [
+                (keep.completed_ms, keep.completed_max),
+                (keep.dead_ms, keep.dead_max),
+            ];
+            for (k, (max_age, max_count)) in kinds.into_iter().enumerate() {
                 let cutoff = i(now.saturating_sub(max_age));
                 loop {
                     let n = client
-                        .execute(&by_age, &[&name, &states, &cutoff])
+                        .execute(&by_age[k], &[&name, &cutoff])
                         .await
                         .map_err(db)?;
                     report.deleted += n as usize;
@@ -479,7 +507,7 @@ impl Inner {
                 }
                 loop {
                     let n = client
-                        .execute(&by_count, &[&name, &states, &i(max_count)])
+                        .execute(&by_count[k], &[&name, &i(max_count)])
                         .await
                         .map_err(db)?;
                     report.deleted += n as usize;
@@ -489,6 +517,25 @@ impl Inner {
                 }
             }
         }
+        // Counts by state: the rows of backends that are gone fold into `pid = 0`, and
+        // other backends' zeros go. Rows a transaction holds are skipped (next time), so maintenance never
+        // waits for, or deadlocks with, a transaction writing its own counts.
+        let st = client
+            .prepare_cached(&self.q(
+                "WITH gone AS (DELETE FROM {s}.state_counts WHERE ctid IN ( \
+                   SELECT c.ctid FROM {s}.state_counts c \
+                    WHERE c.pid <> 0 AND (c.n = 0 OR NOT EXISTS ( \
+                            SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.pid)) \
+                   FOR UPDATE SKIP LOCKED) \
+                   RETURNING queue, state, n) \
+                 INSERT INTO {s}.state_counts AS c (queue, state, pid, n) \
+                 SELECT queue, state, 0, sum(n) FROM gone GROUP BY queue, state \
+                 HAVING sum(n) <> 0 ORDER BY queue, state \
+                 ON CONFLICT (queue, state, pid) DO UPDATE SET n = c.n + EXCLUDED.n",
+            ))
+            .await
+            .map_err(db)?;
+        client.execute(&st, &[]).await.map_err(db)?;
         let st = client
             .prepare_cached(
                 &self.q("DELETE FROM {s}.unique_keys u WHERE u.live_until <= $1 \

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_jobs.sql")),
     (2, include_str!("../migrations/0002_group_rates.sql")),
     (3, include_str!("../migrations/0003_cron.sql")),
+    (4, include_str!("../migrations/0004_state_counts.sql")),
 ];
 
 /// The schema version this build creates and understands.
