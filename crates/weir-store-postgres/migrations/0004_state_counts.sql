@@ -61,8 +61,13 @@ CREATE TRIGGER jobs_count_delete AFTER DELETE ON {s}.jobs
 INSERT INTO {s}.state_counts (queue, state, pid, n)
 SELECT queue, state, 0, count(*) FROM {s}.jobs GROUP BY queue, state;
 
-CREATE INDEX jobs_waiting ON {s}.jobs (queue, id) INCLUDE (run_at) WHERE state = 1;
-CREATE INDEX jobs_pending ON {s}.jobs (queue, state, id) WHERE state IN (0, 4);
-CREATE INDEX jobs_done ON {s}.jobs (queue, state, id) WHERE state IN (3, 5, 6);
+-- The listing indexes order by `id + 0`, not `id`, and only statements that say `id + 0`
+-- can use them. With a plain `id` key, a statement that finds jobs by `id = ANY(...)` and
+-- re-checks their state (`AND state = 1`) could be planned as a full scan of the index of
+-- that state instead of primary-key look-ups: on a table never analyzed, it was, and each
+-- lease of a batch read every waiting job (one server: 28,000 -> 11,000 jobs/s).
+CREATE INDEX jobs_waiting ON {s}.jobs (queue, (id + 0)) INCLUDE (run_at) WHERE state = 1;
+CREATE INDEX jobs_pending ON {s}.jobs (queue, state, (id + 0)) WHERE state IN (0, 4);
+CREATE INDEX jobs_done ON {s}.jobs (queue, state, (id + 0)) WHERE state IN (3, 5, 6);
 DROP INDEX {s}.jobs_queue_state;
 DROP INDEX {s}.jobs_waiting_since;

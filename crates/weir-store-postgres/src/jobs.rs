@@ -36,7 +36,7 @@ const TICK_MS: u64 = 10;
 /// alone. Jobs become ready in about the order of their ids, so this is the oldest
 /// unless more than that many older jobs were retried or delayed past a younger one.
 pub(crate) const OLDEST_WAITING: &str = "(SELECT min(o.run_at) FROM (SELECT run_at \
-    FROM {s}.jobs WHERE queue = w.name AND state = 1 ORDER BY id LIMIT 256) o)";
+    FROM {s}.jobs WHERE queue = w.name AND state = 1 ORDER BY id + 0 LIMIT 256) o)";
 
 /// Most errors kept per job; older ones are dropped (as the embedded engine).
 const MAX_ERRORS_KEPT: usize = 32;

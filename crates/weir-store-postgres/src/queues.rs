@@ -356,14 +356,15 @@ impl Inner {
         let n = i64::try_from(limit + 1).unwrap_or(1001);
         let queue = f.queue.filter(|q| !q.is_empty());
         // Each state is written as a literal, so that the plan (a prepared statement's
-        // generic one too) reads the partial index that holds the jobs of that state.
+        // generic one too) reads the partial index that holds the jobs of that state; those
+        // order by `id + 0` (see migration 4).
         let select = format!(
             "SELECT {JOB_COLUMNS} FROM {{s}}.jobs j JOIN {{s}}.queues q ON q.name = j.queue"
         );
         let sql = match (&queue, f.state) {
             (Some(_), Some(state)) => format!(
-                "{select} WHERE j.id > $1 AND j.queue = $3 AND j.state = {} \
-                 ORDER BY j.id LIMIT $2",
+                "{select} WHERE j.id + 0 > $1 AND j.queue = $3 AND j.state = {} \
+                 ORDER BY j.id + 0 LIMIT $2",
                 state as i16
             ),
             (Some(_), None) => {
@@ -372,7 +373,7 @@ impl Inner {
                     .map(|st| {
                         format!(
                             "(SELECT id FROM {{s}}.jobs WHERE queue = $3 AND state = {} \
-                             AND id > $1 ORDER BY id LIMIT $2)",
+                             AND id + 0 > $1 ORDER BY id + 0 LIMIT $2)",
                             *st as i16
                         )
                     })
