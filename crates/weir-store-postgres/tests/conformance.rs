@@ -5,26 +5,16 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
+
+use common::url;
 use std::sync::Arc;
 use weir_core::ManualClock;
 use weir_store::conformance::Fixture;
 use weir_store_postgres::{PostgresOptions, PostgresStore};
 
-fn url() -> String {
-    std::env::var("TEST_WEIR_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A schema name no other test, run or process uses.
 fn fresh_schema() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "t_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        fastrand::u32(..)
-    )
+    common::fresh_schema("t")
 }
 
 struct Pg {

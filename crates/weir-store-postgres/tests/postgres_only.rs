@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
+use common::url;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_core::{Ack, Fail, FetchedJob, ManualClock, NewJob, Payload, QueueConfig, Retention};
@@ -18,19 +20,8 @@ use weir_store_postgres::{PostgresOptions, PostgresStore};
 
 const T0: u64 = 1_700_000_000_000;
 
-fn url() -> String {
-    std::env::var("TEST_WEIR_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 fn fresh_schema() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "po_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        fastrand::u32(..)
-    )
+    common::fresh_schema("po")
 }
 
 /// Drops its schema when the test ends, however it ends.
@@ -238,6 +229,16 @@ async fn state_counts_match_the_jobs_after_every_kind_of_change_and_a_backend_go
     assert_eq!(stray, 0, "rows of backends that are gone were not folded");
 }
 
+/// Rows of (queue, state, count) that `sql` returns.
+async fn by_queue_and_state(db: &tokio_postgres::Client, sql: &str) -> Vec<(String, i16, i64)> {
+    db.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_schema_written_by_an_older_weir_migrates_with_its_counts() {
     let schema = Schema(fresh_schema());
@@ -283,32 +284,22 @@ async fn a_schema_written_by_an_older_weir_migrates_with_its_counts() {
         versions,
         (1..=weir_store_postgres::SCHEMA_VERSION).collect::<Vec<_>>()
     );
-    let kept: Vec<(String, i16, i64)> = db
-        .query(
-            &format!(
-                "SELECT queue, state, sum(n)::bigint FROM {s}.state_counts \
-                 GROUP BY queue, state HAVING sum(n) <> 0 ORDER BY queue, state"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let real: Vec<(String, i16, i64)> = db
-        .query(
-            &format!(
-                "SELECT queue, state, count(*) FROM {s}.jobs GROUP BY queue, state \
-                 ORDER BY queue, state"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let kept = by_queue_and_state(
+        &db,
+        &format!(
+            "SELECT queue, state, sum(n)::bigint FROM {s}.state_counts \
+             GROUP BY queue, state HAVING sum(n) <> 0 ORDER BY queue, state"
+        ),
+    )
+    .await;
+    let real = by_queue_and_state(
+        &db,
+        &format!(
+            "SELECT queue, state, count(*) FROM {s}.jobs GROUP BY queue, state \
+             ORDER BY queue, state"
+        ),
+    )
+    .await;
     assert_eq!(kept.len(), 21, "3 queues × 7 states: {kept:?}");
     assert_eq!(kept, real);
     // And the counts go on from there.
