@@ -1508,12 +1508,13 @@ impl Inner {
             return Err(Error::QueueNotFound(name.to_string()));
         }
         let st = tx
-            .prepare_cached(
-                &self.q("WITH gone AS (DELETE FROM {s}.jobs WHERE queue = $1 AND ( \
-                   state = 1 OR state = 2 OR state IN (0, 4) OR state IN (3, 5, 6)) \
+            .prepare_cached(&self.q(
+                "WITH gone AS (DELETE FROM {s}.jobs WHERE (queue = $1 AND ( \
+                   state = 1 OR state = 2 OR state IN (3, 5, 6))) \
+                   OR (queue || '' = $1 AND state IN (0, 4)) \
                    RETURNING state) \
-                 SELECT count(*) FILTER (WHERE state = 2), count(*) FROM gone"),
-            )
+                 SELECT count(*) FILTER (WHERE state = 2), count(*) FROM gone",
+            ))
             .await
             .map_err(db)?;
         let row = tx.query_one(&st, &[&name]).await.map_err(db)?;
@@ -1547,10 +1548,11 @@ impl Inner {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let st = tx
-            .prepare_cached(&self.q(
-                "DELETE FROM {s}.jobs WHERE queue = $1 AND (state = 1 OR state IN (0, 4)) \
-                 RETURNING id, grp, unique_key",
-            ))
+            .prepare_cached(
+                &self.q("DELETE FROM {s}.jobs WHERE (queue = $1 AND state = 1) \
+                   OR (queue || '' = $1 AND state IN (0, 4)) \
+                 RETURNING id, grp, unique_key"),
+            )
             .await
             .map_err(db)?;
         let gone = tx.query(&st, &[&name]).await.map_err(db)?;

@@ -361,10 +361,17 @@ impl Inner {
         let select = format!(
             "SELECT {JOB_COLUMNS} FROM {{s}}.jobs j JOIN {{s}}.queues q ON q.name = j.queue"
         );
+        // Scheduled and failed jobs are listed from `jobs_pending`, which keys on
+        // `queue || ''` (see migration 4).
+        let on_queue = |state: JobState| match state {
+            JobState::Scheduled | JobState::Failed => "queue || '' = $3",
+            _ => "queue = $3",
+        };
         let sql = match (&queue, f.state) {
             (Some(_), Some(state)) => format!(
-                "{select} WHERE j.id + 0 > $1 AND j.queue = $3 AND j.state = {} \
+                "{select} WHERE j.id + 0 > $1 AND j.{} AND j.state = {} \
                  ORDER BY j.id + 0 LIMIT $2",
+                on_queue(state),
                 state as i16
             ),
             (Some(_), None) => {
@@ -372,8 +379,9 @@ impl Inner {
                     .iter()
                     .map(|st| {
                         format!(
-                            "(SELECT id FROM {{s}}.jobs WHERE queue = $3 AND state = {} \
+                            "(SELECT id FROM {{s}}.jobs WHERE {} AND state = {} \
                              AND id + 0 > $1 ORDER BY id + 0 LIMIT $2)",
+                            on_queue(*st),
                             *st as i16
                         )
                     })

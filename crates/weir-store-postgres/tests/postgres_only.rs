@@ -203,12 +203,65 @@ async fn state_counts_match_the_jobs_after_every_kind_of_change_and_a_backend_go
     clock.advance(10 * 60_000);
     first.maintenance_run().await.unwrap();
     assert_eq!(counted(&db, &schema.0, q).await, reported(&first, q).await);
+    // A job in each of the states maintenance moved on: scheduled, failed (to retry).
+    let later = NewJob {
+        delay_ms: Some(60_000),
+        ..job(q, 500)
+    };
+    put(&first, vec![later]).await;
+    let retried = fetch(&first, q, 1).await.remove(0);
+    first
+        .job_fail_many(JobFailManyParams {
+            fails: vec![Fail {
+                id: retried.id,
+                lease_id: retried.lease_id,
+                error: "again".into(),
+                retry: true,
+            }],
+        })
+        .await
+        .unwrap();
+    assert_eq!(fetch(&first, q, 1).await.len(), 1, "one left running");
+    // Every state's listing (each from its own index) agrees with the counts too.
+    let now_counted = counted(&db, &schema.0, q).await;
+    assert!(
+        (0..=6).all(|st| now_counted.contains_key(&st)),
+        "a job in every state: {now_counted:?}"
+    );
+    for state in weir_core::JobState::ALL {
+        let page = first
+            .job_list(weir_core::JobFilter {
+                queue: Some(q.into()),
+                state: Some(state),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.jobs.iter().all(|j| j.state == state));
+        let want = now_counted.get(&(state as i16)).copied().unwrap_or(0);
+        assert_eq!(page.jobs.len() as i64, want, "listing of {state:?}");
+    }
+    let all = first
+        .job_list(weir_core::JobFilter {
+            queue: Some(q.into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.jobs.len() as i64, now_counted.values().sum::<i64>());
+    assert!(
+        all.jobs.windows(2).all(|w| w[0].id < w[1].id),
+        "in id order"
+    );
     first
         .queue_purge(QueuePurgeParams { name: q.into() })
         .await
         .unwrap();
     let after = counted(&db, &schema.0, q).await;
     assert_eq!(after, reported(&first, q).await);
+    assert!(!after.contains_key(&0) && !after.contains_key(&1) && !after.contains_key(&4));
     assert!(
         after.contains_key(&3) && after.contains_key(&5) && after.contains_key(&6),
         "completed, dead and cancelled jobs were counted: {after:?}"
