@@ -16,6 +16,10 @@ use tokio::task::JoinHandle;
 use weir_core::{Aggregate, Result};
 use weir_store::MaintenanceReport;
 
+/// How long the NOTIFY sender waits after a request for others to join it: the delay a
+/// long poll on another server sees on top of the NOTIFY itself.
+const NOTIFY_GATHER: Duration = Duration::from_millis(3);
+
 /// How often the maintenance leader enforces retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 
@@ -146,6 +150,9 @@ async fn send_notifies(weak: Weak<Inner>) {
             async move { inner2.notify_request.notified().await }
         };
         request.await;
+        // Let a burst of enqueues gather: one NOTIFY per NOTIFY_GATHER at most, instead of
+        // one per round trip (each is a transaction that takes the notification queue's lock).
+        tokio::time::sleep(NOTIFY_GATHER).await;
         let Some(inner) = weak.upgrade() else { return };
         let queues = std::mem::take(&mut *inner.pending_notify.lock());
         if queues.is_empty() {
