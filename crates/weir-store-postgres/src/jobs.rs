@@ -259,7 +259,6 @@ impl Inner {
                  SELECT id FROM v ORDER BY n"))
             .await
             .map_err(db)?;
-        let names = names.to_vec();
         let head = defaults.params(&names);
         let now_i = i(now);
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = head.to_vec();
@@ -303,11 +302,10 @@ impl Inner {
         names: &[String],
         now: u64,
     ) -> Result<(Vec<JobId>, HashMap<String, u64>)> {
-        let names = names.to_vec();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        self.ensure_queues(&tx, &names).await?;
-        let configs = self.configs_in(&tx, &names, false).await?;
+        self.ensure_queues(&tx, names).await?;
+        let configs = self.configs_in(&tx, names, false).await?;
         // Load shedding: lock the rows of queues with a depth limit (so two servers cannot
         // both admit the last places), count, and refuse the whole batch if it would not fit.
         let limited: Vec<String> = names
