@@ -30,7 +30,7 @@ use crate::model::{Channel, Preferences, Subscriber};
 use crate::providers::{
     http::fcm_groups, CallResult, ItemResult, Kind, Outgoing, Provider, Providers,
 };
-use crate::render::Renderer;
+use crate::render::{Lazy, Part, Renderer, SubscriberValue};
 use crate::store::{
     Content, Delivery, DeliveryState, DeliveryStatus, Digest, Event, Message, MsgId, RunMark,
     StateUpdate, Status, Store, StoreError, Trigger, Wait,
@@ -356,7 +356,7 @@ impl Notify {
     ) -> Result<bool, HandlerError> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let wrote = store.write_run(mark, &msgs, &new)?;
+            let wrote = store.write_run(mark, msgs, &new)?;
             if wrote {
                 store.persist()?;
             }
@@ -605,11 +605,24 @@ impl Notify {
             .filter(|m| is_fresh(m))
             .map(|m| m.subscriber.as_str())
             .collect();
-        let subscribers = self.store.subscribers_by_id(&who).map_err(storage)?;
-        let preferences = match &wf {
-            Some(w) if !w.def.critical => self.store.preferences_by_id(&who).map_err(storage)?,
+        let subscribers: HashMap<String, Arc<Subscriber>> = self
+            .store
+            .subscribers_by_id(&who)
+            .map_err(storage)?
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+        let preferences: HashMap<String, Arc<Preferences>> = match &wf {
+            Some(w) if !w.def.critical => self
+                .store
+                .preferences_by_id(&who)
+                .map_err(storage)?
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
             _ => HashMap::new(),
         };
+        let defaults = Arc::new(Preferences::default());
         drop(who);
         for (i, m) in msgs.iter_mut().enumerate() {
             if !is_fresh(m) {
@@ -626,7 +639,8 @@ impl Notify {
                 continue;
             };
             let sub = subscribers.get(&m.subscriber);
-            let prefs = preferences.get(&m.subscriber);
+            // Critical workflows were given none: they ignore preferences.
+            let prefs = preferences.get(&m.subscriber).unwrap_or(&defaults);
             self.walk(&reg, wf, &t, m, sub, prefs, digest, &base, now, &mut events)?;
             changed.push(i);
         }
@@ -638,10 +652,14 @@ impl Notify {
         for (id, e) in events {
             trails.entry(id).or_default().push(e);
         }
+        // What comes next if this attempt's records are the ones written (decided before
+        // the records move into the commit; used only once it says they were).
+        let outs = self.next_jobs(&t, pc, &msgs, wf.as_deref())?;
+        let mut slots: Vec<Option<Message>> = msgs.into_iter().map(Some).collect();
         let written: Vec<Message> = changed
             .iter()
-            .map(|&i| {
-                let mut m = msgs[i].clone();
+            .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+            .map(|mut m| {
                 if let Some(mut evs) = trails.remove(&m.id) {
                     m.trail.append(&mut evs);
                 }
@@ -651,8 +669,9 @@ impl Notify {
                 m
             })
             .collect();
+        drop(slots);
         let outs = if self.commit_run(mark, written, new).await? {
-            self.next_jobs(&t, pc, &msgs, wf.as_deref())?
+            outs
         } else {
             let msgs = self.store.messages(ids).map_err(storage)?;
             self.next_jobs(&t, pc, &msgs, wf.as_deref())?
@@ -668,8 +687,8 @@ impl Notify {
         wf: &Workflow,
         t: &Trigger,
         m: &mut Message,
-        sub: Option<&Subscriber>,
-        prefs: Option<&Preferences>,
+        sub: Option<&Arc<Subscriber>>,
+        prefs: &Arc<Preferences>,
         digest: Option<&Digest>,
         base: &minijinja::Value,
         now: u64,
@@ -681,12 +700,9 @@ impl Notify {
             self.store.count(now, &t.workflow, "", "", "skipped");
             return Ok(());
         };
-        let defaults = Preferences::default();
-        // Critical workflows were given none: they ignore preferences.
-        let prefs = prefs.unwrap_or(&defaults);
         let ctx = minijinja::context! {
-            subscriber => minijinja::Value::from_serialize(sub),
-            preferences => minijinja::Value::from_serialize(prefs),
+            subscriber => SubscriberValue::value(sub.clone()),
+            preferences => Lazy::value(prefs.clone()),
             ..base.clone()
         };
         m.status = Status::Running;
@@ -848,26 +864,17 @@ impl Notify {
             return skip(events, format!("the subscriber has no {channel} address"));
         }
         let locale = pick_locale(locales, sub.locale.as_deref(), &wf.def.locale);
-        let field = |f: &str| {
-            let suffix = if f == "html" { ".html" } else { "" };
-            let name = format!("{}/{pc}/{locale}/{f}{suffix}", wf.def.id);
-            if reg.renderer.has(&name) {
-                Some(reg.renderer.render(&name, ctx))
-            } else {
-                None
-            }
-        };
+        let step = format!("{}/{pc}/{locale}", wf.def.id);
         let mut content = Content::default();
-        for f in ["subject", "title", "body", "html"] {
-            match field(f) {
-                None => {}
-                Some(Ok(s)) => match f {
-                    "subject" => content.subject = Some(s),
-                    "title" => content.title = Some(s),
-                    "body" => content.body = s,
-                    _ => content.html = Some(s),
+        for (part, name) in reg.renderer.parts(&step) {
+            match reg.renderer.render(name, ctx) {
+                Ok(s) => match part {
+                    Part::Subject => content.subject = Some(s),
+                    Part::Title => content.title = Some(s),
+                    Part::Body => content.body = s,
+                    Part::Html => content.html = Some(s),
                 },
-                Some(Err(e)) => {
+                Err(e) => {
                     events.push((
                         m.id,
                         Event::new(

@@ -595,6 +595,49 @@ pub struct Store {
     stats: Arc<parking_lot::Mutex<HashMap<StatKey, u64>>>,
     locks: Arc<Vec<parking_lot::Mutex<()>>>,
     sync: Arc<GroupSync>,
+    recent: Arc<parking_lot::Mutex<Recent>>,
+}
+
+/// Message records this process wrote last, as written, so that the send jobs that follow a
+/// run read them from memory instead of decoding them from disk (a bulk send reads every
+/// message once more to send it). Runs are the only writers of message records
+/// ([`Store::write_run`]) and update this under the same lock as their batch; the archive
+/// drops what it deletes. Bounded: the oldest entries go first, and a miss reads the disk,
+/// so the cache changes speed, never results.
+struct Recent {
+    map: HashMap<MsgId, Arc<Message>>,
+    order: std::collections::VecDeque<MsgId>,
+    cap: usize,
+}
+
+/// Messages kept in [`Recent`] (about 1 KiB each in memory): more than a bulk send's runs
+/// get ahead of its sends in `weir-notify bench` (50,000 did as well as 200,000 there).
+const RECENT_MESSAGES: usize = 50_000;
+
+impl Recent {
+    fn new(cap: usize) -> Recent {
+        Recent {
+            map: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            cap,
+        }
+    }
+
+    fn put(&mut self, m: Message) {
+        if self.cap == 0 {
+            return;
+        }
+        let id = m.id;
+        self.map.insert(id, Arc::new(m));
+        self.order.push_back(id);
+        // An id written twice is in `order` twice: its older place may evict the newer
+        // entry early, which costs a read from disk and nothing else.
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
 }
 
 /// The group commit's tickets (see [`Store::persist`]).
@@ -621,10 +664,39 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// The first byte of a record in the binary encoding: 0xC1 is the one byte MessagePack
+/// never uses, and no JSON text starts with it, so records written before (JSON) and after
+/// read side by side.
+const BINARY: u8 = 0xC1;
+
+/// The records the pipeline writes and reads for every message — messages, delivery
+/// states, subscribers and preferences — are MessagePack (fields by name, so that
+/// `#[serde(default)]` and skipped fields work as in JSON): about half of JSON's bytes,
+/// which the journal, the memtables and every flush and compaction carry, and no text to
+/// escape or scan. The rest stay JSON.
+fn binary<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(BINARY);
+    // Encoding our own records into memory cannot fail: every map key is a string.
+    match rmp_serde::encode::write_named(&mut out, v) {
+        Ok(()) => out,
+        Err(_) => json(v),
+    }
+}
+
+/// A record in either encoding (see [`binary`]).
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    match bytes.split_first() {
+        Some((&BINARY, rest)) => rmp_serde::from_slice(rest)
+            .map_err(|e| StoreError(format!("a record does not decode: {e}"))),
+        _ => Ok(serde_json::from_slice(bytes)?),
+    }
+}
+
 fn get<T: for<'de> Deserialize<'de>>(ks: &Keyspace, key: &[u8]) -> Result<Option<T>> {
     match ks.get(key)? {
         None => Ok(None),
-        Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+        Some(v) => Ok(Some(decode(&v)?)),
     }
 }
 
@@ -664,7 +736,7 @@ fn overlay(m: &mut Message, key: &[u8], value: &[u8]) -> Result<()> {
     ) else {
         return Ok(());
     };
-    let s: DeliveryState = serde_json::from_slice(value)?;
+    let s: DeliveryState = decode(value)?;
     if let Some(d) = m.deliveries.iter_mut().find(|d| d.pc == pc && d.idx == idx) {
         s.apply_to(d);
     }
@@ -706,13 +778,13 @@ fn read_many<T: for<'de> Deserialize<'de>>(
                 break;
             }
             if keys.binary_search(&k).is_ok() {
-                out.insert(k.to_string(), serde_json::from_slice(&v)?);
+                out.insert(k.to_string(), decode(&v)?);
             }
         }
     }
     for k in rest {
         if let Some(v) = ks.get(k.as_bytes())? {
-            out.insert(k.to_string(), serde_json::from_slice(&v)?);
+            out.insert(k.to_string(), decode(&v)?);
         }
     }
     Ok(out)
@@ -814,6 +886,7 @@ impl Store {
             stats: Arc::new(parking_lot::Mutex::new(HashMap::new())),
             locks: Arc::new((0..256).map(|_| parking_lot::Mutex::new(())).collect()),
             sync: Arc::new(GroupSync::default()),
+            recent: Arc::new(parking_lot::Mutex::new(Recent::new(RECENT_MESSAGES))),
         })
     }
 
@@ -867,7 +940,7 @@ impl Store {
     pub fn put_subscribers(&self, subs: &[Subscriber]) -> Result<()> {
         let mut b = self.db.batch();
         for s in subs {
-            b.insert(&self.ks.subscribers, s.id.as_bytes(), json(s));
+            b.insert(&self.ks.subscribers, s.id.as_bytes(), binary(s));
         }
         b.commit()?;
         self.persist()
@@ -923,7 +996,7 @@ impl Store {
         let mut items = Vec::new();
         for g in iter.take(limit + 1) {
             let (_, v) = g.into_inner()?;
-            items.push(serde_json::from_slice::<Subscriber>(&v)?);
+            items.push(decode::<Subscriber>(&v)?);
         }
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
@@ -951,7 +1024,7 @@ impl Store {
         let _g = self.lock(id.as_bytes());
         let mut p = self.preferences(id)?;
         p.merge(patch);
-        self.ks.prefs.insert(id.as_bytes(), json(&p))?;
+        self.ks.prefs.insert(id.as_bytes(), binary(&p))?;
         self.persist()?;
         Ok(p)
     }
@@ -974,7 +1047,7 @@ impl Store {
         let mut out = Vec::new();
         for g in self.ks.topics.iter() {
             let (_, v) = g.into_inner()?;
-            out.push(serde_json::from_slice(&v)?);
+            out.push(decode(&v)?);
         }
         Ok(out)
     }
@@ -1060,7 +1133,7 @@ impl Store {
         let mut out = Vec::new();
         for g in self.ks.workflows.iter() {
             let (_, v) = g.into_inner()?;
-            out.push(serde_json::from_slice(&v)?);
+            out.push(decode(&v)?);
         }
         Ok(out)
     }
@@ -1113,10 +1186,10 @@ impl Store {
     /// same job committed first: `Ok(false)`, nothing written). One batch, under one lock,
     /// so that of two overlapping attempts exactly one writes. Not persisted; see
     /// [`Store::persist`].
-    pub fn write_run(&self, mark: RunMark, msgs: &[Message], new: &[MsgId]) -> Result<bool> {
+    pub fn write_run(&self, mark: RunMark, msgs: Vec<Message>, new: &[MsgId]) -> Result<bool> {
         // Encoded before the lock is taken: the lock covers one read and the batch.
         let encoded: Vec<([u8; 12], Vec<u8>)> =
-            msgs.iter().map(|m| (m.id.key(), json(m))).collect();
+            msgs.iter().map(|m| (m.id.key(), binary(m))).collect();
         let mut b = self.db.batch();
         for (k, v) in encoded {
             b.insert(&self.ks.messages, k, v);
@@ -1133,6 +1206,10 @@ impl Store {
             return Ok(false);
         }
         b.commit()?;
+        let mut recent = self.recent.lock();
+        for m in msgs {
+            recent.put(m);
+        }
         Ok(true)
     }
 
@@ -1169,7 +1246,7 @@ impl Store {
                 (true, false) => b.remove(&self.ks.dead, key),
                 _ => {}
             }
-            b.insert(&self.ks.states, key, json(&u.state));
+            b.insert(&self.ks.states, key, binary(&u.state));
         }
         b.commit()?;
         Ok(written)
@@ -1227,14 +1304,14 @@ impl Store {
                 let (k, v) = g.into_inner()?;
                 if let Ok(k) = <[u8; 15]>::try_from(k.as_ref()) {
                     if keys.binary_search(&k).is_ok() {
-                        out.insert(k, serde_json::from_slice(&v)?);
+                        out.insert(k, decode(&v)?);
                     }
                 }
             }
         } else {
             for k in keys {
                 if let Some(v) = self.ks.states.get(k)? {
-                    out.insert(k, serde_json::from_slice(&v)?);
+                    out.insert(k, decode(&v)?);
                 }
             }
         }
@@ -1261,16 +1338,38 @@ impl Store {
         let (Some(lo), Some(hi)) = (ids.first().copied(), ids.last().copied()) else {
             return Ok(Vec::new());
         };
+        // Records this process wrote lately come from memory; the rest from disk.
         let mut out = Vec::with_capacity(ids.len());
-        if dense(&lo.key(), &hi.key(), ids.len()) {
-            let mut end = hi.key().to_vec();
-            end.push(0);
-            for g in self.ks.messages.range(lo.key().to_vec()..end) {
-                let (k, v) = g.into_inner()?;
-                if MsgId::from_key(&k).is_some_and(|id| ids.binary_search(&id).is_ok()) {
-                    out.push(serde_json::from_slice::<Message>(&v)?);
+        let mut missing = Vec::new();
+        {
+            let recent = self.recent.lock();
+            for id in &ids {
+                match recent.map.get(id) {
+                    Some(m) => out.push(Message::clone(m)),
+                    None => missing.push(*id),
                 }
             }
+        }
+        if let (Some(mlo), Some(mhi)) = (missing.first().copied(), missing.last().copied()) {
+            if dense(&mlo.key(), &mhi.key(), missing.len()) {
+                let mut end = mhi.key().to_vec();
+                end.push(0);
+                for g in self.ks.messages.range(mlo.key().to_vec()..end) {
+                    let (k, v) = g.into_inner()?;
+                    if MsgId::from_key(&k).is_some_and(|id| missing.binary_search(&id).is_ok()) {
+                        out.push(decode::<Message>(&v)?);
+                    }
+                }
+            } else {
+                for id in &missing {
+                    if let Some(v) = self.ks.messages.get(id.key())? {
+                        out.push(decode::<Message>(&v)?);
+                    }
+                }
+            }
+            out.sort_unstable_by_key(|m| m.id);
+        }
+        if dense(&lo.key(), &hi.key(), ids.len()) {
             let mut at = 0;
             for g in self.ks.states.range(lo.key().to_vec()..key_after(hi)) {
                 let (k, v) = g.into_inner()?;
@@ -1285,12 +1384,8 @@ impl Store {
                 }
             }
         } else {
-            for id in ids {
-                if let Some(v) = self.ks.messages.get(id.key())? {
-                    let mut m: Message = serde_json::from_slice(&v)?;
-                    self.overlay_states(&mut m)?;
-                    out.push(m);
-                }
+            for m in &mut out {
+                self.overlay_states(m)?;
             }
         }
         for m in &mut out {
@@ -1299,6 +1394,14 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Forgets the records kept in memory (tests compare reads from disk with them).
+    #[cfg(test)]
+    fn forget_recent(&self) {
+        let mut r = self.recent.lock();
+        r.map.clear();
+        r.order.clear();
     }
 
     fn overlay_states(&self, m: &mut Message) -> Result<()> {
@@ -1317,7 +1420,7 @@ impl Store {
     pub fn activity(&self, id: MsgId) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         if let Some(v) = self.ks.messages.get(id.key())? {
-            let m: Message = serde_json::from_slice(&v)?;
+            let m: Message = decode(&v)?;
             if m.trail.first().is_none_or(|e| e.kind != "triggered") {
                 // Not stored: the record says all of it.
                 out.push(Event::new(
@@ -1331,12 +1434,12 @@ impl Store {
         }
         for g in self.ks.states.prefix(id.key()) {
             let (_, v) = g.into_inner()?;
-            let s: DeliveryState = serde_json::from_slice(&v)?;
+            let s: DeliveryState = decode(&v)?;
             out.extend(s.events);
         }
         for g in self.ks.activity.prefix(id.key()) {
             let (_, v) = g.into_inner()?;
-            out.push(serde_json::from_slice(&v)?);
+            out.push(decode(&v)?);
         }
         out.sort_by_key(|e| e.at_ms);
         Ok(out)
@@ -1416,7 +1519,7 @@ impl Store {
                 }
                 scanned += 1;
                 let (_, v) = g.into_inner()?;
-                let mut m: Message = serde_json::from_slice(&v)?;
+                let mut m: Message = decode(&v)?;
                 self.overlay_states(&mut m)?;
                 if m.run_ended() {
                     m.settle();
@@ -1578,7 +1681,7 @@ impl Store {
             let mut chunk: Vec<Message> = Vec::new();
             for g in self.ks.messages.range(..hi.to_vec()).take(10_000) {
                 let (_, v) = g.into_inner()?;
-                let mut m: Message = serde_json::from_slice(&v)?;
+                let mut m: Message = decode(&v)?;
                 self.overlay_states(&mut m)?;
                 if m.run_ended() {
                     m.settle();
@@ -1620,6 +1723,7 @@ impl Store {
                     )
                     .map_err(|e| StoreError(e.to_string()))?;
                     b.remove(&self.ks.messages, m.id.key());
+                    self.recent.lock().map.remove(&m.id);
                     for g in self.ks.activity.prefix(m.id.key()) {
                         b.remove(&self.ks.activity, g.key()?.to_vec());
                     }
@@ -1655,7 +1759,7 @@ impl Store {
         let mut b = self.db.batch();
         for g in self.ks.idem.iter() {
             let (k, v) = g.into_inner()?;
-            let rec: Idempotency = serde_json::from_slice(&v)?;
+            let rec: Idempotency = decode(&v)?;
             if rec.at_ms < cutoff && rec.reply.is_some() {
                 b.remove(&self.ks.idem, k.to_vec());
                 report.idempotency_keys += 1;
@@ -1758,9 +1862,7 @@ mod tests {
                 trigger: m.id.trigger,
                 first: 0,
             };
-            assert!(s
-                .write_run(mark, std::slice::from_ref(m), &[m.id])
-                .expect("write"));
+            assert!(s.write_run(mark, vec![m.clone()], &[m.id]).expect("write"));
         }
         let sent = sent_by(&old, "a", 10 * day + 5);
         assert_eq!(s.write_states(vec![sent]).expect("state"), [true]);
@@ -1866,13 +1968,13 @@ mod tests {
         let first = message(7, 0);
         assert!(!s.marked(mark).expect("read"));
         assert!(s
-            .write_run(mark, std::slice::from_ref(&first), &[first.id])
+            .write_run(mark, vec![first.clone()], &[first.id])
             .expect("write"));
         let mut late = first.clone();
         late.status = Status::Delayed;
         late.pc = 0;
         assert!(
-            !s.write_run(mark, &[late], &[first.id]).expect("write"),
+            !s.write_run(mark, vec![late], &[first.id]).expect("write"),
             "the second attempt is refused"
         );
         assert!(s.marked(mark).expect("read"));
@@ -1889,8 +1991,7 @@ mod tests {
             trigger: 9,
             first: 0,
         };
-        s.write_run(mark, std::slice::from_ref(&m), &[m.id])
-            .expect("write");
+        s.write_run(mark, vec![m.clone()], &[m.id]).expect("write");
         // One attempt fails the delivery over to provider b (route 1)...
         let moved = StateUpdate {
             id: m.id,
@@ -1941,7 +2042,7 @@ mod tests {
             trigger: 5,
             first: 0,
         };
-        s.write_run(mark, &msgs, &ids).expect("write");
+        s.write_run(mark, msgs.clone(), &ids).expect("write");
         // Other triggers' messages on both sides, and every third one sent.
         for t in [4, 6] {
             let o = message(t, 0);
@@ -1949,13 +2050,16 @@ mod tests {
                 trigger: t,
                 first: 0,
             };
-            s.write_run(mark, std::slice::from_ref(&o), &[o.id])
-                .expect("write");
+            s.write_run(mark, vec![o.clone()], &[o.id]).expect("write");
             s.write_states(vec![sent_by(&o, "a", 2)]).expect("write");
         }
         let sent: Vec<StateUpdate> = msgs.iter().step_by(3).map(|m| sent_by(m, "a", 2)).collect();
         s.write_states(sent).expect("write");
         let wanted: Vec<MsgId> = ids.iter().copied().filter(|id| id.n % 2 == 0).collect();
+        // From memory (this process wrote them), from disk by range, from disk one by one,
+        // and half from each: the same messages with the same states.
+        let from_memory = s.messages(&wanted).expect("read");
+        s.forget_recent();
         let together = s.messages(&wanted).expect("read");
         let one_by_one: Vec<Message> = wanted
             .iter()
@@ -1963,6 +2067,14 @@ mod tests {
             .collect();
         assert_eq!(together.len(), 20);
         assert_eq!(together, one_by_one);
+        assert_eq!(from_memory, together);
+        let half: Vec<Message> = msgs.iter().filter(|m| m.id.n % 4 == 0).cloned().collect();
+        let mark = RunMark::Created {
+            trigger: 5,
+            first: 1_000,
+        };
+        s.write_run(mark, half, &[]).expect("write");
+        assert_eq!(s.messages(&wanted).expect("read"), together);
         let statuses: Vec<Status> = together.iter().map(|m| m.status).collect();
         let expected: Vec<Status> = wanted
             .iter()
@@ -2003,6 +2115,66 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn records_an_older_version_wrote_as_json_read_beside_binary_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path()).expect("open");
+        // As the first versions wrote them: JSON messages, states, subscribers, preferences.
+        let old = message(3, 0);
+        s.ks.messages
+            .insert(old.id.key(), json(&old))
+            .expect("write");
+        let sent = sent_by(&old, "a", 9);
+        s.ks.states
+            .insert(state_key(old.id, 0, 0), json(&sent.state))
+            .expect("write");
+        let mut data = serde_json::Map::new();
+        data.insert("name".into(), "Old".into());
+        let old_sub = Subscriber {
+            id: "old".into(),
+            email: Some("old@example.com".into()),
+            data,
+            ..Default::default()
+        };
+        s.ks.subscribers
+            .insert("old".as_bytes(), json(&old_sub))
+            .expect("write");
+        // Written now: binary.
+        let new = message(3, 1);
+        let mark = RunMark::Created {
+            trigger: 3,
+            first: 1,
+        };
+        s.write_run(mark, vec![new.clone()], &[new.id])
+            .expect("write");
+        let new_sub = Subscriber {
+            id: "new".into(),
+            locale: Some("fr".into()),
+            ..Default::default()
+        };
+        s.put_subscribers(std::slice::from_ref(&new_sub))
+            .expect("write");
+        let stored =
+            s.ks.messages
+                .get(new.id.key())
+                .expect("read")
+                .expect("there");
+        assert_eq!(stored.first(), Some(&BINARY), "new records are binary");
+        s.forget_recent();
+        let both = s.messages(&[old.id, new.id]).expect("read");
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0].status, Status::Sent, "the JSON state is merged in");
+        assert_eq!(both[0].deliveries[0].provider.as_deref(), Some("a"));
+        assert_eq!(both[1], new);
+        let subs = s.subscribers_by_id(&["old", "new"]).expect("read");
+        assert_eq!(subs.get("old"), Some(&old_sub));
+        assert_eq!(subs.get("new"), Some(&new_sub));
+        drop(s);
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(s.message(new.id).expect("read"), Some(new));
+        assert!(s.ks.messages.get(old.id.key()).expect("read").is_some());
     }
 
     #[test]
