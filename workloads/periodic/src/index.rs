@@ -347,6 +347,11 @@ fn derive_patterns(t: &mut Tables) {
         let lo = by_fp.partition_point(|x| x.0 < fp);
         by_fp[lo..].iter().take_while(|x| x.0 == fp).count()
     };
+    t.singles = by_fp
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|r| r.len() == 1)
+        .map(|r| [r[0].0, u64::from(r[0].1)])
+        .collect();
     for run in by_fp.chunk_by(|a, b| a.0 == b.0).filter(|r| r.len() >= 2) {
         let fp = run[0].0;
         let first = t.subtrees[run[0].1 as usize];

@@ -10,6 +10,9 @@ use crate::store::Index;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// Token hashes of a probe looked up at most (an even sample of a bigger probe's).
+pub const MAX_PROBE_HASHES: usize = 256;
+
 /// What is being matched.
 #[derive(Debug, Clone)]
 pub struct Probe {
@@ -180,15 +183,10 @@ pub fn probe_snippet(text: &str, lang: Lang, idx: &Index) -> Result<Probe, Probe
 pub fn matches(idx: &Index, p: &Probe, min_similarity: f64, limit: usize) -> Vec<Found> {
     let mut out: Vec<Found> = Vec::new();
     if idx.maybe_seen(p.subtree.fp) {
-        // Seen once (not a pattern) or more: its occurrences are in the subtrees.
+        // A pattern (seen twice or more), or seen once, or a false positive of the filter.
         let occurrences: Vec<Subtree> = match idx.pattern(p.subtree.fp) {
             Some(pat) => idx.occurrences_of(pat).copied().collect(),
-            None => idx
-                .subtrees()
-                .iter()
-                .filter(|s| s.fp == p.subtree.fp)
-                .copied()
-                .collect(),
+            None => idx.single(p.subtree.fp).copied().into_iter().collect(),
         };
         for s in occurrences {
             out.push(Found {
@@ -202,9 +200,18 @@ pub fn matches(idx: &Index, p: &Probe, min_similarity: f64, limit: usize) -> Vec
     }
     if !p.hashes.is_empty() {
         // A copy edited a little shares most of the probe's hashes, close together: group
-        // the hits by file, then by nearby lines.
+        // the hits by file, then by nearby lines. A big probe's similarity is estimated
+        // from an even sample of its hashes: each is a lookup in the index, and thousands
+        // of them made the biggest probes slow without changing what is found.
+        let sample: Vec<u64> = if p.hashes.len() > MAX_PROBE_HASHES {
+            (0..MAX_PROBE_HASHES)
+                .map(|i| p.hashes[i * p.hashes.len() / MAX_PROBE_HASHES])
+                .collect()
+        } else {
+            p.hashes.clone()
+        };
         let mut per_file: HashMap<u32, Vec<(u32, u32, u64)>> = HashMap::new();
-        for &h in &p.hashes {
+        for &h in &sample {
             for w in idx.winnows_with(h, crate::clones::MAX_PLACES) {
                 per_file
                     .entry(w.file)
@@ -213,7 +220,10 @@ pub fn matches(idx: &Index, p: &Probe, min_similarity: f64, limit: usize) -> Vec
             }
         }
         let span = p.subtree.end_line - p.subtree.start_line + 1;
-        let total = p.hashes.len() as f64;
+        let mut distinct_sample = sample.clone();
+        distinct_sample.sort_unstable();
+        distinct_sample.dedup();
+        let total = distinct_sample.len() as f64;
         for (file, mut hits) in per_file {
             hits.sort_unstable();
             // Clusters of hits no further apart than the probe is long.

@@ -23,6 +23,7 @@
 //! | root | the indexed folder's path |
 //! | winnow lookup | (hash, winnow index) pairs sorted by hash, for [`Index::winnows_with`] |
 //! | imports | one line per import: the file's index, a tab, the module it names |
+//! | singles | (fingerprint, subtree index) pairs sorted by fingerprint, for each fingerprint kept once, for [`Index::single`] |
 //!
 //! Opening checks the header and that every section lies inside the file (a truncated file
 //! is refused) in constant time; [`Check::Full`] also verifies the checksum and every
@@ -38,10 +39,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the layout changes: another version is rebuilt, not read.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"PERIODIC";
 const HEADER: usize = 256;
-const SECTIONS: usize = 11;
+const SECTIONS: usize = 12;
 
 /// A file of the index.
 #[repr(C)]
@@ -139,6 +140,8 @@ pub struct Tables {
     pub win_by_hash: Vec<[u64; 2]>,
     /// `file\tmodule\n` lines.
     pub imports: String,
+    /// (fingerprint, subtree index) of every fingerprint kept once, sorted.
+    pub singles: Vec<[u64; 2]>,
 }
 
 /// How much [`Index::open`] checks.
@@ -172,6 +175,7 @@ pub fn write(path: &Path, t: &Tables) -> std::io::Result<()> {
         t.root.as_bytes(),
         bytemuck::cast_slice(&t.win_by_hash),
         t.imports.as_bytes(),
+        bytemuck::cast_slice(&t.singles),
     ];
     for (i, bytes) in sections.iter().enumerate() {
         pad8(&mut body);
@@ -308,7 +312,8 @@ impl Index {
             && bytemuck::try_cast_slice::<u8, u64>(idx.raw(5)).is_ok()
             && bytemuck::try_cast_slice::<u8, u64>(idx.raw(6)).is_ok()
             && bytemuck::try_cast_slice::<u8, CloneRec>(idx.raw(7)).is_ok()
-            && bytemuck::try_cast_slice::<u8, [u64; 2]>(idx.raw(9)).is_ok();
+            && bytemuck::try_cast_slice::<u8, [u64; 2]>(idx.raw(9)).is_ok()
+            && bytemuck::try_cast_slice::<u8, [u64; 2]>(idx.raw(11)).is_ok();
         if !ok {
             return Err(corrupt("a table is not whole records"));
         }
@@ -343,7 +348,8 @@ impl Index {
             && idx.subtrees().iter().all(|s| (s.file as usize) < nfiles)
             && idx.clones().iter().all(|c| (c.file as usize) < nfiles)
             && idx.winnows().iter().all(|w| (w.file as usize) < nfiles)
-            && idx.win_by_hash().iter().all(|p| (p[1] as usize) < wins);
+            && idx.win_by_hash().iter().all(|p| (p[1] as usize) < wins)
+            && idx.singles().iter().all(|p| (p[1] as usize) < subs);
         if !refs_ok {
             return Err(corrupt("a table refers outside another"));
         }
@@ -474,6 +480,17 @@ impl Index {
             self.bloom_k,
             fp,
         )
+    }
+
+    fn singles(&self) -> &[[u64; 2]] {
+        bytemuck::try_cast_slice(self.raw(11)).unwrap_or_default()
+    }
+
+    /// The one subtree of a fingerprint kept once (binary search; no scan of the subtrees).
+    pub fn single(&self, fp: u64) -> Option<&Subtree> {
+        let t = self.singles();
+        let i = t.binary_search_by_key(&fp, |p| p[0]).ok()?;
+        self.subtrees().get(t[i][1] as usize)
     }
 
     /// The pattern of a fingerprint, if it is one.

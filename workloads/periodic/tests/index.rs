@@ -355,6 +355,25 @@ fn match_finds_renamed_copies_exactly_and_edited_ones_by_similarity() {
         2,
         "{m}"
     );
+    // Code that occurs once in the index (not a pattern) is found too, renamed, from a
+    // snippet (a lookup among the fingerprints kept once, not a scan of every subtree).
+    let once = OTHER
+        .replace("parse_header", "read_head")
+        .replace("bytes", "b");
+    let m = run(&["--snippet", &once, "--lang", "rust"]);
+    let exact: Vec<(&str, u64)> = m["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["exact"] == true)
+        .map(|f| {
+            (
+                f["file"].as_str().unwrap(),
+                f["start_line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(exact, [("d.rs", 2)], "{m}");
     // A loop, not a whole file, is read as code inside a function.
     let m = run(&[
         "--snippet",
