@@ -505,7 +505,11 @@ impl Inner {
         let limited = cands
             .iter()
             .any(|(_, c)| crate::flow::is_controlled(c) || c.group_rate_limit.is_some());
-        let mut client = self.client().await?;
+        let mut client = if limited {
+            self.client().await?
+        } else {
+            self.lease_client().await?
+        };
         let out = if limited {
             let tx = client.transaction().await.map_err(db)?;
             let out = self.fetch_in(&tx, cands, max, now, !ticked).await?;

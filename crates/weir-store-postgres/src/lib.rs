@@ -33,7 +33,7 @@ mod queues;
 mod schema;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -141,6 +141,8 @@ pub struct PostgresStore {
 
 pub(crate) struct Inner {
     pub(crate) pool: Pool,
+    /// Connections with `synchronous_commit` off, for lease grants (see [`PostgresStore::open`]).
+    pub(crate) lease_pool: Pool,
     /// The quoted schema, as statements spell it.
     pub(crate) s: String,
     pub(crate) schema: String,
@@ -189,19 +191,44 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("weir");
         }
-        let manager = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
+        let manager = |pg: tokio_postgres::Config| {
+            Manager::from_config(
+                pg,
+                tokio_postgres::NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            )
+        };
+        let pool = Pool::builder(manager(pg.clone()))
             .max_size(opts.pool_size.max(2))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(opts.connect_timeout))
             .create_timeout(Some(opts.connect_timeout))
             .recycle_timeout(Some(opts.connect_timeout))
+            .build()
+            .map_err(|e| Error::storage(format!("cannot build the connection pool: {e}")))?;
+        // Leases are granted on connections that commit asynchronously: a fetch does not
+        // wait for its lease to reach the disk. DESIGN.md allows it — a lease lost with a
+        // crash of PostgreSQL only means the job is delivered again — and every later
+        // synchronous commit (an ack, an enqueue) flushes the log up to itself, so an
+        // acknowledged write never rests on a lost lease. Acks, fails, enqueues and the
+        // limited queues' fetches (their rate and concurrency bookkeeping) stay on the
+        // synchronous pool.
+        let lease_pool = Pool::builder(manager(pg))
+            .max_size((opts.pool_size / 2).max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(opts.connect_timeout))
+            .create_timeout(Some(opts.connect_timeout))
+            .recycle_timeout(Some(opts.connect_timeout))
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute("SET synchronous_commit TO off")
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| Error::storage(format!("cannot build the connection pool: {e}")))?;
         let s = schema::quote(&opts.schema);
@@ -211,6 +238,7 @@ impl PostgresStore {
         }
         let inner = Arc::new(Inner {
             pool,
+            lease_pool,
             channel: format!("weir_{}", opts.schema),
             s,
             schema: opts.schema.clone(),
@@ -254,6 +282,11 @@ impl Inner {
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
         self.pool.get().await.map_err(conv::pool_err)
+    }
+
+    /// A connection that commits asynchronously, for lease grants only.
+    pub(crate) async fn lease_client(&self) -> Result<deadpool_postgres::Client> {
+        self.lease_pool.get().await.map_err(conv::pool_err)
     }
 
     /// Wakes every long poll of this server now and of the others through a NOTIFY (work

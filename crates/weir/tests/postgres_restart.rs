@@ -1,4 +1,4 @@
-//! PostgreSQL itself restarted under load: two servers keep answering (503
+//! PostgreSQL itself crashed and restarted under load: two servers keep answering (503
 //! `application/problem+json` while the database is away, never a 500 or a hang), `/ready`
 //! says not ready, and both recover on their own with no acknowledged write lost.
 //!
@@ -15,6 +15,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// `pg_ctlcluster ACTION`; a stop is `-m immediate`: PostgreSQL crashes as a killed server
+/// would (no shutdown checkpoint; WAL replay on start), so commits that were acknowledged
+/// asynchronously (lease grants) may be lost, and nothing acknowledged to a client may.
 fn pg_ctl(action: &str) {
     let version = std::fs::read_dir("/etc/postgresql")
         .unwrap()
@@ -22,17 +25,11 @@ fn pg_ctl(action: &str) {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .next()
         .expect("a PostgreSQL cluster under /etc/postgresql");
-    let ok = Command::new("pg_ctlcluster")
-        .args([
-            "--skip-systemctl-redirect",
-            &version,
-            "main",
-            action,
-            "-m",
-            "fast",
-        ])
-        .status()
-        .unwrap();
+    let mut args = vec!["--skip-systemctl-redirect", &version, "main", action];
+    if action == "stop" {
+        args.extend(["-m", "immediate"]);
+    }
+    let ok = Command::new("pg_ctlcluster").args(&args).status().unwrap();
     assert!(ok.success(), "pg_ctlcluster {action} failed");
 }
 
