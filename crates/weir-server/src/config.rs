@@ -35,7 +35,8 @@ pub struct ServerConfig {
     /// The PostgreSQL schema holding this deployment's tables (created and migrated on
     /// start), so that several deployments, or tests, share one database.
     pub store_schema: String,
-    /// Connections this server opens to PostgreSQL at most.
+    /// Connections this server opens to PostgreSQL at most for its statements (it opens
+    /// half as many again for lease grants, and one for LISTEN).
     pub store_pool_size: usize,
     /// How often an idle long poll on PostgreSQL looks for work on its own, ms. Wake-ups
     /// come through LISTEN/NOTIFY first; this bounds what a lost notification costs.
