@@ -191,23 +191,27 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("weir");
         }
-        let manager = |pg: tokio_postgres::Config| {
-            Manager::from_config(
-                pg,
+        let build = |size: usize, post_create: Option<Hook>| {
+            let manager = Manager::from_config(
+                pg.clone(),
                 tokio_postgres::NoTls,
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },
-            )
+            );
+            let mut b = Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(opts.connect_timeout))
+                .create_timeout(Some(opts.connect_timeout))
+                .recycle_timeout(Some(opts.connect_timeout));
+            if let Some(hook) = post_create {
+                b = b.post_create(hook);
+            }
+            b.build()
+                .map_err(|e| Error::storage(format!("cannot build the connection pool: {e}")))
         };
-        let pool = Pool::builder(manager(pg.clone()))
-            .max_size(opts.pool_size.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(opts.connect_timeout))
-            .create_timeout(Some(opts.connect_timeout))
-            .recycle_timeout(Some(opts.connect_timeout))
-            .build()
-            .map_err(|e| Error::storage(format!("cannot build the connection pool: {e}")))?;
+        let pool = build(opts.pool_size.max(2), None)?;
         // Leases are granted on connections that commit asynchronously: a fetch does not
         // wait for its lease to reach the disk. DESIGN.md allows it — a lease lost with a
         // crash of PostgreSQL only means the job is delivered again — and every later
@@ -215,22 +219,17 @@ impl PostgresStore {
         // acknowledged write never rests on a lost lease. Acks, fails, enqueues and the
         // limited queues' fetches (their rate and concurrency bookkeeping) stay on the
         // synchronous pool.
-        let lease_pool = Pool::builder(manager(pg))
-            .max_size((opts.pool_size / 2).max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(opts.connect_timeout))
-            .create_timeout(Some(opts.connect_timeout))
-            .recycle_timeout(Some(opts.connect_timeout))
-            .post_create(Hook::async_fn(|client, _| {
+        let lease_pool = build(
+            (opts.pool_size / 2).max(2),
+            Some(Hook::async_fn(|client, _| {
                 Box::pin(async move {
                     client
                         .batch_execute("SET synchronous_commit TO off")
                         .await
                         .map_err(HookError::Backend)
                 })
-            }))
-            .build()
-            .map_err(|e| Error::storage(format!("cannot build the connection pool: {e}")))?;
+            })),
+        )?;
         let s = schema::quote(&opts.schema);
         {
             let mut client = pool.get().await.map_err(conv::pool_err)?;

@@ -605,21 +605,9 @@ impl Notify {
             .filter(|m| is_fresh(m))
             .map(|m| m.subscriber.as_str())
             .collect();
-        let subscribers: HashMap<String, Arc<Subscriber>> = self
-            .store
-            .subscribers_by_id(&who)
-            .map_err(storage)?
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(v)))
-            .collect();
-        let preferences: HashMap<String, Arc<Preferences>> = match &wf {
-            Some(w) if !w.def.critical => self
-                .store
-                .preferences_by_id(&who)
-                .map_err(storage)?
-                .into_iter()
-                .map(|(k, v)| (k, Arc::new(v)))
-                .collect(),
+        let subscribers = self.store.subscribers_by_id(&who).map_err(storage)?;
+        let preferences = match &wf {
+            Some(w) if !w.def.critical => self.store.preferences_by_id(&who).map_err(storage)?,
             _ => HashMap::new(),
         };
         let defaults = Arc::new(Preferences::default());

@@ -75,30 +75,23 @@ impl Renderer {
     /// An environment with the templates of `workflows`.
     pub fn new<'a>(workflows: impl IntoIterator<Item = &'a Workflow>) -> Renderer {
         let mut env = environment();
-        let mut names = std::collections::HashSet::new();
+        let mut parts: std::collections::HashMap<String, Vec<(Part, String)>> = Default::default();
         for w in workflows {
             for (name, src) in &w.templates {
-                match env.add_template_owned(name.clone(), src.clone()) {
-                    Ok(()) => {
-                        names.insert(name.clone());
-                    }
+                if let Err(e) = env.add_template_owned(name.clone(), src.clone()) {
                     // Checked when the workflow was compiled; log rather than lose the rest.
-                    Err(e) => {
-                        tracing::error!(template = %name, error = %e, "template does not compile")
-                    }
+                    tracing::error!(template = %name, error = %e, "template does not compile");
+                    continue;
                 }
-            }
-        }
-        let mut parts: std::collections::HashMap<String, Vec<(Part, String)>> = Default::default();
-        for name in &names {
-            for part in Part::ALL {
-                if let Some(step) = name.strip_suffix(part.file()) {
-                    if let Some(step) = step.strip_suffix('/') {
-                        parts
-                            .entry(step.to_string())
-                            .or_default()
-                            .push((part, name.clone()));
-                    }
+                let part = Part::ALL.into_iter().find_map(|part| {
+                    let step = name.strip_suffix(part.file())?.strip_suffix('/')?;
+                    Some((step, part))
+                });
+                if let Some((step, part)) = part {
+                    parts
+                        .entry(step.to_string())
+                        .or_default()
+                        .push((part, name.clone()));
                 }
             }
         }

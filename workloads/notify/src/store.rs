@@ -750,7 +750,7 @@ fn overlay(m: &mut Message, key: &[u8], value: &[u8]) -> Result<()> {
 fn read_many<T: for<'de> Deserialize<'de>>(
     ks: &Keyspace,
     ids: &[&str],
-) -> Result<HashMap<String, T>> {
+) -> Result<HashMap<String, Arc<T>>> {
     let mut keys: Vec<&str> = ids.to_vec();
     keys.sort_unstable();
     keys.dedup();
@@ -778,13 +778,13 @@ fn read_many<T: for<'de> Deserialize<'de>>(
                 break;
             }
             if keys.binary_search(&k).is_ok() {
-                out.insert(k.to_string(), decode(&v)?);
+                out.insert(k.to_string(), Arc::new(decode(&v)?));
             }
         }
     }
     for k in rest {
         if let Some(v) = ks.get(k.as_bytes())? {
-            out.insert(k.to_string(), decode(&v)?);
+            out.insert(k.to_string(), Arc::new(decode(&v)?));
         }
     }
     Ok(out)
@@ -951,13 +951,14 @@ impl Store {
         get(&self.ks.subscribers, id.as_bytes())
     }
 
-    /// The subscribers among `ids`, by id (see [`read_many`]).
-    pub fn subscribers_by_id(&self, ids: &[&str]) -> Result<HashMap<String, Subscriber>> {
+    /// The subscribers among `ids`, by id (see [`read_many`]); shared, as a run's templates
+    /// hold them.
+    pub fn subscribers_by_id(&self, ids: &[&str]) -> Result<HashMap<String, Arc<Subscriber>>> {
         read_many(&self.ks.subscribers, ids)
     }
 
     /// The preferences set for any of `ids`, by subscriber id (absent: the defaults).
-    pub fn preferences_by_id(&self, ids: &[&str]) -> Result<HashMap<String, Preferences>> {
+    pub fn preferences_by_id(&self, ids: &[&str]) -> Result<HashMap<String, Arc<Preferences>>> {
         read_many(&self.ks.prefs, ids)
     }
 
@@ -2169,8 +2170,8 @@ mod tests {
         assert_eq!(both[0].deliveries[0].provider.as_deref(), Some("a"));
         assert_eq!(both[1], new);
         let subs = s.subscribers_by_id(&["old", "new"]).expect("read");
-        assert_eq!(subs.get("old"), Some(&old_sub));
-        assert_eq!(subs.get("new"), Some(&new_sub));
+        assert_eq!(subs.get("old").map(|s| &**s), Some(&old_sub));
+        assert_eq!(subs.get("new").map(|s| &**s), Some(&new_sub));
         drop(s);
         let s = Store::open(dir.path()).expect("reopen");
         assert_eq!(s.message(new.id).expect("read"), Some(new));
