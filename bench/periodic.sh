@@ -56,6 +56,10 @@ printf '\nfn periodic_bench_edit(a: u32, b: u32) -> u32 {\n    let c = a.wrappin
 row "periodic index (one file edited)" "$(measure "$periodic" index "$corpus" --index "$idx" --json)" "$files"
 cp "$work/edit.bak" "$edit"
 "$periodic" index "$corpus" --index "$idx" >/dev/null
+# The floor under any tree-sitter index: every file read and parsed on both cores, the
+# trees dropped (then also every node stepped through once), in the same run as the peers.
+row "tree-sitter parse alone (periodic ceiling)" "$(measure "$periodic" ceiling "$corpus")" "$files"
+row "tree-sitter parse + a cursor over every node (periodic ceiling --visit)" "$(measure "$periodic" ceiling --visit "$corpus")" "$files"
 if command -v ast-grep >/dev/null && [ -z "${ONLY_PERIODIC:-}" ]; then
   row "ast-grep run -p 'fn \$F(\$\$\$A) { \$\$\$B }'" \
     "$(measure ast-grep run --lang rust -p 'fn $F($$$A) { $$$B }' "$corpus")" "$files"

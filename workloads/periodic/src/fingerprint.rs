@@ -202,6 +202,39 @@ fn is_literal(kind: &str) -> bool {
         || kind == "false"
 }
 
+/// Parses `source` as `lang` and drops the tree, nothing else; with `visit`, also steps a
+/// cursor through every node (what any walk of the tree costs at least). Returns the nodes
+/// visited. For `periodic ceiling`: what tree-sitter alone costs on a corpus, the floor
+/// under [`analyse`].
+pub fn parse_only(parsers: &mut Parsers, lang: Lang, source: &[u8], visit: bool) -> u64 {
+    let Some(grammar) = parsers.get(lang) else {
+        return 0;
+    };
+    let Some(tree) = grammar.parser.parse(source, None) else {
+        return 0;
+    };
+    if !visit {
+        return 0;
+    }
+    let mut cursor = tree.root_node().walk();
+    let mut nodes = 1u64;
+    loop {
+        if cursor.goto_first_child() || cursor.goto_next_sibling() {
+            nodes += 1;
+            continue;
+        }
+        loop {
+            if !cursor.goto_parent() {
+                return nodes;
+            }
+            if cursor.goto_next_sibling() {
+                nodes += 1;
+                break;
+            }
+        }
+    }
+}
+
 /// Analyses `source` as `lang`, for file number `file`.
 pub fn analyse(
     parsers: &mut Parsers,

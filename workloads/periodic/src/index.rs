@@ -4,7 +4,7 @@
 //! then derive the pattern table, the Bloom filter and the clone groups, and write the index
 //! ([`crate::store`]). A run that finds nothing changed writes nothing.
 
-use crate::fingerprint::{analyse, Analysis, Parsers, Settings, Subtree, Winnow};
+use crate::fingerprint::{analyse, parse_only, Analysis, Parsers, Settings, Subtree, Winnow};
 use crate::lang::Lang;
 use crate::store::{self, Check, FileRec, Index, OpenError, PatternRec, Tables};
 use rayon::prelude::*;
@@ -107,6 +107,46 @@ pub fn walk(dir: &Path, skip: &Path) -> Vec<Found> {
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     out.dedup_by(|a, b| a.rel == b.rel);
     out
+}
+
+/// What tree-sitter alone costs on a folder: see [`ceiling`].
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Ceiling {
+    /// Source files read and parsed.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Nodes visited (0 without `visit`).
+    pub nodes: u64,
+    /// Wall time of the walk, the reads and the parses.
+    pub seconds: f64,
+    /// `files` over `seconds`.
+    pub files_per_s: f64,
+}
+
+/// Walks `dir` as [`update`] does, then reads and parses every source file on every core
+/// (one parser per thread, as `update`), dropping each tree: the rate no index built with
+/// tree-sitter can pass on this machine. With `visit`, each tree's nodes are also stepped
+/// through once.
+pub fn ceiling(dir: &Path, visit: bool) -> Ceiling {
+    let t0 = std::time::Instant::now();
+    let found = walk(dir, &default_path(dir));
+    let (bytes, nodes) = found
+        .par_iter()
+        .map_init(Parsers::default, |parsers, f| {
+            let source = std::fs::read(&f.abs).unwrap_or_default();
+            let nodes = parse_only(parsers, f.lang, &source, visit);
+            (source.len() as u64, nodes)
+        })
+        .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let seconds = t0.elapsed().as_secs_f64();
+    Ceiling {
+        files: found.len(),
+        bytes,
+        nodes,
+        seconds,
+        files_per_s: found.len() as f64 / seconds.max(1e-9),
+    }
 }
 
 fn hash16(bytes: &[u8]) -> [u8; 16] {

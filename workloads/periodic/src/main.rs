@@ -104,6 +104,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read and parse every source file of DIR on every core and keep nothing: what
+    /// tree-sitter alone costs here, the ceiling of `index`'s cold rate (benchmarks).
+    #[command(hide = true)]
+    Ceiling {
+        /// The folder.
+        dir: PathBuf,
+        /// Also step through every node of each tree.
+        #[arg(long)]
+        visit: bool,
+    },
     /// Clone groups: places that are copies of each other (names and constants aside).
     Clones {
         /// The index file, or the folder it indexes (default: the current folder).
@@ -206,6 +216,14 @@ fn open(given: Option<PathBuf>) -> Result<Index, Failure> {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Ceiling { dir, visit } => {
+            if !dir.is_dir() {
+                return Err((2, format!("{} is not a folder", dir.display())));
+            }
+            let c = index::ceiling(&dir, visit);
+            println!("{}", serde_json::to_string(&c).unwrap_or_default());
+            Ok(())
+        }
         Command::Index {
             dir,
             index,

@@ -403,3 +403,39 @@ fn match_finds_renamed_copies_exactly_and_edited_ones_by_similarity() {
         assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
     }
 }
+
+/// Every node of a tree, counted by recursion over children (independent of the cursor walk
+/// `periodic ceiling --visit` does).
+fn count_nodes(node: tree_sitter::Node) -> u64 {
+    1 + (0..node.child_count())
+        .filter_map(|i| node.child(i))
+        .map(count_nodes)
+        .sum::<u64>()
+}
+
+#[test]
+fn the_parse_ceiling_reads_the_files_index_reads_and_visits_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".gitignore"), "skip/\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("skip")).unwrap();
+    std::fs::write(dir.path().join("skip/s.rs"), ORIGINAL).unwrap();
+    std::fs::write(dir.path().join("a.rs"), ORIGINAL).unwrap();
+    let py = "def f(x):\n    return [y * 2 for y in x if y]\n";
+    std::fs::write(dir.path().join("b.py"), py).unwrap();
+    let (code, out, err) = periodic(&["ceiling", dir.path().to_str().unwrap(), "--visit"]);
+    assert_eq!(code, 0, "{err}");
+    let c: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(c["files"], 2, "{c}");
+    assert_eq!(c["bytes"], (ORIGINAL.len() + py.len()) as u64, "{c}");
+    let mut parser = tree_sitter::Parser::new();
+    let mut expected = 0;
+    for (lang, text) in [
+        (periodic::Lang::Rust, ORIGINAL),
+        (periodic::Lang::Python, py),
+    ] {
+        parser.set_language(&lang.grammar()).unwrap();
+        expected += count_nodes(parser.parse(text, None).unwrap().root_node());
+    }
+    assert_eq!(c["nodes"], expected, "{c}");
+    assert_eq!(index(dir.path())["files"], c["files"]);
+}
