@@ -722,13 +722,15 @@ impl Inner {
             }
             Some(rl) => {
                 // Candidates: jobs without a key, or of keys not throttled now; then as many
-                // of each key as its tokens allow.
+                // of each key as its tokens allow. A key's limiter row is read by a scalar
+                // subquery, one primary-key probe per candidate: as `NOT EXISTS`, PostgreSQL
+                // planned it as a hash of every limiter row, built on every fetch.
                 let (_, tau) = weir_core::gcra(rl);
                 let st = tx
                     .prepare_cached(&self.q("SELECT j.id, j.grp FROM {s}.jobs j \
                          WHERE j.queue = $1 AND j.state = 1 AND j.avail AND (j.grp IS NULL \
-                           OR NOT EXISTS (SELECT 1 FROM {s}.group_rates r \
-                             WHERE r.queue = j.queue AND r.grp = j.grp AND r.tat_us > $3)) \
+                           OR coalesce((SELECT r.tat_us FROM {s}.group_rates r \
+                             WHERE r.queue = j.queue AND r.grp = j.grp), 0) <= $3) \
                          ORDER BY j.rank, j.sort_cost, j.id LIMIT $2 FOR UPDATE SKIP LOCKED"))
                     .await
                     .map_err(db)?;

@@ -32,6 +32,9 @@ mod jobs;
 mod queues;
 mod schema;
 
+#[cfg(test)]
+mod plans;
+
 use async_trait::async_trait;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use parking_lot::Mutex;
@@ -272,6 +275,8 @@ impl PostgresStore {
 impl Inner {
     /// `sql` with `{s}` replaced by the quoted schema.
     pub(crate) fn q(&self, sql: &str) -> String {
+        #[cfg(test)]
+        plans::seen(sql);
         sql.replace("{s}", &self.s)
     }
 

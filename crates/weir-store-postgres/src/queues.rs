@@ -386,8 +386,11 @@ impl Inner {
                         )
                     })
                     .collect();
+                // By `id = ANY(ARRAY(…))`: through the primary key, never a walk of it
+                // in id order filtered by the union (the plan PostgreSQL prefers once it
+                // has statistics, which reads every job of every queue before a small one's).
                 format!(
-                    "{select} WHERE j.id IN ({}) ORDER BY j.id LIMIT $2",
+                    "{select} WHERE j.id = ANY(ARRAY({})) ORDER BY j.id LIMIT $2",
                     each.join(" UNION ALL ")
                 )
             }
@@ -424,19 +427,23 @@ impl Inner {
         self.flush_aggregates().await?;
         let from = p.from_ms - p.from_ms % weir_core::aggregate::HOUR_MS;
         let client = self.client().await?;
-        let st = client
-            .prepare_cached(&self.q(
-                "SELECT queue, hour_ms, enqueued, started, completed, failed, expired, dead, \
-                   cancelled, run_ms_sum, run_ms_max, wait_ms_sum FROM {s}.aggregates \
-                 WHERE hour_ms >= $1 AND hour_ms < $2 AND ($3::text IS NULL OR queue = $3) \
-                 ORDER BY queue, hour_ms",
-            ))
-            .await
-            .map_err(db)?;
-        let rows = client
-            .query(&st, &[&i(from), &i(p.to_ms), &p.queue])
-            .await
-            .map_err(db)?;
+        // One queue's hours from the primary key, every queue's from `aggregates_hour`.
+        let columns = "SELECT queue, hour_ms, enqueued, started, completed, failed, expired, \
+            dead, cancelled, run_ms_sum, run_ms_max, wait_ms_sum FROM {s}.aggregates \
+            WHERE hour_ms >= $1 AND hour_ms < $2";
+        let rows = match &p.queue {
+            Some(q) => {
+                let sql = format!("{columns} AND queue = $3 ORDER BY hour_ms");
+                let st = client.prepare_cached(&self.q(&sql)).await.map_err(db)?;
+                client.query(&st, &[&i(from), &i(p.to_ms), q]).await
+            }
+            None => {
+                let sql = format!("{columns} ORDER BY queue, hour_ms");
+                let st = client.prepare_cached(&self.q(&sql)).await.map_err(db)?;
+                client.query(&st, &[&i(from), &i(p.to_ms)]).await
+            }
+        }
+        .map_err(db)?;
         Ok(rows
             .iter()
             .map(|r| AggregateRecord {
@@ -469,27 +476,38 @@ impl Inner {
             .map_err(db)?;
         let queues = client.query(&st, &[]).await.map_err(db)?;
         // The states are literals in the statements, so that every plan reads the partial
-        // index of finished jobs (a parameter there cannot prove its predicate).
+        // index of finished jobs (a parameter there cannot prove its predicate). The jobs
+        // are deleted as `id = ANY(ARRAY(…))`, through the primary key, never by joining the
+        // batch to a scan of the table; their unique keys go in the same statement.
+        let delete = |pick: &str| {
+            format!(
+                "WITH gone AS (DELETE FROM {{s}}.jobs WHERE id = ANY(ARRAY({pick})) \
+                   RETURNING id, unique_key), \
+                 keys AS (DELETE FROM {{s}}.unique_keys u WHERE u.queue = $1 \
+                   AND u.key = ANY(ARRAY(SELECT unique_key FROM gone \
+                                         WHERE unique_key IS NOT NULL)) \
+                   AND u.job_id = ANY(ARRAY(SELECT id FROM gone))) \
+                 SELECT count(*) FROM gone"
+            )
+        };
         let mut by_age = Vec::new();
         let mut by_count = Vec::new();
         for states in ["3", "5, 6"] {
             by_age.push(
                 client
-                    .prepare_cached(&self.q(&format!(
-                        "DELETE FROM {{s}}.jobs WHERE id IN ( \
-                           SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({states}) \
-                             AND finished_at <= $2 LIMIT 10000)"
-                    )))
+                    .prepare_cached(&self.q(&delete(&format!(
+                        "SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({states}) \
+                           AND finished_at <= $2 LIMIT 10000"
+                    ))))
                     .await
                     .map_err(db)?,
             );
             by_count.push(
                 client
-                    .prepare_cached(&self.q(&format!(
-                        "DELETE FROM {{s}}.jobs WHERE id IN ( \
-                           SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({states}) \
-                           ORDER BY finished_at DESC, id DESC OFFSET $2 LIMIT 10000)"
-                    )))
+                    .prepare_cached(&self.q(&delete(&format!(
+                        "SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({states}) \
+                           ORDER BY finished_at DESC, id DESC OFFSET $2 LIMIT 10000"
+                    ))))
                     .await
                     .map_err(db)?,
             );
@@ -505,21 +523,23 @@ impl Inner {
             for (k, (max_age, max_count)) in kinds.into_iter().enumerate() {
                 let cutoff = i(now.saturating_sub(max_age));
                 loop {
-                    let n = client
-                        .execute(&by_age[k], &[&name, &cutoff])
+                    let n: i64 = client
+                        .query_one(&by_age[k], &[&name, &cutoff])
                         .await
-                        .map_err(db)?;
-                    report.deleted += n as usize;
+                        .map_err(db)?
+                        .get(0);
+                    report.deleted += usize::try_from(n).unwrap_or(0);
                     if n < 10_000 {
                         break;
                     }
                 }
                 loop {
-                    let n = client
-                        .execute(&by_count[k], &[&name, &i(max_count)])
+                    let n: i64 = client
+                        .query_one(&by_count[k], &[&name, &i(max_count)])
                         .await
-                        .map_err(db)?;
-                    report.deleted += n as usize;
+                        .map_err(db)?
+                        .get(0);
+                    report.deleted += usize::try_from(n).unwrap_or(0);
                     if n < 10_000 {
                         break;
                     }
@@ -545,14 +565,22 @@ impl Inner {
             .await
             .map_err(db)?;
         client.execute(&st, &[]).await.map_err(db)?;
-        let st = client
-            .prepare_cached(
-                &self.q("DELETE FROM {s}.unique_keys u WHERE u.live_until <= $1 \
-                 OR NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE j.id = u.job_id)"),
-            )
-            .await
-            .map_err(db)?;
-        client.execute(&st, &[&i(now)]).await.map_err(db)?;
+        // Unique keys past their window, and per-key rate limiter rows whose time has
+        // passed (equal to a fresh row: a key absent starts with its whole burst), in
+        // batches of rows nobody holds: a fetch that holds a limiter row keeps it, and one
+        // that finds its row just deleted hands out none of that key's jobs this time.
+        let batched = [
+            "DELETE FROM {s}.unique_keys WHERE ctid = ANY(ARRAY( \
+               SELECT ctid FROM {s}.unique_keys WHERE live_until <= $1 \
+               LIMIT 10000 FOR UPDATE SKIP LOCKED))",
+            "DELETE FROM {s}.group_rates WHERE ctid = ANY(ARRAY( \
+               SELECT ctid FROM {s}.group_rates WHERE tat_us <= $1::bigint * 1000 \
+               LIMIT 10000 FOR UPDATE SKIP LOCKED))",
+        ];
+        for sql in batched {
+            let st = client.prepare_cached(&self.q(sql)).await.map_err(db)?;
+            while client.execute(&st, &[&i(now)]).await.map_err(db)? == 10_000 {}
+        }
         Ok(report)
     }
 }

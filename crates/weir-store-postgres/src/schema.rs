@@ -12,6 +12,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_group_rates.sql")),
     (3, include_str!("../migrations/0003_cron.sql")),
     (4, include_str!("../migrations/0004_state_counts.sql")),
+    (
+        5,
+        include_str!("../migrations/0005_maintenance_indexes.sql"),
+    ),
 ];
 
 /// The schema version this build creates and understands.

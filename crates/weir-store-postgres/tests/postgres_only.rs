@@ -318,6 +318,13 @@ async fn a_schema_written_by_an_older_weir_migrates_with_its_counts() {
          SELECT nextval('{s}.jobs_id_seq'), 'q' || (g % 3), 'k', '{{}}', (g % 7)::smallint, \
            false, 0, 0, 0, 0, 3, 1000, 0, g FROM generate_series(1, 500) g;"
     ));
+    // Retention before version 5 left a job's unique key behind when it deleted the job:
+    // one key of a job that is gone, one of a job that is there.
+    old.push_str(&format!(
+        "INSERT INTO {s}.unique_keys (queue, key, job_id, live_until) VALUES \
+           ('q1', 'orphan', 1000000, 9223372036854775807), \
+           ('q1', 'kept', (SELECT min(id) FROM {s}.jobs), 9223372036854775807);"
+    ));
     db.batch_execute(&old).await.unwrap();
     let clock = ManualClock::new(T0);
     let store = PostgresStore::open(options(&schema.0, &clock))
@@ -353,6 +360,17 @@ async fn a_schema_written_by_an_older_weir_migrates_with_its_counts() {
         ),
     )
     .await;
+    let keys: Vec<String> = db
+        .query(
+            &format!("SELECT key FROM {s}.unique_keys ORDER BY key"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys, ["kept"], "the orphaned key goes, the live one stays");
     assert_eq!(kept.len(), 21, "3 queues × 7 states: {kept:?}");
     assert_eq!(kept, real);
     // And the counts go on from there.
@@ -424,4 +442,133 @@ async fn one_enqueue_of_three_jobs_wakes_three_long_polls() {
     got.dedup();
     assert_eq!(got.len(), 3, "each poll got its own job");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Rows of `table` in the test's schema.
+async fn rows(db: &tokio_postgres::Client, schema: &str, table: &str) -> i64 {
+    db.query_one(&format!("SELECT count(*) FROM \"{schema}\".{table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn retention_deletes_a_jobs_unique_key_with_the_job() {
+    let schema = Schema(fresh_schema());
+    let clock = ManualClock::new(T0);
+    let store = PostgresStore::open(options(&schema.0, &clock))
+        .await
+        .unwrap();
+    let db = sql().await;
+    let q = "kept_briefly";
+    store
+        .queue_config_update(weir_store::QueueConfigUpdateParams {
+            name: q.into(),
+            patch: Arc::new(weir_core::config::PatchFn::new(
+                "brief",
+                |c: &mut QueueConfig| c.retention.completed_ms = 1_000,
+            )),
+        })
+        .await
+        .unwrap();
+    // A key that deduplicates for an hour after its job completes.
+    let keyed = |n| NewJob {
+        unique_key: Some("report-2026-12".into()),
+        unique_window_ms: Some(3_600_000),
+        ..job(q, n)
+    };
+    let first = store
+        .job_insert_many(JobInsertManyParams {
+            jobs: vec![keyed(1)],
+        })
+        .await
+        .unwrap();
+    let got = fetch(&store, q, 1).await;
+    store
+        .job_ack_many(JobAckManyParams {
+            acks: got.iter().map(Ack::of).collect(),
+        })
+        .await
+        .unwrap();
+    // Within its window, the key still deduplicates.
+    let again = store
+        .job_insert_many(JobInsertManyParams {
+            jobs: vec![keyed(2)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    // Retention deletes the job, and its key with it: a new job with the key is a new job.
+    clock.advance(2_000);
+    let report = store.maintenance_run().await.unwrap();
+    assert_eq!(report.deleted, 1);
+    assert_eq!(rows(&db, &schema.0, "unique_keys").await, 0);
+    let fresh = store
+        .job_insert_many(JobInsertManyParams {
+            jobs: vec![keyed(3)],
+        })
+        .await
+        .unwrap();
+    assert_ne!(fresh, first);
+}
+
+#[tokio::test]
+async fn maintenance_deletes_rate_limiter_rows_whose_time_has_passed_and_the_limit_holds() {
+    let schema = Schema(fresh_schema());
+    let clock = ManualClock::new(T0);
+    let store = PostgresStore::open(options(&schema.0, &clock))
+        .await
+        .unwrap();
+    let db = sql().await;
+    let q = "per_key";
+    store
+        .queue_config_update(weir_store::QueueConfigUpdateParams {
+            name: q.into(),
+            patch: Arc::new(weir_core::config::PatchFn::new(
+                "limit",
+                |c: &mut QueueConfig| {
+                    c.group_concurrency = 10;
+                    c.group_rate_limit = Some(weir_core::RateLimit {
+                        limit: 2,
+                        period_ms: 1_000,
+                        burst: 2,
+                    });
+                },
+            )),
+        })
+        .await
+        .unwrap();
+    let keyed = (0..20)
+        .map(|n| NewJob {
+            group: Some(format!("k{}", n % 2)),
+            ..job(q, n)
+        })
+        .collect();
+    put(&store, keyed).await;
+    let take = |store: &PostgresStore| {
+        let store = store.clone();
+        async move {
+            let got = fetch(&store, q, 20).await;
+            store
+                .job_ack_many(JobAckManyParams {
+                    acks: got.iter().map(Ack::of).collect(),
+                })
+                .await
+                .unwrap();
+            got
+        }
+    };
+    // Two keys with a burst of two each: four jobs, one limiter row per key.
+    assert_eq!(take(&store).await.len(), 4);
+    assert_eq!(rows(&db, &schema.0, "group_rates").await, 2);
+    // While their time has not passed, maintenance keeps the rows (and the limit).
+    store.maintenance_run().await.unwrap();
+    assert_eq!(rows(&db, &schema.0, "group_rates").await, 2);
+    assert_eq!(take(&store).await.len(), 0);
+    // Once it has, the rows equal fresh ones and go; the limit is the same without them.
+    clock.advance(10_000);
+    store.maintenance_run().await.unwrap();
+    assert_eq!(rows(&db, &schema.0, "group_rates").await, 0);
+    assert_eq!(take(&store).await.len(), 4);
+    assert_eq!(take(&store).await.len(), 0);
 }

@@ -71,6 +71,45 @@ macro_rules! conformance_tests {
     };
 }
 
+/// Every case of the suite, one after another, each on fresh stores from `$make` (as for
+/// [`conformance_tests!`](crate::conformance_tests)), as one future: for a backend's own
+/// test that needs what the whole suite did (every statement it sent, say) rather than a
+/// test per case. Multi-handle cases run where the fixture has a second handle.
+#[macro_export]
+macro_rules! conformance_run_all {
+    ($make:expr) => {
+        $crate::__weir_conformance_cases!(__weir_conformance_sequence, $make)
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weir_conformance_sequence {
+    ([$make:expr] $( $m:ident { $($f:ident),* $(,)? } ),* ;
+        $mm:ident { $($mf:ident),* $(,)? }) => {
+        async {
+            $($(
+                {
+                    let clock = $crate::conformance::ManualClock::new($crate::conformance::T0);
+                    let fixture = ($make)(clock.clone()).await;
+                    let store = $crate::conformance::Fixture::store(&fixture);
+                    $crate::conformance::$m::$f(store, &clock).await;
+                }
+            )*)*
+            $(
+                {
+                    let clock = $crate::conformance::ManualClock::new($crate::conformance::T0);
+                    let fixture = ($make)(clock.clone()).await;
+                    if let Ok(second) = $crate::conformance::Fixture::second(&fixture) {
+                        let first = $crate::conformance::Fixture::store(&fixture);
+                        $crate::conformance::$mm::$mf(first, second, &clock).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
 /// Why a backend skips case `name`, if it does (see [`conformance_tests!`]); printed by the
 /// case's test, which then passes without running.
 pub fn skip_reason(name: &str, skip: &[(&str, &'static str)]) -> Option<&'static str> {
