@@ -18,12 +18,14 @@ use weir_store::JobFetchParams;
 /// The lease of the jobs a CTE `c` (an `id` column) names, with `$3` the time; returns what
 /// [`Inner::take`] reads. A new lease id is random and never the job's previous one. The
 /// jobs are found as `id = ANY(ARRAY(…))`, through the primary key whatever the table's
-/// statistics (see `by_id`), never by joining the CTE to a scan of the table.
+/// statistics (see `by_id`), never by joining the CTE to a scan of the table; their state is
+/// re-checked as `state + 0`, which no partial index's predicate matches (as `state = 1`,
+/// the plan of a table analyzed while empty read all of `jobs_waiting` as a bitmap).
 const LEASE: &str = "UPDATE {s}.jobs j SET state = 2, avail = false, attempt = j.attempt + 1, \
     lease_id = mod(j.lease_id + floor(random() * (9007199254740991::bigint - 1))::bigint, \
                    9007199254740991::bigint) + 1, \
     lease_deadline = $3 + j.timeout_ms, started_at = $3 \
-    WHERE j.id = ANY(ARRAY(SELECT id FROM c)) AND j.state = 1 \
+    WHERE j.id = ANY(ARRAY(SELECT id FROM c)) AND j.state + 0 = 1 \
     RETURNING j.id, j.kind, j.payload, j.attempt, j.lease_id, j.lease_deadline, j.run_at, \
       j.rank, j.sort_cost";
 
@@ -36,7 +38,7 @@ const TICK_MS: u64 = 10;
 /// alone. Jobs become ready in about the order of their ids, so this is the oldest
 /// unless more than that many older jobs were retried or delayed past a younger one.
 pub(crate) const OLDEST_WAITING: &str = "(SELECT min(o.run_at) FROM (SELECT run_at \
-    FROM {s}.jobs WHERE queue = w.name AND state = 1 ORDER BY id + 0 LIMIT 256) o)";
+    FROM {s}.jobs WHERE queue || '' = w.name AND state = 1 ORDER BY id + 0 LIMIT 256) o)";
 
 /// Most errors kept per job; older ones are dropped (as the embedded engine).
 const MAX_ERRORS_KEPT: usize = 32;
@@ -1514,8 +1516,8 @@ impl Inner {
         let st = tx
             .prepare_cached(&self.q(
                 "WITH gone AS (DELETE FROM {s}.jobs WHERE (queue = $1 AND ( \
-                   state = 1 OR state = 2 OR state IN (3, 5, 6))) \
-                   OR (queue || '' = $1 AND state IN (0, 4)) \
+                   state = 2 OR state IN (3, 5, 6))) \
+                   OR (queue || '' = $1 AND (state = 1 OR state IN (0, 4))) \
                    RETURNING state) \
                  SELECT count(*) FILTER (WHERE state = 2), count(*) FROM gone",
             ))
@@ -1552,11 +1554,11 @@ impl Inner {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let st = tx
-            .prepare_cached(
-                &self.q("DELETE FROM {s}.jobs WHERE (queue = $1 AND state = 1) \
+            .prepare_cached(&self.q(
+                "DELETE FROM {s}.jobs WHERE (queue || '' = $1 AND state = 1) \
                    OR (queue || '' = $1 AND state IN (0, 4)) \
-                 RETURNING id, grp, unique_key"),
-            )
+                 RETURNING id, grp, unique_key",
+            ))
             .await
             .map_err(db)?;
         let gone = tx.query(&st, &[&name]).await.map_err(db)?;

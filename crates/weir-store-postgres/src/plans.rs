@@ -50,6 +50,30 @@ mod tests {
             && template.ends_with(" WHERE queue = $1")
         {
             Some("deletes every row of one queue (a queue deleted): as above")
+        } else if template.contains("WHERE j.id = ANY(ARRAY((SELECT id FROM") {
+            Some(
+                "a queue's listing of every state sorts what the union returned: at most seven \
+                 pages of ids, each read from its own index in order",
+            )
+        } else if template.contains("j.state = 2 ORDER BY j.id LIMIT")
+            || template.contains("WHERE state = 2 AND lease_deadline <= $1")
+        {
+            Some(
+                "active jobs (the listing of every queue's, the rescue of expired leases) are \
+                 read whole from `jobs_leases` and sorted: there are as many as there are \
+                 workers, not as many as jobs",
+            )
+        } else if template.contains("WHERE state IN (0, 4) AND run_at <= $1")
+            || template.contains("ORDER BY finished_at DESC, id DESC OFFSET $2")
+        {
+            Some(
+                "KNOWN, not yet fixed: promotion sorts every due job to promote the first \
+                 5,000, and retention by count sorts a queue's finished jobs of the states it \
+                 keeps to find those past the count. Both run on a tick (promotion every 10 ms \
+                 per fetching server, retention every 10 s), not per job; both grow with a \
+                 backlog of due jobs or of kept finished ones. Listed here so that no other \
+                 statement joins them",
+            )
         } else if template.starts_with("DELETE FROM {s}.group_rates WHERE ctid") {
             Some(
                 "limiter rows whose time has passed: after each pass the table holds only keys \
@@ -115,26 +139,63 @@ mod tests {
         }
     }
 
+    /// The growing table `index` belongs to (its name starts with the table's).
+    fn table_of(index: &str) -> Option<&'static str> {
+        GROWING
+            .iter()
+            .copied()
+            .filter(|t| index.strip_prefix(t).is_some_and(|r| r.starts_with('_')))
+            .max_by_key(|t| t.len())
+    }
+
+    /// The growing tables scanned in `node`'s subtree.
+    fn scans(node: &Value, out: &mut Vec<String>) {
+        let table = node["Relation Name"]
+            .as_str()
+            .filter(|r| GROWING.contains(r))
+            .or_else(|| node["Index Name"].as_str().and_then(table_of));
+        if let Some(t) = table {
+            out.push(t.to_string());
+        }
+        for c in node["Plans"].as_array().into_iter().flatten() {
+            scans(c, out);
+        }
+    }
+
     /// What is wrong with one plan node and those under it: a sequential scan of a growing
-    /// table, or an index scan of one with nothing to seek on (a read of the whole index).
-    fn faults(node: &Value, out: &mut Vec<String>) {
+    /// table, an index scan of one with nothing to seek on (a read of the whole index, or of
+    /// a partial index whose predicate the statement implies), or every matching row of one
+    /// read and sorted to return the first few (a `Sort` under a `Limit`, where an index
+    /// gives the order).
+    fn faults(node: &Value, under_limit: bool, out: &mut Vec<String>) {
         let kind = node["Node Type"].as_str().unwrap_or("");
-        if let Some(rel) = node["Relation Name"].as_str() {
-            if GROWING.contains(&rel) {
-                let index = node["Index Name"].as_str().unwrap_or("");
-                match kind {
-                    "Seq Scan" => out.push(format!("a sequential scan of {rel}")),
-                    "Index Scan" | "Index Only Scan" if node.get("Index Cond").is_none() => {
-                        out.push(format!("a scan of all of {index} on {rel}"));
-                    }
-                    _ => {}
+        let index = node["Index Name"].as_str().unwrap_or("");
+        let rel = node["Relation Name"]
+            .as_str()
+            .filter(|r| GROWING.contains(r))
+            .or_else(|| table_of(index));
+        if let Some(rel) = rel {
+            match kind {
+                "Seq Scan" => out.push(format!("a sequential scan of {rel}")),
+                "Index Scan" | "Index Only Scan" | "Bitmap Index Scan"
+                    if node.get("Index Cond").is_none() =>
+                {
+                    out.push(format!("a scan of all of {index} on {rel}"));
                 }
+                _ => {}
             }
         }
-        if let Some(children) = node["Plans"].as_array() {
-            for c in children {
-                faults(c, out);
+        if kind == "Sort" && under_limit {
+            let mut sorted = Vec::new();
+            scans(node, &mut sorted);
+            if let Some(t) = sorted.first() {
+                out.push(format!("every matching row of {t} sorted for a LIMIT"));
             }
+        }
+        // A row lock passes the limit on; anything else between them ends it.
+        let limit = kind == "Limit" || (under_limit && kind == "LockRows");
+        for c in node["Plans"].as_array().into_iter().flatten() {
+            faults(c, limit, out);
         }
     }
 
@@ -183,6 +244,20 @@ mod tests {
         }
     }
 
+    /// A year of hourly aggregates of twenty queues, and 20,000 keys under a per-key rate
+    /// limit, written directly (the store writes them over hours).
+    async fn fill_side_tables(db: &Client, schema: &str) {
+        db.batch_execute(&format!(
+            "INSERT INTO \"{schema}\".aggregates (queue, hour_ms) \
+               SELECT 'q' || q, h::bigint * 3600000 FROM generate_series(1, 20) q, \
+                 generate_series(1, 8760) h ON CONFLICT DO NOTHING; \
+             INSERT INTO \"{schema}\".group_rates (queue, grp, tat_us) \
+               SELECT 'a', 'k' || k, k FROM generate_series(1, 20000) k"
+        ))
+        .await
+        .unwrap();
+    }
+
     /// The faults of every statement's generic plan on `schema`, as PostgreSQL plans it now.
     async fn explain_all(db: &Client, schema: &str, statements: &[String]) -> Vec<String> {
         db.batch_execute("DEALLOCATE ALL; SET plan_cache_mode = force_generic_plan")
@@ -223,7 +298,7 @@ mod tests {
                 .expect("EXPLAIN answers with a row");
             let plan: Value = serde_json::from_str(&text).unwrap();
             let mut found = Vec::new();
-            faults(&plan[0]["Plan"], &mut found);
+            faults(&plan[0]["Plan"], false, &mut found);
             if allowed(template).is_none() {
                 for f in found {
                     wrong.push(format!("{f}: {}\n{text}", one_line(template)));
@@ -261,17 +336,7 @@ mod tests {
             .unwrap();
         }
         populate(&store).await;
-        // A year of hourly aggregates of twenty queues, and 20,000 keys under a per-key
-        // rate limit, written directly (the store writes them over hours).
-        db.batch_execute(&format!(
-            "INSERT INTO \"{schema}\".aggregates (queue, hour_ms) \
-               SELECT 'q' || q, h::bigint * 3600000 FROM generate_series(1, 20) q, \
-                 generate_series(1, 8760) h ON CONFLICT DO NOTHING; \
-             INSERT INTO \"{schema}\".group_rates (queue, grp, tat_us) \
-               SELECT 'a', 'k' || k, k FROM generate_series(1, 20000) k"
-        ))
-        .await
-        .unwrap();
+        fill_side_tables(&db, &schema).await;
         let mut wrong = explain_all(&db, &schema, &statements).await;
         let tables: Vec<String> = GROWING
             .iter()
@@ -282,6 +347,21 @@ mod tests {
             .unwrap();
         for w in explain_all(&db, &schema, &statements).await {
             wrong.push(format!("(analyzed) {w}"));
+        }
+        // The queues drained and vacuumed (as autovacuum does once a burst is done, so the
+        // statistics say the tables are empty), then the next burst arrives.
+        for t in GROWING {
+            db.batch_execute(&format!("DELETE FROM \"{schema}\".{t}"))
+                .await
+                .unwrap();
+            db.batch_execute(&format!("VACUUM (ANALYZE) \"{schema}\".{t}"))
+                .await
+                .unwrap();
+        }
+        populate(&store).await;
+        fill_side_tables(&db, &schema).await;
+        for w in explain_all(&db, &schema, &statements).await {
+            wrong.push(format!("(analyzed empty, then filled) {w}"));
         }
         drop(store);
         drop_schema_blocking(&url(), &schema);

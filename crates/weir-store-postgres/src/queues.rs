@@ -361,10 +361,10 @@ impl Inner {
         let select = format!(
             "SELECT {JOB_COLUMNS} FROM {{s}}.jobs j JOIN {{s}}.queues q ON q.name = j.queue"
         );
-        // Scheduled and failed jobs are listed from `jobs_pending`, which keys on
-        // `queue || ''` (see migration 4).
+        // Waiting, scheduled and failed jobs are listed from `jobs_waiting` and
+        // `jobs_pending`, which key on `queue || ''` (see migrations 4 and 5).
         let on_queue = |state: JobState| match state {
-            JobState::Scheduled | JobState::Failed => "queue || '' = $3",
+            JobState::Waiting | JobState::Scheduled | JobState::Failed => "queue || '' = $3",
             _ => "queue = $3",
         };
         let sql = match (&queue, f.state) {
