@@ -76,6 +76,21 @@ async fn fetch(s: &PostgresStore, queue: &str, max: usize) -> Vec<FetchedJob> {
     .unwrap()
 }
 
+/// Changes the settings of `queue` on `s` with `f` (the queue is created if need be).
+async fn configure(
+    s: &PostgresStore,
+    queue: &str,
+    name: &'static str,
+    f: impl Fn(&mut QueueConfig) + Send + Sync + 'static,
+) {
+    s.queue_config_update(weir_store::QueueConfigUpdateParams {
+        name: queue.into(),
+        patch: Arc::new(weir_core::config::PatchFn::new(name, f)),
+    })
+    .await
+    .unwrap();
+}
+
 /// The jobs of `queue` by state, counted in the table itself.
 async fn counted(db: &tokio_postgres::Client, schema: &str, queue: &str) -> BTreeMap<i16, i64> {
     db.query(
@@ -110,23 +125,15 @@ async fn state_counts_match_the_jobs_after_every_kind_of_change_and_a_backend_go
         .unwrap();
     let db = sql().await;
     let q = "counted";
-    first
-        .queue_config_update(weir_store::QueueConfigUpdateParams {
-            name: q.into(),
-            patch: Arc::new(weir_core::config::PatchFn::new(
-                "keep",
-                |c: &mut QueueConfig| {
-                    c.retention = Retention {
-                        completed_ms: 3_600_000,
-                        completed_max: 1_000,
-                        dead_ms: 3_600_000,
-                        dead_max: 1_000,
-                    };
-                },
-            )),
-        })
-        .await
-        .unwrap();
+    configure(&first, q, "keep", |c: &mut QueueConfig| {
+        c.retention = Retention {
+            completed_ms: 3_600_000,
+            completed_max: 1_000,
+            dead_ms: 3_600_000,
+            dead_max: 1_000,
+        };
+    })
+    .await;
     {
         // A second server writes too, then goes away with its connections: its counts
         // must stay with the jobs it changed.
@@ -461,16 +468,10 @@ async fn retention_deletes_a_jobs_unique_key_with_the_job() {
         .unwrap();
     let db = sql().await;
     let q = "kept_briefly";
-    store
-        .queue_config_update(weir_store::QueueConfigUpdateParams {
-            name: q.into(),
-            patch: Arc::new(weir_core::config::PatchFn::new(
-                "brief",
-                |c: &mut QueueConfig| c.retention.completed_ms = 1_000,
-            )),
-        })
-        .await
-        .unwrap();
+    configure(&store, q, "brief", |c: &mut QueueConfig| {
+        c.retention.completed_ms = 1_000
+    })
+    .await;
     // A key that deduplicates for an hour after its job completes.
     let keyed = |n| NewJob {
         unique_key: Some("report-2026-12".into()),
@@ -521,23 +522,15 @@ async fn maintenance_deletes_rate_limiter_rows_whose_time_has_passed_and_the_lim
         .unwrap();
     let db = sql().await;
     let q = "per_key";
-    store
-        .queue_config_update(weir_store::QueueConfigUpdateParams {
-            name: q.into(),
-            patch: Arc::new(weir_core::config::PatchFn::new(
-                "limit",
-                |c: &mut QueueConfig| {
-                    c.group_concurrency = 10;
-                    c.group_rate_limit = Some(weir_core::RateLimit {
-                        limit: 2,
-                        period_ms: 1_000,
-                        burst: 2,
-                    });
-                },
-            )),
-        })
-        .await
-        .unwrap();
+    configure(&store, q, "limit", |c: &mut QueueConfig| {
+        c.group_concurrency = 10;
+        c.group_rate_limit = Some(weir_core::RateLimit {
+            limit: 2,
+            period_ms: 1_000,
+            burst: 2,
+        });
+    })
+    .await;
     let keyed = (0..20)
         .map(|n| NewJob {
             group: Some(format!("k{}", n % 2)),
