@@ -91,6 +91,19 @@ async fn configure(
     .unwrap();
 }
 
+/// The first column of every row `sql` returns.
+async fn column<T: tokio_postgres::types::FromSqlOwned>(
+    db: &tokio_postgres::Client,
+    sql: &str,
+) -> Vec<T> {
+    db.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// The jobs of `queue` by state, counted in the table itself.
 async fn counted(db: &tokio_postgres::Client, schema: &str, queue: &str) -> BTreeMap<i16, i64> {
     db.query(
@@ -337,16 +350,11 @@ async fn a_schema_written_by_an_older_weir_migrates_with_its_counts() {
     let store = PostgresStore::open(options(&schema.0, &clock))
         .await
         .unwrap();
-    let versions: Vec<i32> = db
-        .query(
-            &format!("SELECT version FROM {s}.schema_migrations ORDER BY version"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let versions: Vec<i32> = column(
+        &db,
+        &format!("SELECT version FROM {s}.schema_migrations ORDER BY version"),
+    )
+    .await;
     assert_eq!(
         versions,
         (1..=weir_store_postgres::SCHEMA_VERSION).collect::<Vec<_>>()
@@ -367,16 +375,11 @@ async fn a_schema_written_by_an_older_weir_migrates_with_its_counts() {
         ),
     )
     .await;
-    let keys: Vec<String> = db
-        .query(
-            &format!("SELECT key FROM {s}.unique_keys ORDER BY key"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let keys: Vec<String> = column(
+        &db,
+        &format!("SELECT key FROM {s}.unique_keys ORDER BY key"),
+    )
+    .await;
     assert_eq!(keys, ["kept"], "the orphaned key goes, the live one stays");
     assert_eq!(kept.len(), 21, "3 queues × 7 states: {kept:?}");
     assert_eq!(kept, real);
