@@ -26,6 +26,14 @@ const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// How long a maintenance leader holds its role without renewing it, ms.
 const LEADER_TTL_MS: u64 = 10_000;
 
+/// The tables that grow with the work, whose statistics the leader keeps up with
+/// ([`Inner::refresh_statistics`]).
+pub(crate) const GROWING_TABLES: [&str; 4] = ["jobs", "unique_keys", "group_rates", "aggregates"];
+
+/// Fewer live rows than this never make the leader analyze a table: plans of so small a
+/// table cost little whatever they are.
+const ANALYZE_MIN_ROWS: i64 = 1_000;
+
 /// Hourly counts not yet added to their rows: (queue, hour) → counts.
 #[derive(Default)]
 pub(crate) struct AggregateBuffer {
@@ -265,11 +273,57 @@ impl Inner {
         if moved > 0 {
             self.work_arrived();
         }
+        self.refresh_statistics().await?;
         if retention {
             self.retention(now).await
         } else {
             Ok(MaintenanceReport::default())
         }
+    }
+
+    /// Analyzes each growing table that holds more than twice the rows its statistics say
+    /// (and at least [`ANALYZE_MIN_ROWS`]), as soon as the leader sees it, not when
+    /// autovacuum's next round comes (a minute by default).
+    ///
+    /// Why: once a drained queue's table is vacuumed, its statistics say it is empty, and
+    /// on an empty table every plan costs about nothing, so the planner picks among them
+    /// by chance; the vacuum makes every connection plan its statements again, and a
+    /// generic plan made then is kept for the whole next burst. `SESSION` rules out
+    /// sequential scans, but not a read of a whole partial index (the lease walked all of
+    /// `jobs_waiting` and sorted it). An `ANALYZE` makes every connection plan again, on
+    /// the rows that are there. The live rows come from the statistics system's running
+    /// counts (`pg_stat_user_tables.n_live_tup`, current within a second); `SKIP_LOCKED`
+    /// skips a table autovacuum is working on rather than wait for it.
+    pub(crate) async fn refresh_statistics(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(
+                "SELECT s.relname::text FROM pg_stat_user_tables s \
+                 JOIN pg_class c ON c.oid = s.relid \
+                 WHERE s.schemaname = $1 AND s.relname = ANY($2) \
+                   AND s.n_live_tup >= $3 AND s.n_live_tup > 2 * greatest(c.reltuples, 0) \
+                 ORDER BY 1",
+            )
+            .await
+            .map_err(db)?;
+        let tables: Vec<String> = client
+            .query(
+                &st,
+                &[&self.schema, &&GROWING_TABLES[..], &ANALYZE_MIN_ROWS],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for t in &tables {
+            tracing::debug!(table = %t, "statistics behind the table's size; analyzing");
+            client
+                .batch_execute(&format!("ANALYZE (SKIP_LOCKED) {}.{t}", self.s))
+                .await
+                .map_err(db)?;
+        }
+        Ok(tables)
     }
 
     /// Adds the buffered counts to their rows (they go back into the buffer if that fails).

@@ -20,7 +20,10 @@ use weir_store::JobFetchParams;
 /// jobs are found as `id = ANY(ARRAY(…))`, through the primary key whatever the table's
 /// statistics (see `by_id`), never by joining the CTE to a scan of the table; their state is
 /// re-checked as `state + 0`, which no partial index's predicate matches (as `state = 1`,
-/// the plan of a table analyzed while empty read all of `jobs_waiting` as a bitmap).
+/// the plan of a table analyzed while empty read all of `jobs_waiting` as a bitmap). Every
+/// statement that finds jobs by id re-checks their state so: as `state = 2`, the rescue of
+/// expired leases was planned as a bitmap of the whole of `jobs_leases` (every leased job's
+/// entry, dead ones too, some 80,000 per tick in a burst) ANDed with the ids.
 const LEASE: &str = "UPDATE {s}.jobs j SET state = 2, avail = false, attempt = j.attempt + 1, \
     lease_id = mod(j.lease_id + floor(random() * (9007199254740991::bigint - 1))::bigint, \
                    9007199254740991::bigint) + 1, \
@@ -888,7 +891,7 @@ impl Inner {
                    finished_at = CASE WHEN j.attempt < j.max_attempts THEN j.finished_at \
                                  ELSE $1 END, \
                    errors = {push} \
-                 WHERE j.id = ANY(ARRAY(SELECT id FROM gone)) AND j.state = 2 \
+                 WHERE j.id = ANY(ARRAY(SELECT id FROM gone)) AND j.state + 0 = 2 \
                  RETURNING j.id, j.queue, j.grp, j.state, j.unique_key, j.unique_until",
                 push = push_error_sql("'lease expired'", "$1"),
             )))
@@ -1005,7 +1008,7 @@ impl Inner {
             .prepare_cached(
                 &self.q("WITH del AS (DELETE FROM {s}.jobs j USING {s}.queues q \
                    WHERE j.id = ANY($2) AND j.lease_id = ($3::jsonb ->> j.id::text)::bigint \
-                     AND j.lease_id <> 0 AND j.state = 2 \
+                     AND j.lease_id <> 0 AND j.state + 0 = 2 \
                      AND j.lease_deadline > $1 AND j.grp IS NULL AND q.name = j.queue \
                      AND q.delete_at_ack AND NOT q.has_breaker \
                    RETURNING j.id, j.queue, j.unique_key, 0::bigint AS until, j.started_at), \
@@ -1013,7 +1016,7 @@ impl Inner {
                      result = $4::jsonb ->> j.id::text \
                    FROM {s}.queues q \
                    WHERE j.id = ANY($2) AND j.lease_id = ($3::jsonb ->> j.id::text)::bigint \
-                     AND j.lease_id <> 0 AND j.state = 2 \
+                     AND j.lease_id <> 0 AND j.state + 0 = 2 \
                      AND j.lease_deadline > $1 AND j.grp IS NULL AND q.name = j.queue \
                      AND NOT q.delete_at_ack AND NOT q.has_breaker \
                    RETURNING j.id, j.queue, j.unique_key, j.unique_until AS until, \
@@ -1103,7 +1106,7 @@ impl Inner {
                 "UPDATE {s}.jobs j SET state = 3, avail = false, finished_at = $1, \
                    result = $4::jsonb ->> j.id::text \
                  WHERE j.id = ANY($2) AND j.lease_id = ($3::jsonb ->> j.id::text)::bigint \
-                   AND j.lease_id <> 0 AND j.state = 2 AND j.lease_deadline > $1 \
+                   AND j.lease_id <> 0 AND j.state + 0 = 2 AND j.lease_deadline > $1 \
                  RETURNING j.id, j.queue, j.grp, j.unique_key, j.unique_until, j.started_at",
             ))
             .await
@@ -1210,7 +1213,7 @@ impl Inner {
                  FROM {{s}}.queues q \
                  WHERE j.id = ANY($3) AND q.name = j.queue \
                    AND j.lease_id = ({f} ->> 'lease')::bigint AND j.lease_id <> 0 \
-                   AND j.state = 2 AND j.lease_deadline > $1 \
+                   AND j.state + 0 = 2 AND j.lease_deadline > $1 \
                  RETURNING j.id, j.queue, j.grp, j.state, j.unique_key, j.unique_until",
                 push = push_error_sql(&format!("({f} ->> 'err')"), "$1"),
             )))
@@ -1276,7 +1279,7 @@ impl Inner {
             .prepare_cached(&self.q(
                 "UPDATE {s}.jobs SET lease_deadline = greatest(lease_deadline, $1 + timeout_ms), \
                    progress = coalesce($4, progress) \
-                 WHERE id = $2 AND lease_id = $3 AND $3 <> 0 AND state = 2 \
+                 WHERE id = $2 AND lease_id = $3 AND $3 <> 0 AND state + 0 = 2 \
                    AND lease_deadline > $1 \
                  RETURNING lease_deadline",
             ))
@@ -1324,7 +1327,7 @@ impl Inner {
                    sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
                  FROM {{s}}.queues q \
                  WHERE q.name = j.queue AND j.id = $2 AND j.lease_id = $3 AND $3 <> 0 \
-                   AND j.state = 2 AND j.lease_deadline > $1 \
+                   AND j.state + 0 = 2 AND j.lease_deadline > $1 \
                  RETURNING j.queue, j.grp",
                 rank = rank_sql("$1"),
             )))

@@ -175,6 +175,20 @@ pub(crate) struct Inner {
     pub(crate) ticks: Mutex<HashMap<String, u64>>,
 }
 
+/// What every pooled connection sets first. Sequential scans off: every statement Weir
+/// sends is written to be driven by an index (the plan test, `plans.rs`, pins it), and the
+/// one way the planner still reaches for a scan of the whole table is when it believes the
+/// table empty. It does right after a drained queue's table is vacuumed (truncated to no
+/// pages, its statistics zero): the vacuum makes every connection plan again, a generic
+/// plan made then is kept through the whole next burst, and the lease read and sorted every
+/// waiting job on each fetch (one server fell from ~40,000 to ~10,000 jobs/s). Off, a
+/// sequential scan is only taken where no index applies; the indexes keep their real sizes
+/// after a vacuum, so their costs stay honest.
+pub(crate) const SESSION: &str = "SET enable_seqscan TO off";
+
+/// [`SESSION`], and asynchronous commit, for the connections that grant leases.
+const LEASE_SESSION: &str = "SET enable_seqscan TO off; SET synchronous_commit TO off";
+
 /// What this server has seen of one queue since it started: latency histograms.
 #[derive(Default)]
 pub(crate) struct LocalStats {
@@ -214,7 +228,12 @@ impl PostgresStore {
             b.build()
                 .map_err(|e| Error::storage(format!("cannot build the connection pool: {e}")))
         };
-        let pool = build(opts.pool_size.max(2), None)?;
+        let session = |sql: &'static str| {
+            Hook::async_fn(move |client, _| {
+                Box::pin(async move { client.batch_execute(sql).await.map_err(HookError::Backend) })
+            })
+        };
+        let pool = build(opts.pool_size.max(2), Some(session(SESSION)))?;
         // Leases are granted on connections that commit asynchronously: a fetch does not
         // wait for its lease to reach the disk. DESIGN.md allows it — a lease lost with a
         // crash of PostgreSQL only means the job is delivered again — and every later
@@ -222,17 +241,7 @@ impl PostgresStore {
         // acknowledged write never rests on a lost lease. Acks, fails, enqueues and the
         // limited queues' fetches (their rate and concurrency bookkeeping) stay on the
         // synchronous pool.
-        let lease_pool = build(
-            (opts.pool_size / 2).max(2),
-            Some(Hook::async_fn(|client, _| {
-                Box::pin(async move {
-                    client
-                        .batch_execute("SET synchronous_commit TO off")
-                        .await
-                        .map_err(HookError::Backend)
-                })
-            })),
-        )?;
+        let lease_pool = build((opts.pool_size / 2).max(2), Some(session(LEASE_SESSION)))?;
         let s = schema::quote(&opts.schema);
         {
             let mut client = pool.get().await.map_err(conv::pool_err)?;
