@@ -292,16 +292,19 @@ impl Inner {
     /// sequential scans, but not a read of a whole partial index (the lease walked all of
     /// `jobs_waiting` and sorted it). An `ANALYZE` makes every connection plan again, on
     /// the rows that are there. The live rows come from the statistics system's running
-    /// counts (`pg_stat_user_tables.n_live_tup`, current within a second); `SKIP_LOCKED`
+    /// counts (`n_live_tup` of `pg_stat_user_tables`, read for these four tables alone, not
+    /// through the view, which computes a row for every table of the database; current
+    /// within a second); `SKIP_LOCKED`
     /// skips a table autovacuum is working on rather than wait for it.
     pub(crate) async fn refresh_statistics(&self) -> Result<Vec<String>> {
         let client = self.client().await?;
         let st = client
             .prepare_cached(
-                "SELECT s.relname::text FROM pg_stat_user_tables s \
-                 JOIN pg_class c ON c.oid = s.relid \
-                 WHERE s.schemaname = $1 AND s.relname = ANY($2) \
-                   AND s.n_live_tup >= $3 AND s.n_live_tup > 2 * greatest(c.reltuples, 0) \
+                "SELECT c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = ANY($2) \
+                   AND pg_stat_get_live_tuples(c.oid) >= $3 \
+                   AND pg_stat_get_live_tuples(c.oid) > 2 * greatest(c.reltuples, 0) \
                  ORDER BY 1",
             )
             .await
