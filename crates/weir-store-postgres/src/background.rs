@@ -273,7 +273,10 @@ impl Inner {
         if moved > 0 {
             self.work_arrived();
         }
-        self.refresh_statistics().await?;
+        // Plans are an optimisation: a failed analyze must not hold up retention.
+        if let Err(e) = self.refresh_statistics().await {
+            tracing::warn!(error = %e, "statistics of the job tables not refreshed");
+        }
         if retention {
             self.retention(now).await
         } else {
