@@ -853,14 +853,14 @@ impl Notify {
         }
         let locale = pick_locale(locales, sub.locale.as_deref(), &wf.def.locale);
         let step = format!("{}/{pc}/{locale}", wf.def.id);
-        let mut content = Content::default();
+        let mut rendered = Content::default();
         for (part, name) in reg.renderer.parts(&step) {
             match reg.renderer.render(name, ctx) {
                 Ok(s) => match part {
-                    Part::Subject => content.subject = Some(s),
-                    Part::Title => content.title = Some(s),
-                    Part::Body => content.body = s,
-                    Part::Html => content.html = Some(s),
+                    Part::Subject => rendered.subject = Some(s),
+                    Part::Title => rendered.title = Some(s),
+                    Part::Body => rendered.body = s,
+                    Part::Html => rendered.html = Some(s),
                 },
                 Err(e) => {
                     events.push((
@@ -884,7 +884,7 @@ impl Notify {
                         attempts: 0,
                         provider_id: None,
                         route: 0,
-                        content: Content::default(),
+                        content: Arc::default(),
                     });
                     return;
                 }
@@ -908,6 +908,7 @@ impl Notify {
                 .count(now, &wf.def.id, channel.as_str(), "", "failed");
             return;
         };
+        let content = Arc::new(rendered);
         for (idx, to) in addrs.into_iter().enumerate().take(u8::MAX as usize) {
             events.push((
                 m.id,
@@ -1158,7 +1159,7 @@ impl Notify {
             return Err(HandlerError::fatal(format!("no provider {}", job.provider)));
         };
         let ids: Vec<MsgId> = job.items.iter().map(|i| i.m).collect();
-        let mut msgs = self.store.messages_by_id(&ids).map_err(storage)?;
+        let mut msgs = self.store.deliveries_by_id(&ids).map_err(storage)?;
         let now = now_ms();
         let last_attempt = ctx.attempt >= self.settings.send_attempts;
         let mut live: Vec<SendItem> = Vec::new();
@@ -1505,17 +1506,19 @@ impl Notify {
         .await;
         for (range, call) in calls {
             let chunk = &items[range];
-            let mut ev = |it: &SendItem, kind: &str, detail: String| {
+            // One call's answer, shared by the events of every delivery it carried.
+            let response: Arc<str> = Arc::from(call.response.as_str());
+            let mut ev = |it: &SendItem, kind: &'static str, detail: String| {
                 events.push((
                     *it,
                     Event {
                         at_ms: now,
                         pc: Some(it.pc),
-                        kind: kind.to_string(),
+                        kind: kind.into(),
                         detail,
                         provider: Some(p.config.id.clone()),
                         status: call.status,
-                        response: Some(call.response.clone()),
+                        response: Some(response.clone()),
                         elapsed_ms: Some(call.elapsed_ms),
                     },
                 ))

@@ -16,7 +16,8 @@ use crate::model::{Channel, Preferences, Subscriber, Topic};
 use crate::workflow::{Class, WorkflowDef};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -193,8 +194,9 @@ pub struct Delivery {
     /// job's item with another route number is stale.
     #[serde(default)]
     pub route: u32,
-    /// What it says.
-    pub content: Content,
+    /// What it says: shared by the deliveries of one rendering (a subscriber's addresses on
+    /// a channel) and by the copies a send job reads, never copied per use.
+    pub content: Arc<Content>,
 }
 
 /// Rendered content of a delivery, kept with it (what was sent is part of the activity).
@@ -382,6 +384,23 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 }
 
 impl Message {
+    /// A copy without its trail.
+    fn without_trail(&self) -> Message {
+        Message {
+            id: self.id,
+            workflow: self.workflow.clone(),
+            subscriber: self.subscriber.clone(),
+            class: self.class,
+            status: self.status,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            pc: self.pc,
+            wait: self.wait.clone(),
+            deliveries: self.deliveries.clone(),
+            trail: Vec::new(),
+        }
+    }
+
     /// Whether its run has ended (what is left is its deliveries).
     pub fn run_ended(&self) -> bool {
         matches!(
@@ -421,7 +440,7 @@ pub struct Event {
     /// What happened: `triggered`, `step`, `skipped`, `delayed`, `digest.joined`,
     /// `digest.closed`, `throttled`, `queued`, `attempt`, `sent`, `failover`, `deferred`,
     /// `failed`, `dead`, `redriven`.
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// In words.
     pub detail: String,
     /// The provider, for provider events.
@@ -430,9 +449,10 @@ pub struct Event {
     /// The provider's HTTP status (SMTP: its reply code).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// The start of the provider's answer (at most 512 bytes).
+    /// The start of the provider's answer (at most 512 bytes): one call's, shared by the
+    /// events of every delivery it carried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<String>,
+    pub response: Option<Arc<str>>,
     /// How long the provider call took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
@@ -440,11 +460,16 @@ pub struct Event {
 
 impl Event {
     /// A plain event.
-    pub fn new(at_ms: u64, pc: Option<u16>, kind: &str, detail: impl Into<String>) -> Event {
+    pub fn new(
+        at_ms: u64,
+        pc: Option<u16>,
+        kind: &'static str,
+        detail: impl Into<String>,
+    ) -> Event {
         Event {
             at_ms,
             pc,
-            kind: kind.to_string(),
+            kind: Cow::Borrowed(kind),
             detail: detail.into(),
             provider: None,
             status: None,
@@ -1195,6 +1220,7 @@ impl Store {
         for (k, v) in encoded {
             b.insert(&self.ks.messages, k, v);
         }
+        let new: HashSet<MsgId> = new.iter().copied().collect();
         for m in msgs.iter().filter(|m| new.contains(&m.id)) {
             let mut k = m.subscriber.as_bytes().to_vec();
             k.push(0);
@@ -1333,6 +1359,21 @@ impl Store {
     /// merged in. Messages close together (a run's or a send's: consecutive numbers of one
     /// trigger) are read with one range scan of the records and one of the states.
     pub fn messages(&self, ids: &[MsgId]) -> Result<Vec<Message>> {
+        self.read_messages(ids, true)
+    }
+
+    /// Like [`Store::messages_by_id`], without the run's trails: what a send job reads (its
+    /// deliveries, their states and content), spared a copy of every event it never looks
+    /// at.
+    pub fn deliveries_by_id(&self, ids: &[MsgId]) -> Result<HashMap<MsgId, Message>> {
+        Ok(self
+            .read_messages(ids, false)?
+            .into_iter()
+            .map(|m| (m.id, m))
+            .collect())
+    }
+
+    fn read_messages(&self, ids: &[MsgId], trails: bool) -> Result<Vec<Message>> {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
@@ -1346,7 +1387,8 @@ impl Store {
             let recent = self.recent.lock();
             for id in &ids {
                 match recent.map.get(id) {
-                    Some(m) => out.push(Message::clone(m)),
+                    Some(m) if trails => out.push(Message::clone(m)),
+                    Some(m) => out.push(m.without_trail()),
                     None => missing.push(*id),
                 }
             }
@@ -1919,7 +1961,7 @@ mod tests {
             provider_id: None,
             idx: 0,
             route: 0,
-            content: Content::default(),
+            content: Arc::default(),
         }
     }
 
@@ -2024,7 +2066,7 @@ mod tests {
         assert_eq!(s.write_states(vec![done]).expect("write"), [true]);
         let now = s.message(m.id).expect("read").expect("there");
         assert_eq!(now.status, Status::Sent);
-        let kinds: Vec<String> = s
+        let kinds: Vec<std::borrow::Cow<str>> = s
             .activity(m.id)
             .expect("read")
             .into_iter()
