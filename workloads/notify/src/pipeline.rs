@@ -1210,7 +1210,8 @@ impl Notify {
         // What the calls decided, per delivery: its new state, where it moves, what counts.
         let mut retry_items = Vec::new();
         let mut moves: HashMap<SendItem, (String, u32)> = HashMap::new();
-        let mut counts: HashMap<SendItem, (&'static str, String)> = HashMap::new();
+        // What each delivery counts as in the aggregates (all under this job's provider).
+        let mut counts: HashMap<SendItem, &'static str> = HashMap::new();
         let mut tried = job.tried.clone();
         tried.push(p.config.id.clone());
         let next = self.providers.route(channel, &tried, now).cloned();
@@ -1238,7 +1239,7 @@ impl Notify {
                     // index) for `redrive`; the job itself ends.
                     d.status = DeliveryStatus::Dead;
                     events.push((*it, Event::new(now, Some(it.pc), "dead", format!("no provider took it after {} attempts; in the dead-letter queue (weir-notify redrive)", ctx.attempt))));
-                    counts.insert(*it, ("dead", p.config.id.clone()));
+                    counts.insert(*it, "dead");
                 }
                 None => {
                     events.push((*it, Event::new(now, Some(it.pc), "retrying", format!("no other {channel} provider is available; retrying with backoff (attempt {} of {})", ctx.attempt, self.settings.send_attempts))));
@@ -1273,11 +1274,11 @@ impl Notify {
                 Ok(pid) => {
                     d.status = DeliveryStatus::Sent;
                     d.provider_id = pid.clone();
-                    counts.insert(*it, ("sent", p.config.id.clone()));
+                    counts.insert(*it, "sent");
                 }
                 Err(_) => {
                     d.status = DeliveryStatus::Failed;
-                    counts.insert(*it, ("failed", p.config.id.clone()));
+                    counts.insert(*it, "failed");
                 }
             }
         }
@@ -1308,15 +1309,15 @@ impl Notify {
         // Only what this attempt wrote has consequences: a delivery another attempt moved
         // on meanwhile is that attempt's to follow.
         let mut stale = std::collections::HashSet::new();
+        let mut tally: HashMap<(&str, &'static str), u64> = HashMap::new();
         for (it, ok) in updated.iter().zip(&written) {
             if !ok {
                 stale.insert(*it);
                 continue;
             }
-            if let Some((outcome, provider)) = counts.get(it) {
+            if let Some(outcome) = counts.get(it) {
                 let wf = msgs.get(&it.m).map(|m| m.workflow.as_str()).unwrap_or("");
-                self.store
-                    .count(now, wf, channel.as_str(), provider, outcome);
+                *tally.entry((wf, outcome)).or_default() += 1;
             }
             if let Some((to, route)) = moves.remove(it) {
                 moved
@@ -1324,6 +1325,10 @@ impl Notify {
                     .or_default()
                     .push(SendItem { route, ..*it });
             }
+        }
+        for ((wf, outcome), n) in tally {
+            self.store
+                .count_n(now, wf, channel.as_str(), &p.config.id, outcome, n);
         }
         retry_items.retain(|it| !stale.contains(it));
         let mut outs = Vec::new();
@@ -1473,10 +1478,7 @@ impl Notify {
             outgoing.push(Outgoing {
                 key: format!("{}/{}/{}", it.m, it.pc, it.idx),
                 to: d.to.clone(),
-                subject: d.content.subject.clone(),
-                title: d.content.title.clone(),
-                body: d.content.body.clone(),
-                html: d.content.html.clone(),
+                content: d.content.clone(),
             });
         }
         let groups: Vec<std::ops::Range<usize>> = if p.config.kind == Kind::Fcm {

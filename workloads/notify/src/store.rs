@@ -1624,6 +1624,19 @@ impl Store {
     /// Counts an outcome for today's aggregates (kept in memory, written by
     /// [`Store::flush_stats`]).
     pub fn count(&self, now_ms: u64, workflow: &str, channel: &str, provider: &str, outcome: &str) {
+        self.count_n(now_ms, workflow, channel, provider, outcome, 1);
+    }
+
+    /// Counts `n` alike at once (a send job's deliveries, tallied first).
+    pub fn count_n(
+        &self,
+        now_ms: u64,
+        workflow: &str,
+        channel: &str,
+        provider: &str,
+        outcome: &str,
+        n: u64,
+    ) {
         let k = StatKey {
             day: (now_ms / 86_400_000) as u32,
             workflow: workflow.to_string(),
@@ -1631,7 +1644,7 @@ impl Store {
             provider: provider.to_string(),
             outcome: outcome.to_string(),
         };
-        *self.stats.lock().entry(k).or_default() += 1;
+        *self.stats.lock().entry(k).or_default() += n;
     }
 
     /// Adds the counts gathered in memory to the stored aggregates, and persists.

@@ -94,18 +94,18 @@ impl Http {
                         .iter()
                         .map(|o| Personalization {
                             to: [Address { email: &o.to }],
-                            subject: o.subject.as_deref(),
+                            subject: o.content.subject.as_deref(),
                             custom_args: CustomArgs { weir_key: &o.key },
                             substitutions: Substitutions {
-                                body: &o.body,
-                                html: o.html.as_deref().unwrap_or(""),
+                                body: &o.content.body,
+                                html: o.content.html.as_deref().unwrap_or(""),
                             },
                         })
                         .collect(),
                     from: Address {
                         email: c.from.as_deref().unwrap_or(""),
                     },
-                    content: if items.iter().any(|o| o.html.is_some()) {
+                    content: if items.iter().any(|o| o.content.html.is_some()) {
                         &[
                             ContentPart {
                                 kind: "text/plain",
@@ -132,7 +132,7 @@ impl Http {
                 let form = [
                     ("To", o.to.as_str()),
                     ("From", c.from.as_deref().unwrap_or("")),
-                    ("Body", o.body.as_str()),
+                    ("Body", o.content.body.as_str()),
                 ];
                 let mut r = self
                     .client
@@ -153,7 +153,7 @@ impl Http {
                 let o = &items[0];
                 let body = json!({
                     "registration_ids": tokens,
-                    "notification": {"title": o.title, "body": o.body},
+                    "notification": {"title": o.content.title, "body": o.content.body},
                     "data": {"weir_keys": keys.join(",")},
                 });
                 let mut r = self
@@ -167,7 +167,7 @@ impl Http {
             }
             Kind::Slack => {
                 let o = &items[0];
-                let body = json!({"channel": o.to, "text": o.body});
+                let body = json!({"channel": o.to, "text": o.content.body});
                 self.bearer(
                     self.client
                         .post(format!("{}/api/chat.postMessage", self.base)),
@@ -338,8 +338,8 @@ pub fn fcm_groups(items: &[Outgoing], max: usize) -> Vec<&[Outgoing]> {
     for i in 1..=items.len() {
         let cut = i == items.len()
             || i - start == max
-            || items[i].title != items[start].title
-            || items[i].body != items[start].body;
+            || items[i].content.title != items[start].content.title
+            || items[i].content.body != items[start].content.body;
         if cut {
             out.push(&items[start..i]);
             start = i;
@@ -402,10 +402,12 @@ mod tests {
         let o = |b: &str| Outgoing {
             key: b.into(),
             to: "t".into(),
-            subject: None,
-            title: Some("t".into()),
-            body: b.into(),
-            html: None,
+            content: std::sync::Arc::new(crate::store::Content {
+                subject: None,
+                title: Some("t".into()),
+                body: b.into(),
+                html: None,
+            }),
         };
         let items = vec![o("a"), o("a"), o("b"), o("a")];
         let g = fcm_groups(&items, 500);

@@ -241,17 +241,9 @@ pub struct Outgoing {
     pub key: String,
     /// The address.
     pub to: String,
-    /// Email subject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// Push title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    /// The text.
-    pub body: String,
-    /// Email HTML.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub html: Option<String>,
+    /// What it says (shared with the delivery it was rendered for, not copied).
+    #[serde(flatten)]
+    pub content: std::sync::Arc<crate::store::Content>,
 }
 
 /// What one recipient of an accepted call got.

@@ -110,11 +110,16 @@ impl Smtp {
         let b = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(o.subject.clone().unwrap_or_default())
+            .subject(o.content.subject.clone().unwrap_or_default())
             .message_id(Some(format!("<{}@weir-notify>", o.key.replace('/', "."))));
-        let m = match &o.html {
-            Some(h) => b.multipart(MultiPart::alternative_plain_html(o.body.clone(), h.clone())),
-            None => b.header(ContentType::TEXT_PLAIN).body(o.body.clone()),
+        let m = match &o.content.html {
+            Some(h) => b.multipart(MultiPart::alternative_plain_html(
+                o.content.body.clone(),
+                h.clone(),
+            )),
+            None => b
+                .header(ContentType::TEXT_PLAIN)
+                .body(o.content.body.clone()),
         }
         .map_err(|e| (None, format!("cannot build the message: {e}"), true))?;
         match self.transport.send(m).await {
