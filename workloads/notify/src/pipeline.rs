@@ -36,10 +36,11 @@ use crate::store::{
     StateUpdate, Status, Store, StoreError, Trigger, Wait,
 };
 use crate::workflow::{pick_locale, Class, Op, Workflow};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::to_raw_value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use weir_api::NewJobBody;
 use weir_client::{Client, HandlerError, HandlerResult, JobContext};
@@ -1159,7 +1160,7 @@ impl Notify {
             return Err(HandlerError::fatal(format!("no provider {}", job.provider)));
         };
         let ids: Vec<MsgId> = job.items.iter().map(|i| i.m).collect();
-        let mut msgs = self.store.deliveries_by_id(&ids).map_err(storage)?;
+        let msgs = self.store.deliveries_by_id(&ids).map_err(storage)?;
         let now = now_ms();
         let last_attempt = ctx.attempt >= self.settings.send_attempts;
         let mut live: Vec<SendItem> = Vec::new();
@@ -1212,11 +1213,14 @@ impl Notify {
         let mut moves: HashMap<SendItem, (String, u32)> = HashMap::new();
         // What each delivery counts as in the aggregates (all under this job's provider).
         let mut counts: HashMap<SendItem, &'static str> = HashMap::new();
+        // The new states, started from what was read (the messages themselves are shared
+        // with the store's memory and stay as they are).
+        let mut states: HashMap<SendItem, DeliveryState> = HashMap::with_capacity(live.len());
         let mut tried = job.tried.clone();
         tried.push(p.config.id.clone());
         let next = self.providers.route(channel, &tried, now).cloned();
         for it in &outcome.failover {
-            let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
+            let Some(d) = state_entry(&mut states, &msgs, it) else {
                 continue;
             };
             match &next {
@@ -1249,7 +1253,7 @@ impl Notify {
         }
         let mut deferred_ms = 0u64;
         for (it, ms) in &outcome.deferred {
-            let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
+            let Some(d) = state_entry(&mut states, &msgs, it) else {
                 continue;
             };
             d.route += 1;
@@ -1266,7 +1270,7 @@ impl Notify {
             moves.insert(*it, (p.config.id.clone(), d.route));
         }
         for (it, result) in &outcome.done {
-            let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
+            let Some(d) = state_entry(&mut states, &msgs, it) else {
                 continue;
             };
             d.provider = Some(p.config.id.clone());
@@ -1289,11 +1293,13 @@ impl Notify {
         let mut updates = Vec::with_capacity(live.len());
         let mut updated = Vec::with_capacity(live.len());
         for it in &live {
-            let Some(d) = msgs.get_mut(&it.m).and_then(|m| find_mut(m, it)) else {
+            if state_entry(&mut states, &msgs, it).is_none() {
+                continue;
+            }
+            let Some(mut state) = states.remove(it) else {
                 continue;
             };
-            d.attempts += 1;
-            let mut state = DeliveryState::of(d);
+            state.attempts += 1;
             state.events = per_item.remove(it).unwrap_or_default();
             updates.push(StateUpdate {
                 id: it.m,
@@ -1308,7 +1314,7 @@ impl Notify {
         let written = self.commit_states(updates).await?;
         // Only what this attempt wrote has consequences: a delivery another attempt moved
         // on meanwhile is that attempt's to follow.
-        let mut stale = std::collections::HashSet::new();
+        let mut stale = HashSet::new();
         let mut tally: HashMap<(&str, &'static str), u64> = HashMap::new();
         for (it, ok) in updated.iter().zip(&written) {
             if !ok {
@@ -1463,7 +1469,7 @@ impl Notify {
         &self,
         p: &Arc<Provider>,
         live: &[SendItem],
-        msgs: &HashMap<MsgId, Message>,
+        msgs: &HashMap<MsgId, Arc<Message>>,
         now: u64,
         events: &mut Vec<(SendItem, Event)>,
         out: &mut Outcomes,
@@ -1634,10 +1640,21 @@ fn find<'a>(m: &'a Message, it: &SendItem) -> Option<&'a Delivery> {
         .find(|d| d.pc == it.pc && d.idx == it.idx)
 }
 
-fn find_mut<'a>(m: &'a mut Message, it: &SendItem) -> Option<&'a mut Delivery> {
-    m.deliveries
-        .iter_mut()
-        .find(|d| d.pc == it.pc && d.idx == it.idx)
+/// The new state a send job is making for `it`: started, on first use, from the delivery as
+/// read.
+fn state_entry<'a>(
+    states: &'a mut HashMap<SendItem, DeliveryState>,
+    msgs: &HashMap<MsgId, Arc<Message>>,
+    it: &SendItem,
+) -> Option<&'a mut DeliveryState> {
+    use std::collections::hash_map::Entry;
+    match states.entry(*it) {
+        Entry::Occupied(e) => Some(e.into_mut()),
+        Entry::Vacant(e) => {
+            let d = msgs.get(&it.m).and_then(|m| find(m, it))?;
+            Some(e.insert(DeliveryState::of(d)))
+        }
+    }
 }
 
 /// An address as the activity trail shows it: enough to recognise, not to harvest

@@ -15,9 +15,9 @@
 use crate::model::{Channel, Preferences, Subscriber, Topic};
 use crate::workflow::{Class, WorkflowDef};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -384,23 +384,6 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 }
 
 impl Message {
-    /// A copy without its trail.
-    fn without_trail(&self) -> Message {
-        Message {
-            id: self.id,
-            workflow: self.workflow.clone(),
-            subscriber: self.subscriber.clone(),
-            class: self.class,
-            status: self.status,
-            created_ms: self.created_ms,
-            updated_ms: self.updated_ms,
-            pc: self.pc,
-            wait: self.wait.clone(),
-            deliveries: self.deliveries.clone(),
-            trail: Vec::new(),
-        }
-    }
-
     /// Whether its run has ended (what is left is its deliveries).
     pub fn run_ended(&self) -> bool {
         matches!(
@@ -1359,13 +1342,18 @@ impl Store {
     /// merged in. Messages close together (a run's or a send's: consecutive numbers of one
     /// trigger) are read with one range scan of the records and one of the states.
     pub fn messages(&self, ids: &[MsgId]) -> Result<Vec<Message>> {
-        self.read_messages(ids, true)
+        Ok(self
+            .read_messages(ids, true)?
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect())
     }
 
-    /// Like [`Store::messages_by_id`], without the run's trails: what a send job reads (its
-    /// deliveries, their states and content), spared a copy of every event it never looks
-    /// at.
-    pub fn deliveries_by_id(&self, ids: &[MsgId]) -> Result<HashMap<MsgId, Message>> {
+    /// What a send job reads: messages by id with their deliveries' states merged in, shared
+    /// with the records kept in memory rather than copied (a message is copied only when a
+    /// stored state changes one of its deliveries), and not settled: a send looks at its
+    /// deliveries, never at the message's status.
+    pub fn deliveries_by_id(&self, ids: &[MsgId]) -> Result<HashMap<MsgId, Arc<Message>>> {
         Ok(self
             .read_messages(ids, false)?
             .into_iter()
@@ -1373,7 +1361,7 @@ impl Store {
             .collect())
     }
 
-    fn read_messages(&self, ids: &[MsgId], trails: bool) -> Result<Vec<Message>> {
+    fn read_messages(&self, ids: &[MsgId], settle: bool) -> Result<Vec<Arc<Message>>> {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
@@ -1387,8 +1375,7 @@ impl Store {
             let recent = self.recent.lock();
             for id in &ids {
                 match recent.map.get(id) {
-                    Some(m) if trails => out.push(Message::clone(m)),
-                    Some(m) => out.push(m.without_trail()),
+                    Some(m) => out.push(m.clone()),
                     None => missing.push(*id),
                 }
             }
@@ -1400,13 +1387,13 @@ impl Store {
                 for g in self.ks.messages.range(mlo.key().to_vec()..end) {
                     let (k, v) = g.into_inner()?;
                     if MsgId::from_key(&k).is_some_and(|id| missing.binary_search(&id).is_ok()) {
-                        out.push(decode::<Message>(&v)?);
+                        out.push(Arc::new(decode::<Message>(&v)?));
                     }
                 }
             } else {
                 for id in &missing {
                     if let Some(v) = self.ks.messages.get(id.key())? {
-                        out.push(decode::<Message>(&v)?);
+                        out.push(Arc::new(decode::<Message>(&v)?));
                     }
                 }
             }
@@ -1423,17 +1410,22 @@ impl Store {
                     at += 1;
                 }
                 if at < out.len() && out[at].id == id {
-                    overlay(&mut out[at], &k, &v)?;
+                    overlay(Arc::make_mut(&mut out[at]), &k, &v)?;
                 }
             }
         } else {
-            for m in &mut out {
-                self.overlay_states(m)?;
+            for m in out.iter_mut().filter(|m| !m.deliveries.is_empty()) {
+                for g in self.ks.states.prefix(m.id.key()) {
+                    let (k, v) = g.into_inner()?;
+                    overlay(Arc::make_mut(m), &k, &v)?;
+                }
             }
         }
-        for m in &mut out {
-            if m.run_ended() {
-                m.settle();
+        if settle {
+            for m in &mut out {
+                if m.run_ended() {
+                    Arc::make_mut(m).settle();
+                }
             }
         }
         Ok(out)
