@@ -67,6 +67,23 @@ pub(crate) fn rank_sql(ready: &str) -> String {
     format!("(CASE WHEN q.aging_ms > 0 THEN {ready} / q.aging_ms ELSE 0 END) - j.priority")
 }
 
+/// How many due jobs one promotion moves at most.
+const PROMOTE_BATCH: usize = 5_000;
+
+/// SQL selecting (and locking) the ids of the due scheduled and failed jobs (`run_at <= $1`)
+/// of the queues named by the rows of `over` (a set-returning expression), earliest first
+/// within each queue, `extra` filtering them. Each queue is a range of `jobs_due_by_queue`
+/// read in order, so a backlog of due jobs is never sorted to move the first batch.
+fn due_sql(over: &str, extra: &str) -> String {
+    format!(
+        "SELECT d.id FROM {over} AS n(name) CROSS JOIN LATERAL ( \
+           SELECT id FROM {{s}}.jobs WHERE queue = n.name AND state IN (0, 4) \
+             AND run_at <= $1 {extra} \
+           ORDER BY run_at LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED) d \
+         LIMIT {PROMOTE_BATCH}"
+    )
+}
+
 /// SQL appending one attempt error to `j.errors`, keeping the newest [`MAX_ERRORS_KEPT`].
 fn push_error_sql(message: &str, at: &str) -> String {
     format!(
@@ -525,9 +542,11 @@ impl Inner {
         };
         let next_due = if out.is_empty() {
             let st = client
-                .prepare_cached(&self.q(
-                    "SELECT min(run_at) FROM {s}.jobs WHERE state IN (0, 4) AND queue = ANY($1)",
-                ))
+                .prepare_cached(
+                    &self.q("SELECT min(d.run_at) FROM unnest($1::text[]) AS n(name) \
+                     CROSS JOIN LATERAL (SELECT run_at FROM {s}.jobs \
+                       WHERE queue = n.name AND state IN (0, 4) ORDER BY run_at LIMIT 1) d"),
+                )
                 .await
                 .map_err(db)?;
             client
@@ -598,14 +617,12 @@ impl Inner {
     ) -> Result<()> {
         let st = c
             .prepare_cached(&self.q(&format!(
-                "WITH due AS ( \
-                   SELECT id FROM {{s}}.jobs WHERE state IN (0, 4) AND run_at <= $1 \
-                     AND queue = ANY($2) AND grp IS NULL \
-                   ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED) \
+                "WITH due AS ({due}) \
                  UPDATE {{s}}.jobs j SET state = 1, avail = true, rank = {rank}, \
                    sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
                  FROM {{s}}.queues q \
                  WHERE j.id = ANY(ARRAY(SELECT id FROM due)) AND q.name = j.queue",
+                due = due_sql("unnest($2::text[])", "AND grp IS NULL"),
                 rank = rank_sql("j.run_at"),
             )))
             .await
@@ -852,23 +869,25 @@ impl Inner {
         // Two statements, not one with `$2 IS NULL OR …`: a generic plan of that could not
         // use the queue prefix of the lease index, and every fetch's tick scanned every
         // active job of every queue.
-        let filter = if queues.is_some() {
-            "AND queue = ANY($2)"
+        let (filter, over) = if queues.is_some() {
+            ("AND queue = ANY($2)", "unnest($2::text[])")
         } else {
-            "AND $2::text[] IS NULL"
+            (
+                "AND $2::text[] IS NULL",
+                "(SELECT name FROM {s}.queues WHERE $2::text[] IS NULL)",
+            )
         };
         let names: Option<Vec<String>> = queues.map(<[String]>::to_vec);
         let promote = tx
             .prepare_cached(&self.q(&format!(
-                "WITH due AS ( \
-                   SELECT id FROM {{s}}.jobs WHERE state IN (0, 4) AND run_at <= $1 {filter} \
-                   ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED) \
+                "WITH due AS ({due}) \
                  UPDATE {{s}}.jobs j SET state = 1, avail = (j.grp IS NULL), \
                    rank = {rank}, \
                    sort_cost = CASE WHEN q.smallest_cost THEN j.cost ELSE 0 END \
                  FROM {{s}}.queues q \
                  WHERE j.id = ANY(ARRAY(SELECT id FROM due)) AND q.name = j.queue \
                  RETURNING j.queue, j.grp",
+                due = due_sql(over, ""),
                 rank = rank_sql("j.run_at"),
             )))
             .await

@@ -31,9 +31,12 @@ mod tests {
     use serde_json::Value;
     use std::sync::Arc;
     use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-    use weir_core::{Ack, ManualClock, NewJob, Payload};
+    use weir_core::{Ack, Fail, ManualClock, NewJob, Payload};
     use weir_store::conformance::{Fixture, T0};
-    use weir_store::{JobAckManyParams, JobFetchParams, JobInsertManyParams, Store};
+    use weir_store::{
+        JobAckManyParams, JobCancelParams, JobFailManyParams, JobFetchParams, JobInsertManyParams,
+        Store,
+    };
 
     /// Tables that grow with the jobs: a statement may touch them only through an index.
     const GROWING: &[&str] = &crate::background::GROWING_TABLES;
@@ -62,17 +65,6 @@ mod tests {
                 "active jobs (the listing of every queue's, the rescue of expired leases) are \
                  read whole from `jobs_leases` and sorted: there are as many as there are \
                  workers, not as many as jobs",
-            )
-        } else if template.contains("WHERE state IN (0, 4) AND run_at <= $1")
-            || template.contains("ORDER BY finished_at DESC, id DESC OFFSET $2")
-        {
-            Some(
-                "KNOWN, not yet fixed: promotion sorts every due job to promote the first \
-                 5,000, and retention by count sorts a queue's finished jobs of the states it \
-                 keeps to find those past the count. Both run on a tick (promotion every 10 ms \
-                 per fetching server, retention every 10 s), not per job; both grow with a \
-                 backlog of due jobs or of kept finished ones. Listed here so that no other \
-                 statement joins them",
             )
         } else if template.starts_with("DELETE FROM {s}.group_rates WHERE ctid") {
             Some(
@@ -204,8 +196,8 @@ mod tests {
         sql.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
-    /// Fills `store` as a deployment an hour in: waiting, running, completed, scheduled,
-    /// grouped and unique jobs in two queues, some 100,000 rows.
+    /// Fills `store` as a deployment an hour in: waiting, running, completed, dead,
+    /// cancelled, scheduled, grouped and unique jobs in two queues, some 100,000 rows.
     async fn populate(store: &PostgresStore) {
         let payload = Payload::json(&serde_json::json!({ "n": 1 })).unwrap();
         let job = |queue: &str| NewJob::new(queue, "k", payload.clone());
@@ -237,9 +229,34 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            if round % 2 == 0 {
-                let acks = got.iter().map(Ack::of).collect();
-                store.job_ack_many(JobAckManyParams { acks }).await.unwrap();
+            match round % 4 {
+                0 | 2 => {
+                    let acks = got.iter().map(Ack::of).collect();
+                    store.job_ack_many(JobAckManyParams { acks }).await.unwrap();
+                }
+                1 => {
+                    let fails = got
+                        .iter()
+                        .map(|j| Fail {
+                            id: j.id,
+                            lease_id: j.lease_id,
+                            error: "boom".into(),
+                            retry: false,
+                        })
+                        .collect();
+                    store
+                        .job_fail_many(JobFailManyParams { fails })
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    for j in got.iter().take(300) {
+                        store
+                            .job_cancel(JobCancelParams { id: j.id })
+                            .await
+                            .unwrap();
+                    }
+                }
             }
         }
     }

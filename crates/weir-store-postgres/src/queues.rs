@@ -60,6 +60,35 @@ impl QueueColumns {
     }
 }
 
+/// SQL selecting the ids of queue `$1`'s oldest finished jobs in `states` beyond the newest
+/// `$2` of them, at most 10,000. How many there are beyond the count comes from
+/// `state_counts` (exact in the statement's snapshot), so the jobs kept are never read;
+/// those to delete are read oldest first from `jobs_finished`, each state's range in order
+/// and several states merged, never sorted. Each branch of the union says its own order:
+/// without it, PostgreSQL (15) plans the union's order as a sort of both ranges whole.
+fn oldest_beyond_count(states: &[u8]) -> String {
+    let ranges = states
+        .iter()
+        .map(|st| {
+            format!(
+                "(SELECT id, finished_at FROM {{s}}.jobs WHERE queue = $1 AND state = {st} \
+                  ORDER BY finished_at, id)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let listed = states
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT f.id FROM ({ranges}) f ORDER BY f.finished_at, f.id \
+         LIMIT least(10000, greatest(0, (SELECT coalesce(sum(c.n), 0)::bigint \
+           FROM {{s}}.state_counts c WHERE c.queue = $1 AND c.state IN ({listed})) - $2::bigint))"
+    )
+}
+
 fn config_of(v: serde_json::Value) -> Result<QueueConfig> {
     serde_json::from_value(v)
         .map_err(|e| Error::storage(format!("a stored queue configuration does not parse: {e}")))
@@ -492,11 +521,16 @@ impl Inner {
         };
         let mut by_age = Vec::new();
         let mut by_count = Vec::new();
-        for states in ["3", "5, 6"] {
+        for states in [&[3u8][..], &[5, 6]] {
+            let listed = states
+                .iter()
+                .map(u8::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             by_age.push(
                 client
                     .prepare_cached(&self.q(&delete(&format!(
-                        "SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({states}) \
+                        "SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({listed}) \
                            AND finished_at <= $2 LIMIT 10000"
                     ))))
                     .await
@@ -504,10 +538,7 @@ impl Inner {
             );
             by_count.push(
                 client
-                    .prepare_cached(&self.q(&delete(&format!(
-                        "SELECT id FROM {{s}}.jobs WHERE queue = $1 AND state IN ({states}) \
-                           ORDER BY finished_at DESC, id DESC OFFSET $2 LIMIT 10000"
-                    ))))
+                    .prepare_cached(&self.q(&delete(&oldest_beyond_count(states))))
                     .await
                     .map_err(db)?,
             );

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../migrations/0005_maintenance_indexes.sql"),
     ),
+    (6, include_str!("../migrations/0006_due_by_queue.sql")),
 ];
 
 /// The schema version this build creates and understands.

@@ -148,6 +148,7 @@ macro_rules! __weir_conformance_cases {
                 paused_queue_hands_out_nothing,
                 queue_stats_count_states,
                 retention_deletes_and_aggregates_remain,
+                retention_by_count_takes_the_oldest_dead_and_cancelled_jobs_together,
                 listing_pages_with_a_cursor,
                 long_poll_wakes_on_enqueue,
                 concurrent_config_updates_all_land,

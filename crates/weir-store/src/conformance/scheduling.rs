@@ -350,6 +350,57 @@ pub async fn retention_deletes_and_aggregates_remain<S: Store>(s: &S, c: &Manual
     assert_eq!(st.counts["completed"] + st.counts["dead"], 0);
 }
 
+/// `dead_max` counts dead and cancelled jobs together and deletes the oldest of both first,
+/// whichever state each is in; completed jobs are neither counted nor deleted by it.
+pub async fn retention_by_count_takes_the_oldest_dead_and_cancelled_jobs_together<S: Store>(
+    s: &S,
+    c: &ManualClock,
+) {
+    configure(s, "q", |cfg| {
+        cfg.retention = Retention {
+            completed_ms: 86_400_000,
+            completed_max: 100,
+            dead_ms: 86_400_000,
+            dead_max: 3,
+        }
+    })
+    .await;
+    let ids = put(s, (0..8).map(|n| job("q", n)).collect()).await;
+    // Finished one after another, dead and cancelled in turn.
+    for (n, id) in ids[..6].iter().enumerate() {
+        c.advance(10);
+        if n % 2 == 0 {
+            let f = fetch(s, &["q"], 1).await.remove(0);
+            assert_eq!(f.id, *id);
+            fail(s, &f, false).await;
+        } else {
+            s.job_cancel(JobCancelParams { id: *id }).await.unwrap();
+        }
+    }
+    for f in fetch(s, &["q"], 2).await {
+        c.advance(10);
+        ack(s, &f, None).await;
+    }
+    let report = s.maintenance_run().await.unwrap();
+    assert_eq!(
+        exist(s, &ids).await,
+        vec![false, false, false, true, true, true, true, true],
+        "the newest 3 dead and cancelled jobs and every completed one are kept"
+    );
+    assert_eq!(report.deleted, 3);
+    let st = s.queue_stats("q").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            st.counts["dead"],
+            st.counts["cancelled"],
+            st.counts["completed"]
+        ),
+        (1, 2, 2)
+    );
+    // Nothing beyond the count: the next pass deletes nothing.
+    assert_eq!(s.maintenance_run().await.unwrap().deleted, 0);
+}
+
 async fn exist<S: Store>(s: &S, ids: &[JobId]) -> Vec<bool> {
     let mut out = Vec::new();
     for id in ids {
