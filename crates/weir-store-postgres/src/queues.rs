@@ -77,16 +77,22 @@ fn oldest_beyond_count(states: &[u8]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let listed = states
-        .iter()
-        .map(u8::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let listed = in_list(states);
     format!(
         "SELECT f.id FROM ({ranges}) f ORDER BY f.finished_at, f.id \
          LIMIT least(10000, greatest(0, (SELECT coalesce(sum(c.n), 0)::bigint \
            FROM {{s}}.state_counts c WHERE c.queue = $1 AND c.state IN ({listed})) - $2::bigint))"
     )
+}
+
+/// `states` as the list of an SQL `IN (…)`: literals, so that a plan can prove a partial
+/// index's predicate from them.
+fn in_list(states: &[u8]) -> String {
+    states
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn config_of(v: serde_json::Value) -> Result<QueueConfig> {
@@ -522,11 +528,7 @@ impl Inner {
         let mut by_age = Vec::new();
         let mut by_count = Vec::new();
         for states in [&[3u8][..], &[5, 6]] {
-            let listed = states
-                .iter()
-                .map(u8::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
+            let listed = in_list(states);
             by_age.push(
                 client
                     .prepare_cached(&self.q(&delete(&format!(
